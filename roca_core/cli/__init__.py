@@ -1,0 +1,1 @@
+"""Command-line tools of roca_core (no ROS)."""

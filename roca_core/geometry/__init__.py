@@ -1,0 +1,1 @@
+"""Geometry of roca: rotations, cameras, Procrustes and voxelisation."""

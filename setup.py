@@ -1,0 +1,35 @@
+"""roca: installs the roca_ros node package and the ROS-free roca_core library.
+
+Works both under colcon (ament_python: data files land in share/roca_ros) and with plain
+``pip install -e .`` in the project's virtual environment (scripts/setup_env.sh).
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "roca_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="ROCA single-image CAD retrieval and 9-DoF alignment as a ROS 2 node",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["roca_core", "roca_core.*", "roca_ros", "roca_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+    ],
+    # Runtime dependencies are pinned in requirements/lock.txt (installed by
+    # scripts/setup_env.sh); ROS users get rclpy and messages from their ROS install.
+    install_requires=[],
+    zip_safe=False,
+    entry_points={
+        "console_scripts": [
+            "roca_node = roca_ros.node:main",
+            "roca-demo = roca_ros.demo:main",
+        ],
+    },
+)
