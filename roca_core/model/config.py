@@ -1,0 +1,150 @@
+"""Configuration of the ROCA network (one dataclass serves every preset).
+
+``config/paper.yaml`` holds the reference sizes (ResNet-50-FPN, 360x480) and
+``config/small.yaml`` a CPU-trainable variant; both only override these defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roca_core.classes import CLASS_NAMES
+from roca_core.config_io import ConfigError, from_dict, load_yaml, to_dict
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "tiny")
+NORMS = ("gn", "bn", "frozen_bn")
+VOXELIZE_BACKENDS = ("auto", "pytorch3d", "torch")
+
+
+@dataclass
+class LossWeights:
+    """Multipliers of every training loss (the paper: w_rot = 2, w_noc = 3, the rest 1)."""
+
+    rpn_objectness: float = 1.0
+    rpn_box_reg: float = 1.0
+    classifier: float = 1.0
+    box_reg: float = 1.0
+    mask: float = 1.0
+    depth: float = 1.0
+    roi_depth: float = 1.0
+    box_minmax: float = 1.0
+    scale: float = 1.0
+    trans_init: float = 1.0
+    noc: float = 3.0
+    rot: float = 2.0
+    trans: float = 1.0
+    triplet: float = 1.0
+    completion: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    """Every size of the network; the defaults are the paper's (reference implementation)."""
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+    # Network input (H, W); images of another size are resized to it (K scaled with them).
+    image_height: int = 360
+    image_width: int = 480
+    # 2D recognition (torchvision Mask R-CNN + FPN, randomly initialised).
+    backbone: str = "resnet50"
+    tiny_channels: tuple[int, ...] = (32, 64, 128, 256)  # stage widths of backbone "tiny"
+    norm: str = "gn"  # no pretrained weights: GroupNorm trains from scratch at small batches
+    fpn_channels: int = 256
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 128
+    box_positive_fraction: float = 0.25
+    box_head_dim: int = 1024
+    mask_head_channels: tuple[int, ...] = (256, 256, 256, 256)
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    detections_per_image: int = 100
+    # Depth: per-FPN-level channels (x4 levels = fused feature width), output bias init (m).
+    depth_level_channels: int = 32
+    depth_init: float = 2.0
+    # Alignment head.
+    roi_size: int = 32
+    pixel_mlp_dim: int = 512
+    shape_code_dim: int = 512
+    shape_dropout: float = 0.3
+    trans_offset_hidden: int = 256
+    noc_hidden: int = 256
+    weight_hidden: int = 256
+    min_procrustes_pixels: int = 16
+    align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
+    align_mask_threshold: float = 0.7
+    # Retrieval.
+    embedding_dim: int = 256
+    voxel_channels: tuple[int, ...] = (32, 64, 128)
+    retrieval_mlp_hidden: int = 1024
+    retrieval_mask_threshold: float = 0.5
+    triplet_margin: float = 0.5
+    voxelize_backend: str = "auto"
+    loss_weights: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        self.class_names = tuple(self.class_names)
+        if not self.class_names:
+            raise ConfigError("model.class_names must not be empty")
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"model.backbone={self.backbone!r}; expected one of {BACKBONES}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"model.norm={self.norm!r}; expected one of {NORMS}")
+        if self.voxelize_backend not in VOXELIZE_BACKENDS:
+            raise ConfigError(f"model.voxelize_backend={self.voxelize_backend!r}; "
+                              f"expected one of {VOXELIZE_BACKENDS}")
+        if self.image_height < 32 or self.image_width < 32:
+            raise ConfigError(f"model input {self.image_height}x{self.image_width} is too small "
+                              "(at least 32x32)")
+        if len(self.voxel_channels) != 3:
+            raise ConfigError("model.voxel_channels needs 3 entries (32^3 -> 16 -> 8 -> 4)")
+        if len(self.tiny_channels) != 4:
+            raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
+        if self.roi_size % 4 != 0:
+            raise ConfigError("model.roi_size must be a multiple of 4")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.image_height, self.image_width)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: "dict[str, Any] | None") -> "ModelConfig":
+        return from_dict(cls, data, "model")
+
+    @classmethod
+    def from_yaml(cls, path: "str | Path") -> "ModelConfig":
+        """The ``model:`` section of a preset file such as ``config/small.yaml``."""
+        data = load_yaml(path)
+        if "model" not in data:
+            raise ConfigError(f"{path}: no top-level 'model:' section")
+        return cls.from_dict(data["model"])
+
+
+def preset_path(name: str) -> Path:
+    """``config/<name>.yaml`` of the installed share dir or the source checkout."""
+    from roca_core.paths import REPO_ROOT, share_dir
+    for base in (share_dir(), REPO_ROOT):
+        p = Path(base) / "config" / f"{name}.yaml"
+        if p.is_file():
+            return p
+    raise ConfigError(f"no preset named {name!r} (looked for config/{name}.yaml)")
+
+
+def load_preset(name_or_path: str) -> ModelConfig:
+    """``"small"``/``"paper"`` or a path to a YAML file with a ``model:`` section."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        return ModelConfig.from_yaml(p)
+    return ModelConfig.from_yaml(preset_path(name_or_path))
