@@ -1,0 +1,68 @@
+"""Batched, differentiable weighted Procrustes (rotation + translation, no scale).
+
+The SVD runs in float64: the cross-covariance of NOC/depth correspondences is often badly
+conditioned and float32 SVD gradients blow up there. Degenerate problems (all weights zero,
+fewer than two independent directions, non-finite input) get the identity rotation, a
+translation from the (weighted, else plain) centroids, and zero gradient instead of NaN.
+"""
+from __future__ import annotations
+
+import torch
+
+# Rank test on the covariance: s2 / s1 below this -> points (nearly) collinear or coincident.
+_RANK_TOL = 1e-9
+
+
+def weighted_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor,
+                        eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise ``sum_k w_k |R src_k + t - dst_k|^2`` over proper rotations R and t.
+
+    src, dst: (B, N, 3); weights: (B, N) >= 0 (negative values are treated as 0).
+    Returns R (B, 3, 3) with det +1 and t (B, 3) in the input dtype.
+    """
+    if src.dim() != 3 or src.shape[-1] != 3:
+        raise ValueError(f"src must be (B, N, 3), got {tuple(src.shape)}")
+    if dst.shape != src.shape:
+        raise ValueError(f"dst must match src {tuple(src.shape)}, got {tuple(dst.shape)}")
+    if weights.shape != src.shape[:2]:
+        raise ValueError(f"weights must be (B, N) = {tuple(src.shape[:2])}, got {tuple(weights.shape)}")
+    out_dtype = src.dtype if src.is_floating_point() else torch.float32
+    s = src.double()
+    d = dst.double()
+    w = weights.double().clamp_min(0.0)
+    b, n, _ = s.shape
+
+    w_sum = w.sum(dim=1, keepdim=True)  # (B, 1)
+    has_weight = (w_sum[:, 0] > eps) & torch.isfinite(w_sum[:, 0])
+    # Zero-weight problems fall back to uniform weights for the centroids.
+    uniform = torch.full_like(w, 1.0 / max(n, 1))
+    w_norm = torch.where(has_weight[:, None], w / w_sum.clamp_min(eps), uniform)
+    mu_s = (w_norm.unsqueeze(-1) * s).sum(dim=1)  # (B, 3)
+    mu_d = (w_norm.unsqueeze(-1) * d).sum(dim=1)
+    sc = s - mu_s.unsqueeze(1)
+    dc = d - mu_d.unsqueeze(1)
+    cov = torch.einsum("bn,bni,bnj->bij", w_norm, dc, sc)  # (B, 3, 3): dst x src^T
+
+    finite = torch.isfinite(cov).flatten(1).all(dim=1) & torch.isfinite(mu_s).all(1) & torch.isfinite(mu_d).all(1)
+    sv = torch.linalg.svdvals(torch.where(finite[:, None, None], cov, torch.zeros_like(cov)).detach())
+    rank_ok = sv[:, 1] > _RANK_TOL * sv[:, 0].clamp_min(1e-300)
+    ok = has_weight & finite & rank_ok & (sv[:, 0] > 1e-300)
+    # Degenerate entries get a well-separated stand-in so the SVD backward stays finite.
+    safe = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=cov.dtype, device=cov.device)).expand(b, 3, 3)
+    cov_ok = torch.where(ok[:, None, None], cov, safe)
+    u, _, vh = torch.linalg.svd(cov_ok)
+    det = torch.linalg.det(u @ vh)
+    fix = torch.ones(b, 3, dtype=cov.dtype, device=cov.device)
+    fix = torch.cat([fix[:, :2], torch.sign(det).unsqueeze(1) + (det == 0).double().unsqueeze(1)], dim=1)
+    rot = u @ torch.diag_embed(fix) @ vh
+    eye = torch.eye(3, dtype=cov.dtype, device=cov.device).expand(b, 3, 3)
+    rot = torch.where(ok[:, None, None], rot, eye)
+    mu_s = torch.where(torch.isfinite(mu_s), mu_s, torch.zeros_like(mu_s))
+    mu_d = torch.where(torch.isfinite(mu_d), mu_d, torch.zeros_like(mu_d))
+    t = mu_d - (rot @ mu_s.unsqueeze(-1)).squeeze(-1)
+    return rot.to(out_dtype), t.to(out_dtype)
+
+
+def procrustes_valid(weights: torch.Tensor, min_points: int, threshold: float = 0.0) -> torch.Tensor:
+    """(B,) True where at least ``min_points`` weights exceed ``threshold`` (the caller's rule)."""
+    return (weights > threshold).sum(dim=1) >= min_points
