@@ -1,0 +1,20 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first
+# (scripts/setup_env.sh; seconds when it is already up to date).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Network safety: DDS discovery stays on this machine in everything make starts.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+
+.PHONY: setup test demo bench
+setup:
+	@bash scripts/setup_env.sh
+
+test: setup
+	$(PY) -m pytest test
+
+demo: setup
+	$(VENV)/bin/roca-demo --out demo_out
+
+bench: setup
+	$(PY) bench/bench_model.py
