@@ -1,0 +1,177 @@
+"""sensor_msgs/Image <-> numpy without cv_bridge.
+
+cv_bridge needs a full ROS install; the pip-installed node must work without one, so the
+common encodings are converted here. Every check raises :class:`ImageConversionError` (a
+``ValueError``) naming the bad field, because the node turns these messages into its
+"rejected frame" warnings.
+
+The checks only look at the message's fields, so they work on any object with
+``height``, ``width``, ``encoding``, ``step``, ``is_bigendian`` and ``data`` (tests use a
+plain dataclass as well as the real message).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# Larger sides are rejected: they would only come from a corrupt header and could make
+# the node allocate gigabytes.
+MAX_IMAGE_SIDE = 8192
+
+
+class ImageConversionError(ValueError):
+    """An Image message that cannot be converted; the message says which field is wrong."""
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    channels: int
+    dtype: np.dtype
+    # Channel order to reach RGB (None: not a colour encoding).
+    to_rgb: tuple[int, ...] | None
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return self.channels * self.dtype.itemsize
+
+
+ENCODINGS: dict[str, EncodingInfo] = {
+    "rgb8": EncodingInfo(3, np.dtype(np.uint8), (0, 1, 2)),
+    "bgr8": EncodingInfo(3, np.dtype(np.uint8), (2, 1, 0)),
+    "rgba8": EncodingInfo(4, np.dtype(np.uint8), (0, 1, 2)),
+    "bgra8": EncodingInfo(4, np.dtype(np.uint8), (2, 1, 0)),
+    "mono8": EncodingInfo(1, np.dtype(np.uint8), (0, 0, 0)),
+    "8UC3": EncodingInfo(3, np.dtype(np.uint8), (0, 1, 2)),  # assumed RGB, as cv_bridge does not
+    "16UC1": EncodingInfo(1, np.dtype(np.uint16), None),
+    "32FC1": EncodingInfo(1, np.dtype(np.float32), None),
+}
+COLOUR_ENCODINGS: tuple[str, ...] = tuple(k for k, v in ENCODINGS.items() if v.to_rgb is not None)
+
+
+def _as_int(value: Any, field: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ImageConversionError(f"image {field} is not an integer: {value!r}") from None
+    if number != value:
+        raise ImageConversionError(f"image {field} is not an integer: {value!r}")
+    return number
+
+
+def _data_buffer(data: Any) -> np.ndarray:
+    """The message payload as a flat uint8 array without copying when possible."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    except TypeError:
+        # A list of ints (what rosidl accepts on assignment).
+        try:
+            return np.asarray(data, dtype=np.uint8).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise ImageConversionError(f"image data is not a byte buffer ({type(data).__name__})") from None
+
+
+def check_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo:
+    """Validate size, encoding and step without touching the pixels; returns the encoding.
+
+    Cheap (O(1)), so the node runs it on the executor thread to reject frames before
+    queueing them.
+    """
+    height = _as_int(msg.height, "height")
+    width = _as_int(msg.width, "width")
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"image size is zero: {width}x{height} (width x height)")
+    if height > max_side or width > max_side:
+        raise ImageConversionError(
+            f"image size {width}x{height} exceeds the limit of {max_side} pixels per side")
+    encoding = str(msg.encoding)
+    info = ENCODINGS.get(encoding)
+    if info is None:
+        raise ImageConversionError(
+            f"unsupported image encoding {encoding!r}; supported: {sorted(ENCODINGS)}")
+    step = _as_int(msg.step, "step")
+    row_bytes = width * info.bytes_per_pixel
+    if step < row_bytes:
+        raise ImageConversionError(
+            f"image step {step} is smaller than width {width} x {info.bytes_per_pixel} bytes per "
+            f"pixel ({encoding}) = {row_bytes}")
+    if step > row_bytes + 4096 or step > 4 * row_bytes + 64:
+        raise ImageConversionError(
+            f"image step {step} does not match width {width} ({encoding} rows need {row_bytes} bytes)")
+    return info
+
+
+def image_to_array(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Image message -> (H, W, C) array in the encoding's own channel order and dtype.
+
+    Row padding (step > width * bytes per pixel) is removed; big-endian multi-byte data is
+    swapped to native order. The result owns its memory (the message can be freed).
+    """
+    info = check_image_header(msg, max_side)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    buf = _data_buffer(msg.data)
+    expected = step * height
+    if buf.size != expected:
+        raise ImageConversionError(
+            f"image data has {buf.size} bytes, expected step {step} x height {height} = {expected}")
+    rows = buf.reshape(height, step)[:, : width * info.bytes_per_pixel]
+    dtype = info.dtype.newbyteorder(">" if msg.is_bigendian else "<") if info.dtype.itemsize > 1 else info.dtype
+    pixels = np.ascontiguousarray(rows).view(dtype).reshape(height, width, info.channels)
+    return pixels.astype(info.dtype.newbyteorder("="), copy=True)
+
+
+def image_to_rgb(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """Image message of a colour or mono encoding -> (H, W, 3) uint8 RGB (a new array)."""
+    encoding = str(getattr(msg, "encoding", ""))
+    info = ENCODINGS.get(encoding)
+    if info is not None and info.to_rgb is None:
+        raise ImageConversionError(
+            f"image encoding {encoding!r} is a depth/scalar encoding, not a colour image; "
+            f"expected one of {list(COLOUR_ENCODINGS)}")
+    pixels = image_to_array(msg, max_side)
+    info = ENCODINGS[encoding]
+    return np.ascontiguousarray(pixels[:, :, list(info.to_rgb)])
+
+
+def rgb_to_image_msg(rgb: np.ndarray, header: Any = None) -> Any:
+    """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8 (imports ROS messages lazily)."""
+    from sensor_msgs.msg import Image
+
+    array = np.ascontiguousarray(rgb)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 array, got {array.shape} {array.dtype}")
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = "rgb8"
+    msg.is_bigendian = 0
+    msg.step = int(array.shape[1] * 3)
+    msg.data = array.tobytes()
+    return msg
+
+
+def array_to_image_msg(array: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """(H, W[, C]) array -> sensor_msgs/Image of ``encoding`` (any of :data:`ENCODINGS`)."""
+    from sensor_msgs.msg import Image
+
+    info = ENCODINGS.get(encoding)
+    if info is None:
+        raise ValueError(f"unsupported image encoding {encoding!r}; supported: {sorted(ENCODINGS)}")
+    data = np.ascontiguousarray(array, dtype=info.dtype)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3 or data.shape[2] != info.channels:
+        raise ValueError(f"encoding {encoding} needs {info.channels} channels, got array {array.shape}")
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(data.shape[0]), int(data.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(data.shape[1] * info.bytes_per_pixel)
+    msg.data = data.astype(info.dtype.newbyteorder("<"), copy=False).tobytes()
+    return msg
