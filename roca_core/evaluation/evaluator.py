@@ -1,0 +1,309 @@
+"""Runs a Predictor (or an in-memory model) over a dataset and scores it.
+
+The core, :func:`evaluate_frames`, only needs a function from a dataset sample to a
+:class:`FrameOutput`, so the CLI (a :class:`roca_core.Predictor` from a checkpoint) and the
+trainer (an ``nn.Module`` under training plus a CAD database) share one code path.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from roca_core.classes import CLASS_NAMES, Symmetry
+from roca_core.evaluation.alignment_metric import (AlignmentThresholds, GtObject, PredObject,
+                                                   evaluate_alignment)
+from roca_core.evaluation.depth_metric import DepthErrorAccumulator
+from roca_core.evaluation.detection_metric import DetectionAPAccumulator
+from roca_core.evaluation.report import build_report
+from roca_core.geometry.rotations import matrix_to_quat_np
+
+
+@dataclass
+class FrameOutput:
+    """What a model predicted for one image, as numpy (N detections)."""
+
+    class_indices: np.ndarray  # (N,) int, 0-based
+    scores: np.ndarray  # (N,)
+    boxes: np.ndarray  # (N, 4) xyxy pixels
+    rotations: np.ndarray  # (N, 3, 3)
+    translations: np.ndarray  # (N, 3)
+    scales: np.ndarray  # (N, 3)
+    masks: "np.ndarray | None" = None  # (N, H, W) bool
+    cad_ids: list["str | None"] = field(default_factory=list)
+    symmetries: list[Symmetry] = field(default_factory=list)  # of the retrieved CADs
+    depth: "np.ndarray | None" = None  # (H, W) metres
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+Infer = Callable[[int, torch.Tensor, Mapping[str, Any]], FrameOutput]
+
+
+def _np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def frame_pose(dataset: Any, index: int, target: Mapping[str, Any]) -> "np.ndarray | None":
+    """The frame's camera-to-world 4x4 if the dataset provides one, else None.
+
+    Looks, in order, at ``target["pose_cam_to_world"]`` / ``target["pose"]``,
+    ``dataset.camera_pose(index)`` and a ``pose`` / ``pose_cam_to_world`` / ``camera_pose``
+    key of the COCO-style image entry (``dataset.images[index]``).
+    """
+    for key in ("pose_cam_to_world", "pose"):
+        if key in target and target[key] is not None:
+            return _np(target[key]).astype(np.float64).reshape(4, 4)
+    getter = getattr(dataset, "camera_pose", None)
+    if callable(getter):
+        pose = getter(index)
+        if pose is not None:
+            return _np(pose).astype(np.float64).reshape(4, 4)
+    images = getattr(dataset, "images", None)
+    if isinstance(images, Sequence) and index < len(images) and isinstance(images[index], Mapping):
+        for key in ("pose_cam_to_world", "pose", "camera_pose"):
+            if images[index].get(key) is not None:
+                return np.asarray(images[index][key], dtype=np.float64).reshape(4, 4)
+    return None
+
+
+def gt_objects_from_target(target: Mapping[str, Any], class_names: Sequence[str]) -> list[GtObject]:
+    """The dataset contract's target dict -> metric ground truth (camera frame)."""
+    labels = _np(target["labels"]).astype(np.int64).reshape(-1)
+    n = len(labels)
+    if n == 0:
+        return []
+    scene_id = str(target.get("scene_id", ""))
+    frame_id = int(_np(target["image_id"]).reshape(-1)[0]) if "image_id" in target else 0
+    quats = (_np(target["quaternions"]) if "quaternions" in target
+             else matrix_to_quat_np(_np(target["rotations"])))
+    trans, scales = _np(target["translations"]), _np(target["scales"])
+    syms = _np(target["symmetries"]).reshape(-1) if "symmetries" in target else np.zeros(n, int)
+    cad_ids = list(target.get("cad_ids") or [None] * n)
+    object_ids = target.get("object_ids")
+    out = []
+    for j in range(n):
+        out.append(GtObject(
+            scene_id=scene_id, frame_id=frame_id, class_name=class_names[int(labels[j]) - 1],
+            t=trans[j], q=quats[j], s=scales[j], sym=Symmetry(int(syms[j])), cad_id=cad_ids[j],
+            object_id=None if object_ids is None else str(object_ids[j])))
+    return out
+
+
+def _image_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) float [0, 1] -> (H, W, 3) uint8 RGB."""
+    return (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] | None" = None,
+                    classes: "Sequence[str] | None" = None,
+                    mode: Literal["auto", "frame", "scene"] = "auto",
+                    thresholds: "AlignmentThresholds | None" = None,
+                    max_images: "int | None" = None, progress: bool = True,
+                    desc: str = "evaluating") -> dict[str, Any]:
+    """Score ``infer`` over ``dataset`` and return the report dict (see ``report.py``).
+
+    class_names: the dataset's class list (default ``dataset.class_names`` or CLASS_NAMES).
+    classes: classes counted by the alignment metric (default: all with ground truth).
+    mode: ``auto`` adds the per-scene evaluation when every frame has a camera pose.
+    """
+    if mode not in ("auto", "frame", "scene"):
+        raise ValueError(f"mode must be auto, frame or scene; got {mode!r}")
+    class_names = tuple(class_names or getattr(dataset, "class_names", None) or CLASS_NAMES)
+    total = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    if total <= 0:
+        raise ValueError(f"nothing to evaluate: the dataset has {len(dataset)} images "
+                         f"(max_images={max_images})")
+    preds: list[PredObject] = []
+    gts: list[GtObject] = []
+    poses: dict[tuple[str, Any], np.ndarray] = {}
+    missing_pose = False
+    det_acc = DetectionAPAccumulator(class_names)
+    depth_acc = DepthErrorAccumulator()
+    have_depth = False
+    num_dets = 0
+    infer_seconds = 0.0
+    for i in tqdm(range(total), desc=desc, disable=not progress, unit="img"):
+        image, target = dataset[i]
+        t0 = time.perf_counter()
+        out = infer(i, image, target)
+        infer_seconds += time.perf_counter() - t0
+        frame_gts = gt_objects_from_target(target, class_names)
+        gts.extend(frame_gts)
+        scene_id = str(target.get("scene_id", ""))
+        frame_id = int(_np(target["image_id"]).reshape(-1)[0]) if "image_id" in target else 0
+        pose = frame_pose(dataset, i, target)
+        if pose is None:
+            missing_pose = True
+        else:
+            poses[(scene_id, frame_id)] = pose
+        n = len(out)
+        num_dets += n
+        quats = matrix_to_quat_np(out.rotations.reshape(-1, 3, 3)) if n else np.zeros((0, 4))
+        for j in range(n):
+            preds.append(PredObject(
+                scene_id=scene_id, frame_id=frame_id,
+                class_name=class_names[int(out.class_indices[j])], score=float(out.scores[j]),
+                t=out.translations[j], q=quats[j], s=out.scales[j],
+                cad_id=out.cad_ids[j] if j < len(out.cad_ids) else None,
+                sym=out.symmetries[j] if j < len(out.symmetries) else Symmetry.NONE))
+        gt_masks = _np(target["masks"]).astype(bool) if "masks" in target else None
+        det_acc.add(out.class_indices, out.scores, out.boxes,
+                    _np(target["labels"]).reshape(-1) - 1, _np(target["boxes"]).reshape(-1, 4),
+                    pred_masks=out.masks if gt_masks is not None else None, gt_masks=gt_masks)
+        if out.depth is not None and "depth" in target:
+            depth_acc.add(out.depth, _np(target["depth"]))
+            have_depth = True
+
+    if mode == "scene" and missing_pose:
+        raise ValueError("mode='scene' needs a camera pose for every frame; the dataset lacks some")
+    th = thresholds or AlignmentThresholds()
+    frame_res = evaluate_alignment(preds, gts, mode="frame", classes=classes, thresholds=th)
+    scene_res = None
+    if mode in ("auto", "scene") and not missing_pose:
+        scene_res = evaluate_alignment(preds, gts, mode="scene", poses=poses,
+                                       classes=frame_res.classes, thresholds=th)
+    return build_report(frame_res, scene_res, det_acc.result(),
+                        depth_acc.result() if have_depth else None,
+                        num_images=total, num_detections=num_dets,
+                        seconds_per_image=infer_seconds / total,
+                        score_threshold=th.score)
+
+
+# ---------------------------------------------------------------------------------------
+# Adapters
+
+
+def _cad_symmetry(db: Any, cad_id: "str | None") -> Symmetry:
+    if db is None or cad_id is None:
+        return Symmetry.NONE
+    try:
+        return Symmetry.from_tag(db.symmetries[db.index_of(cad_id)])
+    except Exception:  # unknown id or a database without symmetries: merge without symmetry
+        return Symmetry.NONE
+
+
+def detections_to_frame(detections: Sequence[Any], class_names: Sequence[str],
+                        image_hw: tuple[int, int], cad_database: Any = None,
+                        depth: "np.ndarray | None" = None) -> FrameOutput:
+    """``roca_core.predictor.Detection`` list -> FrameOutput (class ids by class name)."""
+    h, w = image_hw
+    n = len(detections)
+    index = {c: k for k, c in enumerate(class_names)}
+    for d in detections:
+        if d.class_name not in index:
+            raise ValueError(f"predicted class {d.class_name!r} is not in the dataset's classes "
+                             f"{list(class_names)}")
+    return FrameOutput(
+        class_indices=np.array([index[d.class_name] for d in detections], dtype=np.int64),
+        scores=np.array([float(d.score) for d in detections], dtype=np.float64),
+        boxes=np.array([np.asarray(d.box, dtype=np.float64) for d in detections]).reshape(n, 4),
+        rotations=np.array([np.asarray(d.rotation, dtype=np.float64) for d in detections]).reshape(n, 3, 3),
+        translations=np.array([np.asarray(d.translation, dtype=np.float64) for d in detections]).reshape(n, 3),
+        scales=np.array([np.asarray(d.scale, dtype=np.float64) for d in detections]).reshape(n, 3),
+        masks=(np.stack([np.asarray(d.mask, dtype=bool) for d in detections]) if n
+               else np.zeros((0, h, w), dtype=bool)),
+        cad_ids=[d.cad_id for d in detections],
+        symmetries=[_cad_symmetry(cad_database, d.cad_id) for d in detections],
+        depth=depth)
+
+
+def evaluate_predictor(predictor: Any, dataset: Any, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate a :class:`roca_core.Predictor` (or anything with the same ``predict``).
+
+    Depth error is reported when the predictor exposes the last predicted depth map as
+    ``last_depth`` ((H, W) metres) after ``predict``. Keyword arguments go to
+    :func:`evaluate_frames`; give the Predictor a low ``score_threshold`` (e.g. 0.05) for
+    meaningful AP, the alignment metric applies its own 0.5.
+    """
+    class_names = tuple(kwargs.pop("class_names", None) or getattr(dataset, "class_names", None)
+                        or CLASS_NAMES)
+    db = getattr(predictor, "cad_database", None)
+
+    def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
+        rgb = _image_uint8(image)
+        dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64))
+        depth = getattr(predictor, "last_depth", None)
+        return detections_to_frame(dets, class_names, rgb.shape[:2], db,
+                                   None if depth is None else _np(depth))
+
+    return evaluate_frames(infer, dataset, class_names=class_names, **kwargs)
+
+
+@torch.no_grad()
+def _embed_database(model: torch.nn.Module, voxels: np.ndarray, device: torch.device,
+                    chunk: int = 64) -> np.ndarray:
+    out = []
+    for k in range(0, len(voxels), chunk):
+        vox = torch.from_numpy(np.asarray(voxels[k:k + chunk], dtype=np.float32)).to(device)
+        out.append(model.embed_cad(vox).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def evaluate_model(model: torch.nn.Module, dataset: Any, cad_database: Any = None, *,
+                   score_threshold: float = 0.05, mask_threshold: float = 0.7,
+                   device: "str | torch.device | None" = None, **kwargs: Any) -> dict[str, Any]:
+    """Evaluate an in-memory :class:`roca_core.model.RocaModel` (e.g. during training).
+
+    The CAD database (``CadDatabase``-like: ids, model_classes, symmetries, voxels) is
+    embedded with the model's current CAD encoder, without touching its stored embeddings;
+    retrieval is nearest neighbour within the predicted class. Without a database the
+    retrieval-aware accuracy is 0. The model's train/eval mode is restored afterwards.
+    """
+    class_names = tuple(kwargs.pop("class_names", None) or getattr(dataset, "class_names", None)
+                        or CLASS_NAMES)
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        cad_emb = cad_cls = None
+        if cad_database is not None and len(cad_database) > 0:
+            cad_emb = _embed_database(model, cad_database.voxels, device)
+            cad_cls = np.asarray(cad_database.model_classes)
+
+        @torch.no_grad()
+        def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
+            out = model([image.to(device)], intrinsics=[target["K"].to(device)])[0]
+            keep = (out["scores"] >= score_threshold).cpu()
+            o = {k: (v.detach().cpu()[keep] if isinstance(v, torch.Tensor) and v.dim() > 0
+                     and len(v) == len(keep) and k != "depth" else v)
+                 for k, v in out.items()}
+            n = int(keep.sum())
+            masks = o["masks"]
+            if masks.dim() == 4:  # (N, 1, H, W)
+                masks = masks[:, 0]
+            classes = (o["labels"].long() - 1).numpy()
+            cad_ids: list[str | None] = [None] * n
+            syms = [Symmetry.NONE] * n
+            if cad_emb is not None and n:
+                queries = o["noc_embeddings"].float().numpy()
+                for j in range(n):
+                    in_class = np.where(cad_cls == class_names[classes[j]])[0]
+                    if len(in_class) == 0:
+                        continue
+                    d2 = ((cad_emb[in_class] - queries[j]) ** 2).sum(1)
+                    best = int(in_class[int(np.argmin(d2))])
+                    cad_ids[j] = cad_database.ids[best]
+                    syms[j] = Symmetry.from_tag(cad_database.symmetries[best])
+            depth = out.get("depth")
+            return FrameOutput(
+                class_indices=classes, scores=o["scores"].double().numpy(),
+                boxes=o["boxes"].double().numpy().reshape(n, 4),
+                rotations=o["rotations"].double().numpy().reshape(n, 3, 3),
+                translations=o["translations"].double().numpy().reshape(n, 3),
+                scales=o["scales"].double().numpy().reshape(n, 3),
+                masks=(masks >= mask_threshold).numpy(), cad_ids=cad_ids, symmetries=syms,
+                depth=None if depth is None else _np(depth).reshape(depth.shape[-2:]))
+
+        return evaluate_frames(infer, dataset, class_names=class_names, **kwargs)
+    finally:
+        model.train(was_training)

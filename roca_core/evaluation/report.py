@@ -1,0 +1,124 @@
+"""Evaluation report: a Markdown table for people and a JSON file for tools.
+
+The report is the plain dict made by :func:`build_report` (numbers in percent, ``None``
+where undefined), so both writers and the trainer's logs read the same structure.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from roca_core.evaluation.alignment_metric import AlignmentResult
+from roca_core.evaluation.depth_metric import DepthResult
+from roca_core.evaluation.detection_metric import DetectionResult
+
+
+def build_report(frame: AlignmentResult, scene: "AlignmentResult | None" = None,
+                 detection: "DetectionResult | None" = None, depth: "DepthResult | None" = None,
+                 **extra: Any) -> dict[str, Any]:
+    """Top-level ``alignment`` / ``retrieval_aware`` are the scene-mode results when there
+    are any (the paper's protocol), else the per-frame ones; both modes are kept under
+    ``frame_mode`` / ``scene_mode``."""
+    primary = scene if scene is not None else frame
+    primary_d = primary.to_dict()
+    report: dict[str, Any] = {
+        "alignment": primary_d["alignment"],
+        "retrieval_aware": primary_d["retrieval_aware"],
+        "mode": primary.mode,
+        "classes": list(primary.classes),
+        "frame_mode": frame.to_dict(),
+    }
+    if scene is not None:
+        report["scene_mode"] = scene.to_dict()
+    if detection is not None:
+        report["detection"] = detection.to_dict()
+    if depth is not None:
+        report["depth"] = depth.to_dict()
+    report.update(extra)
+    return report
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{x:.{digits}f}"
+
+
+def _row(name: str, per_class: Mapping[str, Any], classes: Sequence[str], class_mean: Any,
+         instance_mean: Any) -> str:
+    cells = [_fmt(per_class.get(c)) for c in classes]
+    return "| " + " | ".join([name, *cells, _fmt(class_mean), _fmt(instance_mean)]) + " |"
+
+
+def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -> str:
+    """One table: rows = metrics, columns = classes, class mean, instance mean (percent)."""
+    classes = list(report.get("classes") or report["alignment"]["per_class"].keys())
+    lines = [f"## {title}", ""]
+    info = [f"images: {report['num_images']}" if "num_images" in report else None,
+            f"primary mode: {report.get('mode', 'frame')}"]
+    lines += [", ".join(i for i in info if i), ""]
+    header = ["metric (%)", *classes, "class mean", "instance mean"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + [":-:"] * (len(header) - 1)) + "|")
+    for mode_key, mode_name in (("frame_mode", "per frame"), ("scene_mode", "per scene")):
+        block = report.get(mode_key)
+        if not block:
+            continue
+        for key, name in (("alignment", "alignment"), ("retrieval_aware", "retrieval-aware")):
+            s = block[key]
+            lines.append(_row(f"{name} ({mode_name})", s["per_class"], classes,
+                              s["class_mean"], s["instance_mean"]))
+    det = report.get("detection")
+    if det:
+        lines.append(_row("box AP50", det["per_class_box_ap50"], classes, det["box_ap50"], None))
+        lines.append(_row("mask AP50", det["per_class_mask_ap50"], classes, det["mask_ap50"], None))
+    counts = report["alignment"].get("num_gt", {})
+    if counts:
+        lines.append("| " + " | ".join(["# GT objects", *[str(counts.get(c, 0)) for c in classes],
+                                         "", str(sum(counts.values()))]) + " |")
+    depth = report.get("depth")
+    if depth and depth.get("num_pixels"):
+        lines += ["", f"Depth: abs rel {_fmt(depth['abs_rel'], 3)}, RMSE {_fmt(depth['rmse_m'], 3)} m, "
+                      f"MAE {_fmt(depth['mae_m'], 3)} m, delta<1.25 {_fmt(depth['delta_1_25'])} % "
+                      f"over {depth['num_pixels']} pixels"]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: "str | Path", text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Mapping):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if hasattr(x, "item") and callable(x.item):  # numpy scalars
+        return _json_safe(x.item())
+    return x
+
+
+def write_json(report: Mapping[str, Any], path: "str | Path") -> Path:
+    """Strict JSON (no NaN: undefined numbers are null)."""
+    return _atomic_write(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+
+
+def write_markdown(report: Mapping[str, Any], path: "str | Path", title: str = "ROCA evaluation") -> Path:
+    return _atomic_write(path, format_markdown(report, title))
