@@ -1,0 +1,461 @@
+"""The offline training loop of ROCA (``roca-train``).
+
+One :class:`Trainer` owns a run: it builds the model and data from an
+:class:`~roca_core.training.config.ExperimentConfig` (or takes injected ones), sets the
+per-class loss weights, then iterates ``max_iter`` SGD steps over an endless, resumable
+stream of batches, logging every step, evaluating and checkpointing periodically, and
+finally exporting the model in the inference format (:func:`roca_core.checkpoint.save_checkpoint`).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from roca_core.config_io import to_dict
+from roca_core.training import distributed as dist_utils
+from roca_core.training.atomic_io import atomic_write_text, atomic_write_with
+from roca_core.training.class_weights import (apply_class_weights, class_weights_from_counts,
+                                              dataset_class_counts, format_class_weights)
+from roca_core.training.config import ExperimentConfig
+from roca_core.training.logging import CsvLossLogger, plot_loss_curves
+from roca_core.training.schedule import build_lr_scheduler
+from roca_core.training.train_state import (TrainStateError, capture_rng_state, find_last_checkpoint,
+                                            list_checkpoints, load_train_state, restore_rng_state,
+                                            save_train_state, unwrap_model)
+
+LOSS_CSV = "losses.csv"
+LOSS_PNG = "loss_curves.png"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_MODEL = "model_final.safetensors"
+LAST_MODEL = "model_last.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """Summary of a finished :meth:`Trainer.train` call."""
+
+    start_iteration: int
+    final_iteration: int
+    out_dir: Path
+    checkpoint: Path | None
+    final_model: Path | None
+    # Mean seconds per optimisation step (forward+backward+step) and per batch fetch,
+    # excluding the first two (warm-up) iterations when there are more.
+    mean_step_time_s: float
+    mean_data_time_s: float
+    last_losses: dict[str, float] = field(default_factory=dict)
+    class_weights: list[float] | None = None
+    evaluations: dict[int, dict] = field(default_factory=dict)
+
+
+def move_to_device(obj: Any, device: torch.device) -> Any:
+    """Tensors (also inside dicts/lists) to ``device``; other values unchanged."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: move_to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], (torch.Tensor, dict)):
+        return type(obj)(move_to_device(v, device) for v in obj)
+    return obj
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block (e.g. validation) without disturbing the training RNG streams."""
+    state = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Each worker is a fresh process: keep its intra-op threads from oversubscribing cores.
+    torch.set_num_threads(1)
+
+
+class Trainer:
+    """Trains a ROCA model end to end.
+
+    ``model``/``train_dataset``/``val_dataset``/``collate_fn`` may be injected (tests, custom
+    data); by default they come from ``cfg`` (``RocaModel(cfg.model)`` and
+    ``RocaDataset(cfg.data.root, split, augment)``). ``resume=True`` continues from
+    ``out_dir/checkpoints/last``; without it an out dir that already holds checkpoints is
+    refused unless ``overwrite=True``.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: "str | Path | None" = None, *,
+                 resume: bool = False, overwrite: bool = False,
+                 model: torch.nn.Module | None = None, train_dataset: Dataset | None = None,
+                 val_dataset: Dataset | None = None, collate_fn: Callable | None = None,
+                 progress: bool = True, export_inference_model: bool = True,
+                 log: Callable[[str], None] | None = None):
+        cfg.train.validate()
+        self.cfg = cfg
+        self.tcfg = cfg.train
+        self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.progress = progress
+        self.export_inference_model = export_inference_model
+        self._log_fn = log
+        self._model_in = model
+        self._train_ds_in = train_dataset
+        self._val_ds_in = val_dataset
+        self._collate_in = collate_fn
+        self._eval_unavailable_logged = False
+
+    # ------------------------------------------------------------------ messages
+    def log(self, message: str) -> None:
+        if not self.info.is_main:
+            return
+        if self._log_fn is not None:
+            self._log_fn(message)
+        else:
+            tqdm.write(f"[roca-train] {message}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ building
+    def _build_model(self) -> torch.nn.Module:
+        if self._model_in is not None:
+            return self._model_in
+        from roca_core.model import RocaModel
+        return RocaModel(self.cfg.model)
+
+    def _collate(self) -> Callable:
+        if self._collate_in is not None:
+            return self._collate_in
+        from roca_core.data.loader import collate_fn
+        return collate_fn
+
+    def _build_dataset(self, split: str, augment: bool) -> Dataset:
+        from roca_core.data.loader import RocaDataset
+        root = Path(self.cfg.data.root)
+        if not root.exists():
+            raise FileNotFoundError(
+                f"dataset root {root} does not exist; generate one with roca-make-dataset or "
+                f"pass --data DIR")
+        return RocaDataset(str(root), split=split, augment=augment)
+
+    def _setup_class_weights(self, model: torch.nn.Module, dataset: Dataset) -> list[float] | None:
+        if not self.tcfg.class_weighting:
+            return None
+        from roca_core.classes import CLASS_NAMES
+        counts = None
+        if self.info.is_main:
+            counts = dataset_class_counts(dataset, len(CLASS_NAMES))
+        counts = np.asarray(dist_utils.broadcast_object(counts))
+        weights = class_weights_from_counts(counts)
+        if apply_class_weights(model, weights):
+            self.log("per-class loss weights (1/log frequency, max 1):\n"
+                     + format_class_weights(weights, counts, CLASS_NAMES))
+        else:
+            self.log("WARNING: the model exposes no class_weights hook; losses stay unweighted")
+        self.class_counts = counts.tolist()
+        return weights.tolist()
+
+    def _loader(self, dataset: Dataset, start_iter: int) -> Iterator:
+        sampler = dist_utils.InfiniteBatchSampler(len(dataset), self.tcfg.ims_per_batch, self.info,
+                                                  seed=self.tcfg.seed, start_iter=start_iter)
+        # The loader's own generator (not the global one) seeds the workers, so creating it
+        # does not shift the training RNG stream -- a resumed run stays on the same stream.
+        generator = torch.Generator().manual_seed(
+            (self.tcfg.seed * 1_000_003 + start_iter * 7919 + self.info.rank) % (2 ** 63))
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collate(),
+                            num_workers=self.tcfg.num_workers, generator=generator,
+                            pin_memory=self.device.type == "cuda",
+                            worker_init_fn=_worker_init if self.tcfg.num_workers > 0 else None,
+                            persistent_workers=False)
+        return iter(loader)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _config_dict(self) -> dict[str, Any]:
+        try:
+            return to_dict(self.cfg)
+        except TypeError:
+            return {"data": to_dict(self.cfg.data), "train": to_dict(self.cfg.train)}
+
+    def save_checkpoint(self, iteration: int, final: bool = False) -> Path | None:
+        """Training state (all ranks take part: RNG states are gathered) + inference model."""
+        rng_states = dist_utils.gather_objects(capture_rng_state())
+        path = None
+        if self.info.is_main:
+            extra = {"class_weights": self.class_weights, "class_counts": self.class_counts,
+                     "world_size": self.info.world_size}
+            path = save_train_state(self.ckpt_root, iteration, self.model, self.optimizer,
+                                    self.scheduler, config=self._config_dict(), extra=extra,
+                                    rng_states=rng_states, keep=self.tcfg.keep_checkpoints)
+            self.csv.close()
+            plot_loss_curves(self.out_dir / LOSS_CSV, self.out_dir / LOSS_PNG)
+            if self.export_inference_model:
+                self._export(self.out_dir / (FINAL_MODEL if final else LAST_MODEL), iteration)
+            self.log(f"checkpoint at iteration {iteration}: {path}")
+        dist_utils.barrier()
+        return path
+
+    def _export(self, path: Path, iteration: int) -> Path | None:
+        """The inference checkpoint (roca_core.checkpoint format), written atomically."""
+        try:
+            from roca_core.checkpoint import save_checkpoint
+        except ImportError as exc:
+            self.log(f"inference export skipped (roca_core.checkpoint unavailable: {exc})")
+            return None
+        model = unwrap_model(self.model)
+        extra = {"iteration": iteration, "seed": self.tcfg.seed,
+                 "train_config": to_dict(self.tcfg), "data_root": str(self.cfg.data.root)}
+        was_training = model.training
+        model.eval()
+        try:
+            atomic_write_with(path, lambda tmp: save_checkpoint(tmp, model, self.cfg.model, extra))
+        finally:
+            model.train(was_training)
+        return path
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, iteration: int) -> dict | None:
+        """Validation metrics via ``roca_core.evaluation.evaluate_model`` (rank 0 only)."""
+        result = None
+        if self.info.is_main:
+            result = self._evaluate_main(iteration)
+        dist_utils.barrier()
+        return result
+
+    def _eval_cad_database(self) -> Any:
+        """CADs the validation scenes were built from: the dataset's own, else the embedded library."""
+        if getattr(self, "_eval_db", None) is not None:
+            return self._eval_db
+        db = None
+        for name in ("cad_database", "get_cad_database"):
+            attr = getattr(self.val_dataset, name, None)
+            db = attr() if callable(attr) else attr
+            if db is not None:
+                break
+        if db is None:
+            try:
+                from roca_core.data.cad_library import embedded_cad_database
+                db = embedded_cad_database()
+            except Exception as exc:  # no library: alignment is still scored
+                self.log(f"no CAD database for validation retrieval ({exc})")
+        self._eval_db = db
+        return db
+
+    def _evaluate_main(self, iteration: int) -> dict | None:
+        try:
+            from roca_core.evaluation import evaluate_model
+        except ImportError as exc:
+            if not self._eval_unavailable_logged:
+                self.log(f"periodic evaluation skipped: roca_core.evaluation unavailable ({exc})")
+                self._eval_unavailable_logged = True
+            return None
+        if self.val_dataset is None:
+            return None
+        model = unwrap_model(self.model)
+        kwargs: dict[str, Any] = {}
+        params = inspect.signature(evaluate_model).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        wanted = {"max_images": self.tcfg.eval_max_images or None, "device": self.device,
+                  "progress": False, "score_threshold": self.tcfg.eval_score_threshold,
+                  "cad_database": self._eval_cad_database()}
+        kwargs = {k: v for k, v in wanted.items() if k in params or accepts_any}
+        model.eval()
+        try:
+            with preserved_rng(), torch.no_grad():
+                result = evaluate_model(model, self.val_dataset, **kwargs)
+        except Exception as exc:  # evaluation must never kill a long training run
+            self.log(f"evaluation at iteration {iteration} failed: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            model.train()
+        result = result if isinstance(result, dict) else {"result": result}
+        eval_dir = self.out_dir / "eval"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(result, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+        atomic_write_text(eval_dir / f"iter_{iteration:07d}.json", text)
+        summary = {k: v for k, v in result.items() if isinstance(v, dict) and "class_mean" in v}
+        line = ", ".join(f"{k}: class {v['class_mean']:.1f} / inst {v.get('instance_mean', math.nan):.1f}"
+                         for k, v in summary.items())
+        self.log(f"validation at iteration {iteration}: {line or text[:200]}")
+        return result
+
+    # ------------------------------------------------------------------ the loop
+    def setup(self) -> None:
+        """Process group, seeds, model, data, optimiser, schedule; resume if asked."""
+        self.info = dist_utils.env_dist_info()
+        self.device = dist_utils.resolve_device(self.tcfg.device, self.info)
+        dist_utils.init_distributed(self.device, self.info)
+        if self.tcfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self.ckpt_root = self.out_dir / CHECKPOINT_DIR
+        if self.info.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        existing = list_checkpoints(self.ckpt_root)
+        if existing and not self.resume and not self.overwrite:
+            raise FileExistsError(f"{self.out_dir} already holds training checkpoints; pass "
+                                  "--resume to continue or --overwrite to start over")
+        if existing and not self.resume and self.overwrite and self.info.is_main:
+            import shutil
+            shutil.rmtree(self.ckpt_root, ignore_errors=True)
+        dist_utils.barrier()
+
+        # Same seed on every rank for the weights (DDP also broadcasts rank 0's); per-rank
+        # streams afterwards so augmentation differs between replicas.
+        seed_everything(self.tcfg.seed)
+        model = self._build_model()
+        self.train_dataset = self._train_ds_in if self._train_ds_in is not None else \
+            self._build_dataset(self.cfg.data.train_split, self.cfg.data.augment)
+        self.val_dataset = self._val_ds_in
+        if self.val_dataset is None and self.tcfg.eval_period > 0 and self._train_ds_in is None:
+            try:
+                self.val_dataset = self._build_dataset(self.cfg.data.val_split, False)
+            except (FileNotFoundError, ValueError) as exc:
+                self.log(f"no validation split ({exc}); periodic evaluation disabled")
+        self.class_counts: list[int] | None = None
+        self.class_weights = self._setup_class_weights(model, self.train_dataset)
+        model.to(self.device)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=self.tcfg.base_lr, momentum=self.tcfg.momentum,
+                                         weight_decay=self.tcfg.weight_decay)
+        self.scheduler = build_lr_scheduler(self.optimizer, self.tcfg.warmup_iters,
+                                            self.tcfg.warmup_factor, self.tcfg.lr_steps,
+                                            self.tcfg.gamma)
+        self.start_iter = 0
+        seed_everything(self.tcfg.seed + self.info.rank)
+        if self.resume:
+            last = find_last_checkpoint(self.ckpt_root)
+            if last is None:
+                self.log(f"--resume: no checkpoint in {self.ckpt_root}; starting from scratch")
+            else:
+                info = load_train_state(last, model, self.optimizer, self.scheduler,
+                                        rank=self.info.rank)
+                if info.world_size != self.info.world_size:
+                    self.log(f"checkpoint was written by {info.world_size} process(es), resuming "
+                             f"with {self.info.world_size}: data order and RNG streams change")
+                self.start_iter = info.iteration
+                self.log(f"resumed from {last} at iteration {self.start_iter}")
+        self.model = dist_utils.wrap_ddp(model, self.device, self.info,
+                                         self.tcfg.find_unused_parameters)
+        self.csv = CsvLossLogger(self.out_dir / LOSS_CSV,
+                                 resume_from=self.start_iter if self.resume else None) \
+            if self.info.is_main else None
+
+    def train(self) -> TrainResult:
+        """Run (or continue) training up to ``train.max_iter`` iterations."""
+        self.setup()
+        t = self.tcfg
+        self.log(f"training on {self.device} x {self.info.world_size} process(es), "
+                 f"{len(self.train_dataset)} training images, batch {t.ims_per_batch}/process, "
+                 f"iterations {self.start_iter} -> {t.max_iter}, out dir {self.out_dir}")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        step_times: list[float] = []
+        data_times: list[float] = []
+        running: dict[str, deque] = {}
+        last_losses: dict[str, float] = {}
+        evaluations: dict[int, dict] = {}
+        checkpoint: Path | None = None
+        iteration = self.start_iter
+        bar = tqdm(total=t.max_iter, initial=self.start_iter, desc="train", dynamic_ncols=True,
+                   disable=not (self.progress and self.info.is_main))
+        self.model.train()
+        try:
+            if self.start_iter < t.max_iter:
+                batches = self._loader(self.train_dataset, self.start_iter)
+            for it in range(self.start_iter, t.max_iter):
+                t0 = time.perf_counter()
+                images, targets = next(batches)
+                images = move_to_device(list(images), self.device)
+                targets = move_to_device(list(targets), self.device)
+                t1 = time.perf_counter()
+                loss_dict = self.model(images, targets)
+                if not isinstance(loss_dict, dict) or not loss_dict:
+                    raise TypeError("the model must return a non-empty dict of losses in train mode")
+                total = sum(loss_dict.values())
+                if not torch.isfinite(total):
+                    raise FloatingPointError(
+                        f"loss became {float(total)} at iteration {it}: "
+                        f"{ {k: float(v) for k, v in loss_dict.items()} } (lower train.base_lr?)")
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                grad_norm = math.nan
+                if t.clip_grad_norm > 0:
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.optimizer.step()
+                self.scheduler.step()
+                t2 = time.perf_counter()
+                iteration = it + 1
+                data_times.append(t1 - t0)
+                step_times.append(t2 - t1)
+
+                values = {k: float(v.detach()) for k, v in loss_dict.items()}
+                values = dist_utils.mean_over_ranks(values, self.device)
+                last_losses = values
+                if self.info.is_main:
+                    self.csv.log(iteration, lr, t2 - t0, values, grad_norm)
+                    for k, v in values.items():
+                        running.setdefault(k, deque(maxlen=20)).append(v)
+                    shown = {"loss": f"{sum(np.mean(d) for d in running.values()):.3g}",
+                             "lr": f"{lr:.2g}"}
+                    shown.update({k.replace("loss_", ""): f"{np.mean(d):.3g}"
+                                  for k, d in sorted(running.items())})
+                    bar.set_postfix(shown, refresh=False)
+                    bar.update(1)
+
+                final = iteration == t.max_iter
+                if final or (t.checkpoint_period and iteration % t.checkpoint_period == 0):
+                    checkpoint = self.save_checkpoint(iteration, final=final)
+                if t.eval_period and (iteration % t.eval_period == 0 or final):
+                    result = self.evaluate(iteration)
+                    if result is not None:
+                        evaluations[iteration] = result
+        except KeyboardInterrupt:
+            if not self.info.enabled and iteration > self.start_iter:
+                self.log(f"interrupted: saving a checkpoint at iteration {iteration}")
+                self.save_checkpoint(iteration)
+            raise
+        finally:
+            bar.close()
+            if self.csv is not None:
+                self.csv.close()
+
+        final_model = self.out_dir / FINAL_MODEL
+        def mean_skip(xs: list[float]) -> float:
+            xs = xs[2:] if len(xs) > 4 else xs
+            return float(np.mean(xs)) if xs else math.nan
+        result = TrainResult(
+            start_iteration=self.start_iter, final_iteration=iteration, out_dir=self.out_dir,
+            checkpoint=checkpoint or find_last_checkpoint(self.ckpt_root),
+            final_model=final_model if final_model.exists() else None,
+            mean_step_time_s=mean_skip(step_times), mean_data_time_s=mean_skip(data_times),
+            last_losses=last_losses, class_weights=self.class_weights, evaluations=evaluations)
+        if step_times:
+            self.log(f"done: iteration {iteration}, {result.mean_step_time_s * 1000:.0f} ms/step "
+                     f"+ {result.mean_data_time_s * 1000:.0f} ms data wait")
+        return result
+
+    def close(self) -> None:
+        dist_utils.shutdown_distributed()
+
+
+__all__ = ["Trainer", "TrainResult", "TrainStateError", "move_to_device", "seed_everything",
+           "preserved_rng", "LOSS_CSV", "LOSS_PNG", "CHECKPOINT_DIR", "FINAL_MODEL", "LAST_MODEL"]
