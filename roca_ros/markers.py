@@ -1,0 +1,136 @@
+"""RViz markers of the aligned CAD models.
+
+Each array starts with a DELETEALL for the node's marker namespace so objects of the
+previous frame disappear even when fewer are detected now; then, per object, the
+retrieved CAD mesh (MESH_RESOURCE, ``file://`` URI, pose and anisotropic scale exactly as
+``p_cam = R (s * p_cad) + t``) and a text label "class score" above it. Without a retrieved
+mesh the object is drawn as its scaled canonical box (the CAD frame's [-0.5, 0.5]^3 cube).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from roca_ros.conversions import path_to_uri, pose_from_rt
+
+MARKER_NAMESPACE = "roca"
+MARKER_ALPHA = 0.85
+TEXT_HEIGHT_M = 0.08
+
+# One colour per class index (RGB in [0, 1]); the debug image uses the same palette.
+CLASS_COLOURS: tuple[tuple[float, float, float], ...] = (
+    (0.12, 0.47, 0.71),  # bathtub
+    (1.00, 0.50, 0.05),  # bed
+    (0.17, 0.63, 0.17),  # bin
+    (0.84, 0.15, 0.16),  # bookcase
+    (0.58, 0.40, 0.74),  # cabinet
+    (0.55, 0.34, 0.29),  # chair
+    (0.89, 0.47, 0.76),  # display
+    (0.50, 0.50, 0.50),  # sofa
+    (0.74, 0.74, 0.13),  # table
+)
+
+
+def class_colour(class_index: int) -> tuple[float, float, float]:
+    """Colour of a class; indices past the palette wrap around (custom class lists)."""
+    return CLASS_COLOURS[int(class_index) % len(CLASS_COLOURS)]
+
+
+def duration_from_seconds(seconds: float) -> Duration:
+    seconds = max(float(seconds), 0.0)
+    whole = int(math.floor(seconds))
+    return Duration(sec=whole, nanosec=int(round((seconds - whole) * 1e9)) % 1_000_000_000)
+
+
+def _colour(class_index: int, alpha: float) -> ColorRGBA:
+    r, g, b = class_colour(class_index)
+    return ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(alpha))
+
+
+def label_position(rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Camera-frame point just above the object's top face (canonical +y is up)."""
+    top = np.array([0.0, 0.5 + TEXT_HEIGHT_M / max(float(scale[1]), 1e-3), 0.0]) * scale
+    return np.asarray(rotation, dtype=np.float64) @ top + np.asarray(translation, dtype=np.float64)
+
+
+def build_marker_array(detections: Iterable[Any], header: Any, namespace: str = MARKER_NAMESPACE,
+                       lifetime_s: float = 0.0, alpha: float = MARKER_ALPHA) -> MarkerArray:
+    """Detections -> MarkerArray (DELETEALL first; ids 2i mesh, 2i+1 label)."""
+    lifetime = duration_from_seconds(lifetime_s)
+    clear = Marker()
+    clear.header = header
+    clear.ns = namespace
+    clear.action = Marker.DELETEALL
+    markers = [clear]
+    for i, det in enumerate(detections):
+        rotation = np.asarray(det.rotation, dtype=np.float64).reshape(3, 3)
+        translation = np.asarray(det.translation, dtype=np.float64).reshape(3)
+        scale = np.abs(np.asarray(det.scale, dtype=np.float64).reshape(3))
+        if not (np.all(np.isfinite(rotation)) and np.all(np.isfinite(translation))
+                and np.all(np.isfinite(scale))):
+            continue  # nothing sensible to draw
+        pose = pose_from_rt(rotation, translation, getattr(det, "quaternion", None))
+
+        body = Marker()
+        body.header = header
+        body.ns = namespace
+        body.id = 2 * i
+        body.action = Marker.ADD
+        body.pose = pose
+        body.scale.x, body.scale.y, body.scale.z = (float(max(v, 1e-4)) for v in scale)
+        body.color = _colour(det.class_index, alpha)
+        body.lifetime = lifetime
+        mesh_uri = path_to_uri(getattr(det, "mesh_path", None))
+        if mesh_uri:
+            body.type = Marker.MESH_RESOURCE
+            body.mesh_resource = mesh_uri
+            body.mesh_use_embedded_materials = False
+        else:
+            body.type = Marker.CUBE
+        markers.append(body)
+
+        label = Marker()
+        label.header = header
+        label.ns = namespace
+        label.id = 2 * i + 1
+        label.action = Marker.ADD
+        label.type = Marker.TEXT_VIEW_FACING
+        position = label_position(rotation, translation, scale)
+        label.pose.position.x, label.pose.position.y, label.pose.position.z = (float(v) for v in position)
+        label.pose.orientation.w = 1.0
+        label.scale.z = TEXT_HEIGHT_M
+        label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        label.text = f"{det.class_name} {float(det.score):.2f}"
+        label.lifetime = lifetime
+        markers.append(label)
+    return MarkerArray(markers=markers)
+
+
+def delete_all_markers(header: Any, namespace: str = MARKER_NAMESPACE) -> MarkerArray:
+    """A MarkerArray that only clears the namespace (e.g. on shutdown)."""
+    return build_marker_array([], header, namespace)
+
+
+def marker_mesh_paths(array: MarkerArray) -> list[str]:
+    """Local paths of the meshes referenced by MESH_RESOURCE markers (for checks and tests)."""
+    from urllib.parse import unquote, urlparse
+
+    paths = []
+    for marker in array.markers:
+        if marker.type == Marker.MESH_RESOURCE and marker.action == Marker.ADD:
+            parsed = urlparse(marker.mesh_resource)
+            if parsed.scheme == "file":
+                paths.append(unquote(parsed.path))
+    return paths
+
+
+__all__ = [
+    "CLASS_COLOURS", "MARKER_NAMESPACE", "build_marker_array", "class_colour",
+    "delete_all_markers", "duration_from_seconds", "label_position", "marker_mesh_paths",
+]
+

@@ -1,0 +1,160 @@
+"""The node's parameters as data: name, default, description, validation.
+
+One table feeds the declarations (with descriptions for ``ros2 param describe``), the
+start-up validation, the on-change validation and ``config/roca.yaml``'s test, so they
+cannot drift apart. Validation is pure Python (no rclpy) and returns the value coerced to
+its type (an int given for a float parameter is accepted, a bool never counts as a number).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class ParameterError(ValueError):
+    """A parameter value outside its allowed range or of the wrong type."""
+
+
+def _as_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ParameterError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(f"{name} must be a bool (true/false), got {value!r}")
+    return value
+
+
+def _as_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(f"{name} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ParameterError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _range(low: float | None = None, high: float | None = None, low_open: bool = False):
+    def check(name: str, value: float) -> None:
+        if low is not None and (value <= low if low_open else value < low):
+            bound = f"> {low}" if low_open else f">= {low}"
+            raise ParameterError(f"{name} must be {bound}, got {value}")
+        if high is not None and value > high:
+            raise ParameterError(f"{name} must be <= {high}, got {value}")
+    return check
+
+
+def _device(name: str, value: str) -> None:
+    if not _DEVICE_RE.match(value):
+        raise ParameterError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    constraints: str = ""
+    check: Callable[[str, Any], None] | None = None
+
+    def coerce(self, value: Any) -> Any:
+        """Value converted to the parameter's type, or :class:`ParameterError`."""
+        kind = type(self.default)
+        if kind is bool:
+            out = _as_bool(self.name, value)
+        elif kind is int:
+            out = _as_int(self.name, value)
+        elif kind is float:
+            out = _as_float(self.name, value)
+        else:
+            out = _as_str(self.name, value)
+        if self.check is not None:
+            self.check(self.name, out)
+        return out
+
+
+PARAM_SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("checkpoint", "", "Model checkpoint (.safetensors) to load; empty uses the committed demo "
+              "model models/roca_demo.safetensors.", read_only=True,
+              constraints="path to an existing file, or empty"),
+    ParamSpec("cad_database", "", "CAD database file to retrieve from; empty uses the embedded procedural "
+              "CAD library. Switch at run time with the reload_cad_database service.", read_only=True,
+              constraints="path to an existing file, or empty"),
+    ParamSpec("device", "auto", "Torch device for inference: auto (CUDA when available), cpu, cuda or cuda:N.",
+              read_only=True, constraints="auto | cpu | cuda | cuda:N", check=_device),
+    ParamSpec("score_threshold", 0.5, "Minimum detection score of a published object.",
+              constraints="0 <= value <= 1", check=_range(0.0, 1.0)),
+    ParamSpec("mask_threshold", 0.7, "Mask probability above which a pixel counts as the object's for "
+              "the pose solve.", constraints="0 <= value <= 1", check=_range(0.0, 1.0)),
+    ParamSpec("max_objects", 50, "Maximum number of objects published per image (highest scores first).",
+              constraints="value >= 1", check=_range(1)),
+    ParamSpec("sync_slop", 0.05, "Largest stamp difference in seconds between an image and the camera_info "
+              "it is paired with.", constraints="0 < value <= 10", check=_range(0.0, 10.0, low_open=True)),
+    ParamSpec("marker_lifetime", 0.0, "Lifetime of the RViz markers in seconds; 0 keeps them until the next "
+              "frame replaces them.", constraints="value >= 0", check=_range(0.0)),
+    ParamSpec("publish_markers", True, "Publish visualization_msgs/MarkerArray on 'markers'."),
+    ParamSpec("publish_debug_image", True, "Publish the overlay image on 'debug_image' (only computed while "
+              "someone subscribes)."),
+    ParamSpec("half_precision", False, "Run the network in float16 autocast; only on a CUDA device "
+              "(ignored with a warning on CPU).", read_only=True),
+    ParamSpec("stats_period", 5.0, "Seconds between log lines (and ~/stats messages) with frame counters "
+              "and per-stage latency; 0 disables them.", constraints="value >= 0", check=_range(0.0)),
+)
+SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAM_SPECS}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameter values; the node swaps in a new instance on every accepted change."""
+
+    checkpoint: str = ""
+    cad_database: str = ""
+    device: str = "auto"
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.7
+    max_objects: int = 50
+    sync_slop: float = 0.05
+    marker_lifetime: float = 0.0
+    publish_markers: bool = True
+    publish_debug_image: bool = True
+    half_precision: bool = False
+    stats_period: float = 5.0
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "NodeSettings":
+        """Validate ``values`` (missing names take their defaults); unknown names are errors."""
+        unknown = sorted(set(values) - set(SPECS_BY_NAME))
+        if unknown:
+            raise ParameterError(f"unknown parameters {unknown}; known: {sorted(SPECS_BY_NAME)}")
+        return cls(**{name: spec.coerce(values.get(name, spec.default))
+                      for name, spec in SPECS_BY_NAME.items()})
+
+    def updated(self, changes: Mapping[str, Any]) -> "NodeSettings":
+        """A copy with ``changes`` validated and applied (raises on the first bad value)."""
+        unknown = sorted(set(changes) - set(SPECS_BY_NAME))
+        if unknown:
+            raise ParameterError(f"unknown parameters {unknown}")
+        return dataclasses.replace(self, **{k: SPECS_BY_NAME[k].coerce(v) for k, v in changes.items()})
+
+
+def validate_parameter(name: str, value: Any) -> Any:
+    """Coerced value of one parameter; :class:`ParameterError` naming the problem otherwise."""
+    spec = SPECS_BY_NAME.get(name)
+    if spec is None:
+        raise ParameterError(f"unknown parameter {name!r}")
+    return spec.coerce(value)
+
