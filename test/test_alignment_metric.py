@@ -293,3 +293,14 @@ def test_bad_input_is_refused_with_a_clear_message():
     scaled = np.diag([2.0, 2.0, 2.0, 1.0])
     with pytest.raises(ValueError, match="rigid"):
         evaluate_alignment([], [gt()], mode="scene", poses={("s0", 0): scaled})
+
+
+def test_scene_mode_counts_an_object_id_once_even_with_noisy_views():
+    poses = {("s0", 0): np.eye(4), ("s0", 1): np.eye(4)}
+    gts = [gt(t=(0.0, 0.0, 2.0), frame=0, object_id="7"), gt(t=(0.1, 0.0, 2.0), frame=1, object_id="7")]
+    res = evaluate_alignment([], gts, mode="scene", poses=poses)
+    assert res.num_gt == {"table": 1}
+    # Without ids the 10 cm apart views are taken for two objects (5 cm tolerance).
+    for g in gts:
+        g.object_id = None
+    assert evaluate_alignment([], gts, mode="scene", poses=poses).num_gt == {"table": 2}

@@ -87,13 +87,18 @@ def gt_objects_from_target(target: Mapping[str, Any], class_names: Sequence[str]
     trans, scales = _np(target["translations"]), _np(target["scales"])
     syms = _np(target["symmetries"]).reshape(-1) if "symmetries" in target else np.zeros(n, int)
     cad_ids = list(target.get("cad_ids") or [None] * n)
-    object_ids = target.get("object_ids")
+    # Identity of the object within its scene (Scan2CAD alignment id), if the dataset gives it.
+    object_ids = next((target[k] for k in ("object_ids", "alignment_ids") if target.get(k) is not None),
+                      None)
+    if object_ids is not None:
+        object_ids = [str(x) for x in (_np(object_ids).reshape(-1).tolist()
+                                       if isinstance(object_ids, torch.Tensor) else object_ids)]
     out = []
     for j in range(n):
         out.append(GtObject(
             scene_id=scene_id, frame_id=frame_id, class_name=class_names[int(labels[j]) - 1],
             t=trans[j], q=quats[j], s=scales[j], sym=Symmetry(int(syms[j])), cad_id=cad_ids[j],
-            object_id=None if object_ids is None else str(object_ids[j])))
+            object_id=None if object_ids is None else object_ids[j]))
     return out
 
 
