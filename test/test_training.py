@@ -1,0 +1,309 @@
+"""Tests of the offline trainer: schedule, class weights, loop, resume, atomic checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from roca_core.config_io import ConfigError
+from roca_core.model.config import ModelConfig
+from roca_core.training import atomic_io, train_state
+from roca_core.training.class_weights import (apply_class_weights, class_weights_from_counts,
+                                              count_classes)
+from roca_core.training.config import (DataConfig, ExperimentConfig, TrainConfig,
+                                       experiment_config_from_dict, load_experiment_config)
+from roca_core.training.distributed import DistInfo, InfiniteBatchSampler
+from roca_core.training.logging import CsvLossLogger, plot_loss_curves, read_loss_csv
+from roca_core.training.schedule import build_lr_scheduler
+from roca_core.training.train_state import (TrainStateError, find_last_checkpoint, load_train_state,
+                                            save_train_state)
+from roca_core.training.trainer import LOSS_CSV, LOSS_PNG, Trainer
+
+from training_fixtures import SyntheticRocaData, TinyRocaStandIn, collate
+
+torch.set_num_threads(2)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def experiment(**train) -> ExperimentConfig:
+    base = dict(max_iter=4, ims_per_batch=2, warmup_iters=2, lr_steps=(3,), base_lr=0.05,
+                num_workers=0, checkpoint_period=2, eval_period=0, device="cpu")
+    base.update(train)
+    return ExperimentConfig(model=ModelConfig(), data=DataConfig(), train=TrainConfig(**base))
+
+
+def run_standin(out: Path, resume: bool = False, **train) -> Trainer:
+    torch.manual_seed(123)  # the stand-in is built before the trainer seeds: fix its init
+    trainer = Trainer(experiment(**train), out, resume=resume, overwrite=not resume,
+                      model=TinyRocaStandIn(), train_dataset=SyntheticRocaData(8),
+                      collate_fn=collate, progress=False, export_inference_model=False,
+                      log=lambda _m: None)
+    trainer.result = trainer.train()
+    return trainer
+
+
+# ------------------------------------------------------------------------------ config
+def test_presets_load_with_train_and_data_sections():
+    small = load_experiment_config(REPO / "config" / "small.yaml")
+    paper = load_experiment_config(REPO / "config" / "paper.yaml")
+    assert paper.train.base_lr == pytest.approx(1e-3) and paper.train.lr_steps == (60000,)
+    assert paper.train.max_iter == 80000 and paper.train.ims_per_batch == 4
+    assert paper.train.momentum == 0.9 and paper.train.clip_grad_norm == 10.0
+    assert paper.train.warmup_iters == 1000
+    assert paper.train.base_lr * paper.train.warmup_factor == pytest.approx(1e-4)
+    assert small.train.max_iter < paper.train.max_iter
+    assert small.model.image_height < paper.model.image_height
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ConfigError, match="max_iterations"):
+        experiment_config_from_dict({"train": {"max_iterations": 10}})
+    with pytest.raises(ConfigError, match="optimizer"):
+        experiment_config_from_dict({"optimizer": {}})
+    with pytest.raises(ConfigError, match="ims_per_batch"):
+        experiment_config_from_dict({"train": {"ims_per_batch": 0}})
+    with pytest.raises(ConfigError, match="lr_steps"):
+        experiment_config_from_dict({"train": {"lr_steps": [50, 10]}})
+
+
+# ------------------------------------------------------------------------------ schedule
+def test_lr_schedule_warmup_then_steps():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1e-3, momentum=0.9)
+    sched = build_lr_scheduler(opt, warmup_iters=10, warmup_factor=0.1, steps=(20, 30), gamma=0.1)
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-4)
+    assert lrs[5] == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4))
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # strictly rising during warm-up
+    assert lrs[10] == pytest.approx(1e-3) and lrs[19] == pytest.approx(1e-3)
+    assert lrs[20] == pytest.approx(1e-4) and lrs[29] == pytest.approx(1e-4)
+    assert lrs[30] == pytest.approx(1e-5) and lrs[39] == pytest.approx(1e-5)
+
+
+# ------------------------------------------------------------------------------ class weights
+def test_class_weights_inverse_log_frequency_normalised():
+    w = class_weights_from_counts([100, 10, 1000])
+    # 1/log(n) relative to the rarest class (10): log(10)/log(n)
+    assert w.tolist() == pytest.approx([0.5, 1.0, 1.0 / 3.0], rel=1e-6)
+    assert w.max() == pytest.approx(1.0)
+
+
+def test_class_weights_clamp_rare_and_absent_classes():
+    w = class_weights_from_counts([0, 1, 2, 4, 10000])
+    assert w[:3].tolist() == pytest.approx([1.0, 1.0, 1.0])  # counts <= 2 share the top weight
+    assert w[3] == pytest.approx(math.log(2) / math.log(4))
+    assert np.all(np.isfinite(w)) and np.all(w > 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        class_weights_from_counts([3, -1])
+    with pytest.raises(ValueError, match="non-empty"):
+        class_weights_from_counts([])
+
+
+def test_count_classes_and_apply_to_model():
+    counts = count_classes([torch.tensor([1, 1, 9]), torch.tensor([], dtype=torch.int64),
+                            np.array([3])], num_classes=9)
+    assert counts.tolist() == [2, 0, 1, 0, 0, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="label 0"):
+        count_classes([[0]], num_classes=9)
+    model = TinyRocaStandIn()
+    weights = class_weights_from_counts(np.arange(9) + 5)
+    assert apply_class_weights(model, weights)
+    assert torch.allclose(model.class_weights, torch.from_numpy(weights))
+    assert not apply_class_weights(torch.nn.Linear(2, 2), weights)
+
+
+# ------------------------------------------------------------------------------ sampler
+def test_infinite_sampler_resumes_mid_epoch_and_shards_ranks():
+    full = InfiniteBatchSampler(10, 3, seed=5)
+    it = iter(full)
+    first = [next(it) for _ in range(7)]  # 3 batches per epoch: crosses two epoch borders
+    resumed = iter(InfiniteBatchSampler(10, 3, seed=5, start_iter=4))
+    assert [next(resumed) for _ in range(3)] == first[4:]
+    assert sorted(sum(first[:3], [])) != sorted(sum(first[3:6], [])) or first[:3] != first[3:6]
+    r0 = InfiniteBatchSampler(10, 2, DistInfo(0, 2), seed=1).epoch_indices(0)
+    r1 = InfiniteBatchSampler(10, 2, DistInfo(1, 2), seed=1).epoch_indices(0)
+    assert not set(r0) & set(r1) and len(r0) == len(r1) == 5
+    with pytest.raises(ValueError, match="too small"):
+        InfiniteBatchSampler(3, 2, DistInfo(0, 2))
+
+
+# ------------------------------------------------------------------------------ the loop
+def test_training_lowers_the_loss(tmp_path):
+    trainer = run_standin(tmp_path / "run", max_iter=40, checkpoint_period=0, warmup_iters=5,
+                          lr_steps=(35,))
+    log = read_loss_csv(tmp_path / "run" / LOSS_CSV)
+    assert log["iteration"].tolist() == list(range(1, 41))
+    total = log["total_loss"]
+    assert total[-8:].mean() < 0.7 * total[:8].mean()
+    assert (tmp_path / "run" / LOSS_PNG).stat().st_size > 1000
+    assert trainer.result.final_iteration == 40
+    assert find_last_checkpoint(tmp_path / "run" / "checkpoints").name == "iter_0000040"
+    # class weights from the training frequencies reached the model
+    assert trainer.result.class_weights is not None
+    assert torch.allclose(trainer.model.class_weights,
+                          torch.tensor(trainer.result.class_weights))
+
+
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
+    straight = run_standin(tmp_path / "a", max_iter=4, checkpoint_period=0)
+    rng_straight = torch.get_rng_state()
+    run_standin(tmp_path / "b", max_iter=2, checkpoint_period=0)
+    resumed = run_standin(tmp_path / "b", resume=True, max_iter=4, checkpoint_period=0)
+    assert torch.equal(torch.get_rng_state(), rng_straight)  # same RNG stream, too
+    assert resumed.start_iter == 2 and resumed.result.final_iteration == 4
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    for idx in sa:
+        assert torch.equal(sa[idx]["momentum_buffer"], sb[idx]["momentum_buffer"])
+    assert straight.scheduler.state_dict()["last_epoch"] == resumed.scheduler.state_dict()["last_epoch"] == 4
+    assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+    # the resumed log continues without duplicated iterations
+    log_a = read_loss_csv(tmp_path / "a" / LOSS_CSV)
+    log_b = read_loss_csv(tmp_path / "b" / LOSS_CSV)
+    assert log_b["iteration"].tolist() == [1, 2, 3, 4]
+    np.testing.assert_allclose(log_a["total_loss"], log_b["total_loss"], rtol=1e-5)
+
+
+def test_fresh_run_refuses_an_out_dir_with_checkpoints(tmp_path):
+    run_standin(tmp_path / "run", max_iter=2)
+    trainer = Trainer(experiment(max_iter=2), tmp_path / "run", model=TinyRocaStandIn(),
+                      train_dataset=SyntheticRocaData(8), collate_fn=collate, progress=False,
+                      export_inference_model=False, log=lambda _m: None)
+    with pytest.raises(FileExistsError, match="--resume"):
+        trainer.train()
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def _save(root: Path, iteration: int, model=None):
+    model = model or TinyRocaStandIn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = build_lr_scheduler(opt, 2, 0.1, (5,))
+    model(*[list(x) for x in collate(list(SyntheticRocaData(2)))])["loss_depth"].backward()
+    opt.step()
+    sched.step()
+    return save_train_state(root, iteration, model, opt, sched, config={"k": 1}, keep=5), model
+
+
+def test_crash_mid_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    root = tmp_path / "ckpt"
+    first, model = _save(root, 2)
+
+    def torn_save(obj, path, *args, **kwargs):  # writes half a file, then "the process dies"
+        with open(path, "wb") as fh:
+            fh.write(b"PK\x03\x04" + bytes(range(96)))
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(train_state.torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        _save(root, 4)
+    monkeypatch.undo()
+    assert find_last_checkpoint(root) == first
+    assert not (root / "iter_0000004").exists()
+    fresh = TinyRocaStandIn()
+    info = load_train_state(root, fresh)
+    assert info.iteration == 2
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+
+
+def test_atomic_write_never_leaves_a_torn_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.bin"
+    atomic_io.atomic_write_bytes(target, b"old complete content")
+    real_fsync = os.fsync
+
+    def crash_on_fsync(fd):
+        raise OSError("simulated power loss before the rename")
+
+    monkeypatch.setattr(atomic_io.os, "fsync", crash_on_fsync)
+    with pytest.raises(OSError, match="power loss"):
+        atomic_io.atomic_write_bytes(target, b"new content that never lands" * 1000)
+    monkeypatch.setattr(atomic_io.os, "fsync", real_fsync)
+    assert target.read_bytes() == b"old complete content"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]  # temp file cleaned up
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "garbage_state", "garbage_meta",
+                                    "missing_state"])
+def test_corrupted_checkpoint_is_refused_with_a_clear_message(tmp_path, damage):
+    path, _ = _save(tmp_path / "ckpt", 3)
+    if damage == "truncate_weights":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+        expected = "corrupted or truncated"
+    elif damage == "garbage_state":
+        (path / "train_state.pt").write_bytes(os.urandom(512))
+        expected = "corrupted or truncated"
+    elif damage == "garbage_meta":
+        (path / "meta.json").write_bytes(b"\x00\xff{not json")
+        expected = "corrupted"
+    else:
+        (path / "train_state.pt").unlink()
+        expected = "incomplete"
+    with pytest.raises(TrainStateError, match=expected):
+        load_train_state(path, TinyRocaStandIn())
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path, _ = _save(tmp_path / "ckpt", 1)
+    other = TinyRocaStandIn()
+    other.depth = torch.nn.Conv2d(8, 2, 1)
+    with pytest.raises(TrainStateError, match="shape mismatch"):
+        load_train_state(path, other)
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    """A train_state.pt with a code-running pickle (and matching hashes) is refused unrun."""
+    path, _ = _save(tmp_path / "ckpt", 1)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"iteration": 1, "optimizer": Evil()}, path / "train_state.pt")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["sha256"]["train_state.pt"] = train_state._sha256(path / "train_state.pt")
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(TrainStateError, match="cannot be loaded safely"):
+        load_train_state(path, TinyRocaStandIn())
+    assert not marker.exists()
+
+
+def test_old_checkpoints_are_pruned(tmp_path):
+    model = TinyRocaStandIn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for it in (1, 2, 3, 4):
+        save_train_state(tmp_path, it, model, opt, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["iter_0000003",
+                                                                        "iter_0000004"]
+    assert (tmp_path / "last").read_text().strip() == "iter_0000004"
+
+
+# ------------------------------------------------------------------------------ logs
+def test_csv_log_resume_drops_rows_after_the_checkpoint(tmp_path):
+    path = tmp_path / "losses.csv"
+    log = CsvLossLogger(path)
+    for it in range(1, 6):
+        log.log(it, 0.1, 0.01, {"loss_a": 1.0 / it, "loss_b": 2.0})
+    log.close()
+    log = CsvLossLogger(path, resume_from=3)
+    log.log(4, 0.1, 0.01, {"loss_a": 9.0, "loss_b": 2.0})
+    log.close()
+    data = read_loss_csv(path)
+    assert data["iteration"].tolist() == [1, 2, 3, 4]
+    assert data["loss_a"][-1] == 9.0 and data["total_loss"][-1] == 11.0
+    with pytest.raises(ValueError, match="loss_c"):
+        CsvLossLogger(path, resume_from=4).log(5, 0.1, 0.0, {"loss_c": 1.0})
+    assert plot_loss_curves(path, tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
