@@ -1,0 +1,107 @@
+"""ROCA's alignment head: shape code, scale, initial translation, NOCs, Procrustes weights,
+weighted Procrustes and refined translation (paper Sec. 3.3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from roca_core.geometry.procrustes import weighted_procrustes
+from roca_core.model.config import ModelConfig
+from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid
+
+
+def select_class(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """x (R, C, ...) -> (R, ...): the output of each ROI's class (0-based)."""
+    return x[torch.arange(x.shape[0], device=x.device), classes]
+
+
+@dataclass
+class AlignmentOutput:
+    shape_code: torch.Tensor  # (R, E)
+    scale: torch.Tensor  # (R, 3)
+    t_init: torch.Tensor  # (R, 3)
+    box_max: torch.Tensor  # (R, 3) of the back-projected ROI depth
+    box_min: torch.Tensor  # (R, 3)
+    points: torch.Tensor  # (R, S, S, 3) back-projected ROI depth p
+    valid: torch.Tensor  # (R, S, S) bool: in the alignment mask with depth
+    noc: torch.Tensor  # (R, S, S, 3)
+    weights: torch.Tensor  # (R, S, S) learned Procrustes weights c in (0, 1)
+    rotation: torch.Tensor  # (R, 3, 3)
+    translation: torch.Tensor  # (R, 3)
+    solved: torch.Tensor  # (R,) bool: enough pixels for Procrustes (else identity, t_init)
+
+
+class AlignmentHead(nn.Module):
+    def __init__(self, cfg: ModelConfig, feat_channels: int) -> None:
+        super().__init__()
+        c, e, p = cfg.num_classes, cfg.shape_code_dim, cfg.pixel_mlp_dim
+        self.num_classes = c
+        self.min_pixels = cfg.min_procrustes_pixels
+        self.pixel_mlp = nn.Sequential(nn.Conv2d(feat_channels, p, 1), nn.ReLU(inplace=True),
+                                       nn.Conv2d(p, p, 1), nn.ReLU(inplace=True))
+        self.shape_mlp = nn.Sequential(nn.Linear(p, e), nn.ReLU(inplace=True), nn.Linear(e, e),
+                                       nn.ReLU(inplace=True), nn.Dropout(cfg.shape_dropout))
+        th = cfg.trans_offset_hidden
+        self.scale_mlp = nn.Sequential(nn.Linear(e, th), nn.ReLU(inplace=True), nn.Linear(th, 3 * c))
+        nn.init.constant_(self.scale_mlp[-1].bias, 1.0)  # CADs span about one unit per axis
+        self.offset_mlp = nn.Sequential(nn.Linear(e + 3, th), nn.ReLU(inplace=True), nn.Linear(th, 3 * c))
+        nn.init.zeros_(self.offset_mlp[-1].weight)
+        nn.init.zeros_(self.offset_mlp[-1].bias)
+        # Per-pixel MLPs over [pixel inputs, per-ROI inputs]: the first layer is split so the
+        # per-ROI part is computed once per ROI and broadcast over its S*S pixels.
+        nh = cfg.noc_hidden
+        self.noc_pix = nn.Linear(3, nh)
+        self.noc_roi = nn.Linear(3 + e, nh)
+        self.noc_out = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(nh, nh), nn.ReLU(inplace=True),
+                                     nn.Linear(nh, 3 * c))
+        wh = cfg.weight_hidden
+        self.w_pix = nn.Linear(1 + 3 + 3, wh)
+        self.w_roi = nn.Linear(e + 3, wh)
+        self.w_out = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(wh, c))
+
+    def forward(self, feat_rois: torch.Tensor, depth_rois: torch.Tensor, mask: torch.Tensor,
+                align_mask: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor,
+                classes: torch.Tensor) -> AlignmentOutput:
+        """feat_rois (R, F, S, S) depth features; depth_rois (R, S, S) metres; mask (R, S, S)
+        probabilities in [0, 1]; align_mask (R, S, S) bool; boxes (R, 4) network pixels;
+        K (R, 3, 3) network intrinsics; classes (R,) 0-based."""
+        r, s = feat_rois.shape[0], feat_rois.shape[-1]
+        c = self.num_classes
+        pix = self.pixel_mlp(feat_rois) * mask[:, None]
+        e = self.shape_mlp(pix.flatten(2).amax(dim=2))
+        scale = select_class(self.scale_mlp(e).view(r, c, 3), classes)
+
+        u, v = roi_pixel_grid(boxes, s)
+        points = backproject_rois(u, v, depth_rois, K)  # (R, S, S, 3)
+        valid = align_mask & (depth_rois > 1e-3)
+        has = valid.flatten(1).any(dim=1)
+        big = torch.finfo(points.dtype).max / 4
+        vm = valid[..., None]
+        pmax = torch.where(vm, points, torch.full_like(points, -big)).flatten(1, 2).amax(dim=1)
+        pmin = torch.where(vm, points, torch.full_like(points, big)).flatten(1, 2).amin(dim=1)
+        pmax = torch.where(has[:, None], pmax, torch.zeros_like(pmax))
+        pmin = torch.where(has[:, None], pmin, torch.zeros_like(pmin))
+        offset = select_class(self.offset_mlp(torch.cat([e, pmax - pmin], dim=1)).view(r, c, 3), classes)
+        t_init = 0.5 * (pmax + pmin) + offset
+
+        p_rel = points - t_init[:, None, None]  # p~ = p - t_init
+        h = self.noc_pix(p_rel) + self.noc_roi(torch.cat([scale, e], dim=1))[:, None, None]
+        noc_all = self.noc_out(h).view(r, s, s, c, 3)
+        noc = noc_all[torch.arange(r, device=e.device), :, :, classes]  # (R, S, S, 3)
+        hw = self.w_pix(torch.cat([mask[..., None], noc, p_rel], dim=-1)) + \
+            self.w_roi(torch.cat([e, scale], dim=1))[:, None, None]
+        w_all = self.w_out(hw)  # (R, S, S, C)
+        weights = torch.sigmoid(w_all[torch.arange(r, device=e.device), :, :, classes])
+
+        src = (noc * scale[:, None, None]).reshape(r, -1, 3)  # q~ = q * s
+        dst = p_rel.reshape(r, -1, 3)
+        w = (weights * mask * valid).reshape(r, -1)
+        rot, t_delta = weighted_procrustes(src, dst, w)
+        solved = valid.flatten(1).sum(dim=1) >= self.min_pixels
+        eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand_as(rot)
+        rot = torch.where(solved[:, None, None], rot, eye)
+        trans = t_init + torch.where(solved[:, None], t_delta, torch.zeros_like(t_delta))
+        return AlignmentOutput(e, scale, t_init, pmax, pmin, points, valid, noc, weights, rot, trans, solved)

@@ -1,0 +1,70 @@
+"""Retrieval: joint embedding of voxelised predicted NOCs (+ shape code) and CAD occupancy
+grids, with a completion decoder (paper Sec. 3.4)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from roca_core.geometry.voxelize import voxelize_points
+from roca_core.model.config import ModelConfig
+
+GRID = 32
+
+
+class VoxelEncoder(nn.Module):
+    """(M, 32, 32, 32) -> (M, D): three stride-2 3D convs (32 -> 16 -> 8 -> 4) and a linear."""
+
+    def __init__(self, channels: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.convs = nn.Sequential(
+            nn.Conv3d(1, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv3d(c1, c2, 4, stride=2, padding=1), nn.GroupNorm(min(8, c2), c2), nn.ReLU(inplace=True),
+            nn.Conv3d(c2, c3, 4, stride=2, padding=1), nn.GroupNorm(min(8, c3), c3), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(c3 * 4 ** 3, dim)
+
+    def forward(self, voxels: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(voxels[:, None]).flatten(1))
+
+
+class VoxelDecoder(nn.Module):
+    """(M, D) -> (M, 32, 32, 32) occupancy logits, mirroring the encoder."""
+
+    def __init__(self, channels: tuple[int, ...], dim: int) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.c3 = c3
+        self.fc = nn.Sequential(nn.Linear(dim, c3 * 4 ** 3), nn.ReLU(inplace=True))
+        self.deconvs = nn.Sequential(
+            nn.ConvTranspose3d(c3, c2, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose3d(c2, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose3d(c1, 1, 4, stride=2, padding=1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.deconvs(self.fc(z).view(-1, self.c3, 4, 4, 4))[:, 0]
+
+
+class RetrievalHead(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.embedding_dim
+        self.backend = cfg.voxelize_backend
+        self.noc_encoder = VoxelEncoder(cfg.voxel_channels, d)
+        self.cad_encoder = VoxelEncoder(cfg.voxel_channels, d)  # same shape, separate weights
+        self.shape_mlp = nn.Sequential(nn.Linear(cfg.shape_code_dim, cfg.retrieval_mlp_hidden),
+                                       nn.ReLU(inplace=True), nn.Linear(cfg.retrieval_mlp_hidden, d),
+                                       nn.ReLU(inplace=True))
+        self.decoder = VoxelDecoder(cfg.voxel_channels, d)
+
+    def voxelize(self, noc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """noc (R, N, 3), weights (R, N) -> (R, 32, 32, 32) density in [0, 1]."""
+        return voxelize_points(noc, weights, GRID, backend=self.backend)
+
+    def embed_noc(self, noc: torch.Tensor, weights: torch.Tensor,
+                  shape_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> query embeddings z (R, D) and the NOC grids (R, 32, 32, 32)."""
+        grid = self.voxelize(noc, weights).to(shape_code.dtype)
+        return self.noc_encoder(grid) + self.shape_mlp(shape_code), grid
+
+    def embed_cad(self, voxels: torch.Tensor) -> torch.Tensor:
+        return self.cad_encoder(voxels)
