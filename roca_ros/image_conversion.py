@@ -75,7 +75,7 @@ def _data_buffer(data: Any) -> np.ndarray:
 
 
 def check_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo:
-    """Validate size, encoding and step without touching the pixels; returns the encoding.
+    """Validate size, encoding, step and data length without reading pixels; returns the encoding.
 
     Cheap (O(1)), so the node runs it on the executor thread to reject frames before
     queueing them.
@@ -101,7 +101,20 @@ def check_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo
     if step > row_bytes + 4096 or step > 4 * row_bytes + 64:
         raise ImageConversionError(
             f"image step {step} does not match width {width} ({encoding} rows need {row_bytes} bytes)")
+    size = _data_length(msg.data)
+    if size != step * height:
+        raise ImageConversionError(
+            f"image data has {size} bytes, expected step {step} x height {height} = {step * height}")
     return info
+
+
+def _data_length(data: Any) -> int:
+    if isinstance(data, np.ndarray):
+        return int(data.nbytes)
+    try:
+        return memoryview(data).nbytes
+    except TypeError:
+        return len(data)
 
 
 def image_to_array(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""launch/roca.launch.py, config/roca.yaml and config/roca.rviz agree with the node.
+
+launch and launch_ros are not installed in the pip environment, so the launch file is
+checked by syntax and by the arguments it declares.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from roca_ros.params import PARAM_SPECS, NodeSettings
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "roca.launch.py"
+
+
+def _launch_tree() -> ast.Module:
+    return ast.parse(LAUNCH.read_text(), filename=str(LAUNCH))
+
+
+def _declared_arguments(tree: ast.Module) -> dict[str, str]:
+    """name -> default_value of every DeclareLaunchArgument(...) call with literal arguments."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
+            name = node.args[0].value
+            defaults = [k.value for k in node.keywords if k.arg == "default_value"]
+            out[name] = defaults[0].value if defaults and isinstance(defaults[0], ast.Constant) else None
+    return out
+
+
+def test_launch_file_declares_the_documented_arguments():
+    args = _declared_arguments(_launch_tree())
+    assert set(args) == {"namespace", "image_topic", "camera_info_topic", "params_file", "checkpoint",
+                         "cad_database", "device", "use_rviz"}
+    assert args["namespace"] == "roca"
+    assert (args["image_topic"], args["camera_info_topic"]) == ("image", "camera_info")
+    assert args["use_rviz"] == "false"
+    assert args["params_file"] is None  # computed: the installed share/roca_ros/config/roca.yaml
+
+
+def test_launch_file_starts_the_console_entry_point_and_rviz():
+    tree = _launch_tree()
+    source = LAUNCH.read_text()
+    imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert {"launch", "launch_ros.actions", "launch.actions", "ament_index_python.packages"} <= imports
+    assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
+    executables = [k.value.value for n in ast.walk(tree) if isinstance(n, ast.Call)
+                   for k in n.keywords if k.arg == "executable" and isinstance(k.value, ast.Constant)]
+    assert executables == ["roca_node", "rviz2"]
+    assert '"roca.rviz"' in source and "get_package_share_directory" in source
+    assert 'IfCondition(LaunchConfiguration("use_rviz"))' in source
+
+
+def test_params_yaml_lists_every_parameter_with_its_default_and_a_comment():
+    text = (REPO / "config" / "roca.yaml").read_text()
+    data = yaml.safe_load(text)
+    (node_key,) = data
+    assert node_key == "/**/roca_node"
+    params = data[node_key]["ros__parameters"]
+    assert list(params) == [s.name for s in PARAM_SPECS]
+    for spec in PARAM_SPECS:
+        assert params[spec.name] == spec.default and type(params[spec.name]) is type(spec.default), spec.name
+        lines = text.splitlines()
+        index = next(i for i, line in enumerate(lines) if line.strip().startswith(spec.name + ":"))
+        assert lines[index - 1].strip().startswith("#"), f"{spec.name} has no comment above it"
+    assert NodeSettings.from_values(params) == NodeSettings()
+
+
+def test_param_table_matches_settings_dataclass():
+    import dataclasses
+    assert [f.name for f in dataclasses.fields(NodeSettings)] == [s.name for s in PARAM_SPECS]
+    assert all(getattr(NodeSettings(), s.name) == s.default for s in PARAM_SPECS)
+    assert all(s.description for s in PARAM_SPECS)
+    read_only = {s.name for s in PARAM_SPECS if s.read_only}
+    assert read_only == {"checkpoint", "cad_database", "device", "half_precision"}
+
+
+def test_rviz_config_shows_image_markers_and_debug_image():
+    config = yaml.safe_load((REPO / "config" / "roca.rviz").read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "camera"
+    topics = {(d["Class"], d["Topic"]["Value"]) for d in manager["Displays"] if "Topic" in d}
+    assert topics == {("rviz_default_plugins/Image", "/roca/image"),
+                      ("rviz_default_plugins/MarkerArray", "/roca/markers"),
+                      ("rviz_default_plugins/Image", "/roca/debug_image")}
+
+
+def test_parameter_validation_rejects_bad_values_with_reasons():
+    import pytest
+    from roca_ros.params import ParameterError, validate_parameter
+
+    cases = {
+        ("score_threshold", 1.5): "score_threshold must be <= 1.0",
+        ("score_threshold", "high"): "score_threshold must be a number",
+        ("mask_threshold", -0.1): "mask_threshold must be >= 0.0",
+        ("max_objects", 0): "max_objects must be >= 1",
+        ("max_objects", 2.5): "max_objects must be an integer",
+        ("sync_slop", 0.0): "sync_slop must be > 0.0",
+        ("marker_lifetime", -1.0): "marker_lifetime must be >= 0.0",
+        ("device", "gpu"): "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
+        ("publish_markers", 1): "publish_markers must be a bool",
+        ("score_threshold", float("nan")): "must be finite",
+        ("score_threshold", True): "must be a number",
+        ("nonexistent", 1): "unknown parameter",
+    }
+    for (name, value), message in cases.items():
+        with pytest.raises(ParameterError, match=message.replace("(", r"\(")):
+            validate_parameter(name, value)
+    assert validate_parameter("score_threshold", 1) == 1.0 and isinstance(validate_parameter("sync_slop", 1), float)
+    assert validate_parameter("device", "cuda:1") == "cuda:1"
+    settings = NodeSettings().updated({"score_threshold": 0.25})
+    assert settings.score_threshold == 0.25 and NodeSettings().score_threshold == 0.5
