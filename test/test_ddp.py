@@ -12,7 +12,9 @@ import pytest
 
 from roca_core.training.train_state import find_last_checkpoint, load_train_state
 
-from training_fixtures import TinyRocaStandIn
+from roca_core.model import RocaModel
+
+from training_fixtures import tiny_model_config
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,5 +47,5 @@ def test_two_gloo_replicas_stay_identical(tmp_path):
     # only rank 0 wrote the checkpoint, with both ranks' RNG states, and it loads
     ckpt = find_last_checkpoint(tmp_path / "run" / "checkpoints")
     assert ckpt is not None and ckpt.name == "iter_0000004"
-    info = load_train_state(ckpt, TinyRocaStandIn(), restore_rng=False)
+    info = load_train_state(ckpt, RocaModel(tiny_model_config()), restore_rng=False)
     assert info.iteration == 4 and info.world_size == 2
