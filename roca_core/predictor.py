@@ -1,0 +1,219 @@
+"""Predictor: one image + intrinsics in, aligned and retrieved CAD models out.
+
+Any image size and intrinsics: the image is resized to the model's input and K with it
+(inside RocaModel); boxes and masks come back in the caller's pixels, poses in the caller's
+camera frame (metric, so the resize does not change them). No detection is a normal result.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from roca_core.checkpoint import CheckpointError, load_checkpoint
+from roca_core.geometry.rotations import matrix_to_quat_np
+from roca_core.paths import REPO_ROOT, share_dir
+
+DEMO_CHECKPOINT = "models/roca_demo.safetensors"
+
+
+def default_checkpoint() -> Path:
+    """The committed demo model (source checkout or installed share dir)."""
+    for base in (REPO_ROOT, share_dir()):
+        p = Path(base) / DEMO_CHECKPOINT
+        if p.is_file():
+            return p
+    raise CheckpointError(f"the demo model {DEMO_CHECKPOINT} does not exist (yet) in {REPO_ROOT}; "
+                          "train one with roca-train or pass a checkpoint explicitly")
+
+
+def resolve_device(device: "str | torch.device") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Hash of the CAD encoder weights: names the encoder that made a database's embeddings."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.retrieval_head.cad_encoder.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return "model-" + h.hexdigest()[:16]
+
+
+@dataclass
+class Detection:
+    class_name: str
+    class_index: int  # 0-based into the model's class list
+    score: float
+    box: np.ndarray  # (4,) xyxy, caller's pixels
+    mask: np.ndarray  # (H, W) bool, caller's image size
+    rotation: np.ndarray  # (3, 3)
+    quaternion: np.ndarray  # (4,) w, x, y, z
+    translation: np.ndarray  # (3,) metres, camera frame (OpenCV)
+    scale: np.ndarray  # (3,)
+    transform: np.ndarray  # (4, 4) = T(t) R diag(s): CAD canonical -> camera
+    cad_id: "str | None" = None
+    mesh_path: "str | None" = None
+    retrieval_distance: float = float("nan")
+    valid: bool = True  # False when Procrustes fell back (too few mask pixels)
+
+    def to_dict(self, include_mask: bool = False) -> dict[str, Any]:
+        """JSON-friendly dict; the mask as its pixel count (and as an RLE-free list only if asked)."""
+        d: dict[str, Any] = {
+            "class_name": self.class_name, "class_index": int(self.class_index), "score": float(self.score),
+            "box": [float(x) for x in self.box], "mask_area": int(self.mask.sum()),
+            "rotation": self.rotation.tolist(), "quaternion": [float(x) for x in self.quaternion],
+            "translation": [float(x) for x in self.translation], "scale": [float(x) for x in self.scale],
+            "transform": self.transform.tolist(), "cad_id": self.cad_id, "mesh_path": self.mesh_path,
+            "retrieval_distance": None if np.isnan(self.retrieval_distance) else float(self.retrieval_distance),
+            "valid": bool(self.valid),
+        }
+        if include_mask:
+            d["mask"] = self.mask.astype(np.uint8).tolist()
+        return d
+
+
+def compose_transform(rotation: np.ndarray, translation: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    m = np.eye(4)
+    m[:3, :3] = np.asarray(rotation, np.float64) @ np.diag(np.asarray(scale, np.float64))
+    m[:3, 3] = translation
+    return m
+
+
+def validate_intrinsics(K: Any, height: int, width: int) -> np.ndarray:
+    """(3, 3) finite K with positive focal lengths and the principal point inside the image."""
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)):
+        raise ValueError(f"intrinsics must be a finite (3, 3) matrix, got shape {K.shape}")
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if fx <= 0 or fy <= 0:
+        raise ValueError(f"focal lengths must be > 0, got fx={fx}, fy={fy}")
+    if not (-0.5 <= cx <= width - 0.5 and -0.5 <= cy <= height - 0.5):
+        raise ValueError(f"principal point ({cx}, {cy}) lies outside the {width}x{height} image")
+    return K
+
+
+class Predictor:
+    """ROCA inference on single RGB images.
+
+    checkpoint: path to a ``.safetensors`` checkpoint, a RocaModel instance, or None for the
+    demo model. cad_database: a CadDatabase, a path to one, None for the embedded CAD
+    library, or False for no retrieval. A database without embeddings from this checkpoint
+    is embedded with its CAD encoder on load.
+    """
+
+    def __init__(self, checkpoint: "str | Path | torch.nn.Module | None" = None, cad_database: Any = None,
+                 device: "str | torch.device" = "auto", score_threshold: float = 0.5,
+                 mask_threshold: float = 0.7, max_detections: "int | None" = None) -> None:
+        from roca_core.model.roca import RocaModel
+
+        if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= mask_threshold <= 1.0:
+            raise ValueError("score_threshold and mask_threshold must lie in [0, 1]")
+        if max_detections is not None and max_detections < 0:
+            raise ValueError(f"max_detections must be >= 0, got {max_detections}")
+        self.device = resolve_device(device)
+        if isinstance(checkpoint, RocaModel):
+            self.model = checkpoint
+            self.fingerprint = model_fingerprint(checkpoint)
+            self.checkpoint_path: "Path | None" = None
+        else:
+            path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
+            self.model, _, self.checkpoint_extra = load_checkpoint(path, device="cpu")
+            from roca_core.data.cad_database import checkpoint_fingerprint
+            self.fingerprint = checkpoint_fingerprint(path)
+            self.checkpoint_path = path
+        self.cfg = self.model.cfg
+        self.cfg.align_mask_threshold = float(mask_threshold)
+        self.model.to(self.device).eval()
+        self.score_threshold = float(score_threshold)
+        self.mask_threshold = float(mask_threshold)
+        self.max_detections = max_detections
+        self.db = None
+        self.set_cad_database(cad_database)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.cfg.class_names)
+
+    def set_cad_database(self, db_or_path: Any) -> None:
+        """CadDatabase, path, None (embedded library) or False (retrieval off)."""
+        from roca_core.data.cad_database import CadDatabase
+
+        if db_or_path is False:
+            self.db = None
+            return
+        if db_or_path is None:
+            from roca_core.data.cad_library import embedded_cad_database
+            db = embedded_cad_database()
+        elif isinstance(db_or_path, (str, Path)):
+            db = CadDatabase.load(db_or_path)
+        else:
+            db = db_or_path
+        dim = self.cfg.embedding_dim
+        if (db.embeddings is None or db.embedding_source != self.fingerprint
+                or db.embeddings.shape[1] != dim):
+            db.set_embeddings(self._embed_voxels(db.voxels), self.fingerprint)
+        self.db = db
+
+    @torch.no_grad()
+    def _embed_voxels(self, voxels: np.ndarray, batch: int = 64) -> np.ndarray:
+        out = [np.zeros((0, self.cfg.embedding_dim), np.float32)]
+        for s in range(0, len(voxels), batch):
+            v = torch.from_numpy(np.asarray(voxels[s:s + batch], np.float32)).to(self.device)
+            out.append(self.model.embed_cad(v).float().cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def predict(self, image_rgb: np.ndarray, K: np.ndarray) -> list[Detection]:
+        """image_rgb: uint8 (H, W, 3) (float in [0, 1] also accepted); K: (3, 3) of this image."""
+        img = np.asarray(image_rgb)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"image must be (H, W, 3) RGB, got shape {img.shape}")
+        h, w = img.shape[:2]
+        if h == 0 or w == 0:
+            raise ValueError(f"image is empty ({h}x{w} pixels)")
+        K = validate_intrinsics(K, h, w)
+        t = torch.from_numpy(np.ascontiguousarray(img))
+        t = t.float() / 255.0 if img.dtype == np.uint8 else t.float().clamp(0, 1)
+        t = t.permute(2, 0, 1).to(self.device)
+        out = self.model([t], intrinsics=[torch.as_tensor(K, dtype=torch.float32, device=self.device)])[0]
+        out = {k: v.cpu() for k, v in out.items()}
+
+        keep = torch.where(out["scores"] >= self.score_threshold)[0]
+        keep = keep[torch.argsort(out["scores"][keep], descending=True)]
+        if self.max_detections is not None:
+            keep = keep[: self.max_detections]
+        dets: list[Detection] = []
+        for i in keep.tolist():
+            ci = int(out["labels"][i]) - 1
+            rot = out["rotations"][i].double().numpy()
+            trans = out["translations"][i].double().numpy()
+            scale = out["scales"][i].double().numpy()
+            dets.append(Detection(
+                class_name=self.class_names[ci], class_index=ci, score=float(out["scores"][i]),
+                box=out["boxes"][i].double().numpy(), mask=(out["masks"][i] > self.mask_threshold).numpy(),
+                rotation=rot, quaternion=matrix_to_quat_np(rot), translation=trans, scale=scale,
+                transform=compose_transform(rot, trans, scale), valid=bool(out["valid"][i])))
+            self._retrieve(dets[-1], out["noc_embeddings"][i].numpy())
+        return dets
+
+    def _retrieve(self, det: Detection, embedding: np.ndarray) -> None:
+        if self.db is None or det.class_name not in self.db.class_names:
+            return
+        ids, dist = self.db.lookup(det.class_name, embedding[None], k=1)
+        if ids[0]:
+            det.cad_id = ids[0][0]
+            det.mesh_path = self.db.mesh_paths[self.db.index_of(det.cad_id)]
+            det.retrieval_distance = float(dist[0, 0])
