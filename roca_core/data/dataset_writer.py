@@ -190,10 +190,12 @@ def image_annotations(img: RenderedImage, file_name: str) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: RenderConfig, seed: int, out_dir: str) -> None:
-    import os
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    cv2.setNumThreads(1)
+def _worker_init(cfg: RenderConfig, seed: int, out_dir: str, single_thread: bool = False) -> None:
+    if single_thread:  # one process per core: keep llvmpipe and OpenCV from oversubscribing
+        import os
+        os.environ["LP_NUM_THREADS"] = "1"
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        cv2.setNumThreads(1)
     _WORKER["gen"] = SyntheticSceneGenerator(cfg, seed)
     _WORKER["out"] = Path(out_dir)
 
@@ -236,7 +238,7 @@ def make_dataset(out_dir: str | Path, num_images: int, seed: int = 0, workers: i
             _WORKER.pop("gen").release()
     else:
         ctx = mp.get_context("spawn")  # each worker opens its own GL context
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, seed, str(out_dir))) as pool:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, seed, str(out_dir), True)) as pool:
             for r in pool.imap(_worker_render, indices, chunksize=max(1, min(8, num_images // (4 * workers)))):
                 results.append(r)
                 bar.update()
