@@ -38,7 +38,7 @@ def decode_mask(segmentation: dict, height: int, width: int) -> np.ndarray:
         seg = mask_util.frPyObjects(seg, height, width)
     elif isinstance(seg.get("counts"), str):
         seg["counts"] = seg["counts"].encode("ascii")
-    return mask_util.decode(seg).astype(bool)
+    return mask_util.decode([seg])[:, :, 0].astype(bool)
 
 
 def categories(class_names: tuple[str, ...] = CLASS_NAMES) -> list[dict]:
