@@ -16,6 +16,8 @@ The synthetic writer produces the same records, so one loader reads both.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pycocotools.mask as mask_util
 
@@ -38,7 +40,9 @@ def decode_mask(segmentation: dict, height: int, width: int) -> np.ndarray:
         seg = mask_util.frPyObjects(seg, height, width)
     elif isinstance(seg.get("counts"), str):
         seg["counts"] = seg["counts"].encode("ascii")
-    return mask_util.decode([seg])[:, :, 0].astype(bool)
+    with warnings.catch_warnings():  # pycocotools' numpy-2 copy-keyword deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_util.decode([seg])[:, :, 0].astype(bool)
 
 
 def categories(class_names: tuple[str, ...] = CLASS_NAMES) -> list[dict]:
