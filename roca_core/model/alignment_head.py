@@ -40,8 +40,8 @@ class AlignmentHead(nn.Module):
         c, e, p = cfg.num_classes, cfg.shape_code_dim, cfg.pixel_mlp_dim
         self.num_classes = c
         self.min_pixels = cfg.min_procrustes_pixels
-        self.pixel_mlp = nn.Sequential(nn.Conv2d(feat_channels, p, 1), nn.ReLU(inplace=True),
-                                       nn.Conv2d(p, p, 1), nn.ReLU(inplace=True))
+        self.pixel_mlp = nn.Sequential(nn.Linear(feat_channels, p), nn.ReLU(inplace=True),
+                                       nn.Linear(p, p), nn.ReLU(inplace=True))
         self.shape_mlp = nn.Sequential(nn.Linear(p, e), nn.ReLU(inplace=True), nn.Linear(e, e),
                                        nn.ReLU(inplace=True), nn.Dropout(cfg.shape_dropout))
         th = cfg.trans_offset_hidden
@@ -70,8 +70,8 @@ class AlignmentHead(nn.Module):
         K (R, 3, 3) network intrinsics; classes (R,) 0-based."""
         r, s = feat_rois.shape[0], feat_rois.shape[-1]
         c = self.num_classes
-        pix = self.pixel_mlp(feat_rois) * mask[:, None]
-        e = self.shape_mlp(pix.flatten(2).amax(dim=2))
+        pix = self.pixel_mlp(feat_rois.permute(0, 2, 3, 1)) * mask[..., None]  # (R, S, S, P)
+        e = self.shape_mlp(pix.flatten(1, 2).amax(dim=1))
         scale = select_class(self.scale_mlp(e).view(r, c, 3), classes)
 
         u, v = roi_pixel_grid(boxes, s)
@@ -96,9 +96,9 @@ class AlignmentHead(nn.Module):
         w_all = self.w_out(hw)  # (R, S, S, C)
         weights = torch.sigmoid(w_all[torch.arange(r, device=e.device), :, :, classes])
 
-        src = (noc * scale[:, None, None]).reshape(r, -1, 3)  # q~ = q * s
-        dst = p_rel.reshape(r, -1, 3)
-        w = (weights * mask * valid).reshape(r, -1)
+        src = (noc * scale[:, None, None]).reshape(r, s * s, 3)  # q~ = q * s
+        dst = p_rel.reshape(r, s * s, 3)
+        w = (weights * mask * valid).reshape(r, s * s)
         rot, t_delta = weighted_procrustes(src, dst, w)
         solved = valid.flatten(1).sum(dim=1) >= self.min_pixels
         eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand_as(rot)

@@ -212,9 +212,9 @@ class RocaModel(nn.Module):
             out = self.alignment_head(feat_rois, depth_rois, gt.mask, gt.mask > 0.5, boxes_t, K_rois, classes)
             losses.update(alignment_losses(out, gt, depth_rois))
         with self._stage("retrieval"):
-            r = boxes_t.shape[0]
-            vox_w = (gt.mask * (depth_rois > 1e-3)).reshape(r, -1)
-            z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, -1, 3), vox_w, out.shape_code)
+            r, s = boxes_t.shape[0], cfg.roi_size
+            vox_w = (gt.mask * (depth_rois > 1e-3)).reshape(r, s * s)
+            z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
             pos = torch.cat([t["cad_voxels"][m] for t, m in zip(targets, matched)]).float()
             neg = torch.cat([t["neg_cad_voxels"][m] for t, m in zip(targets, matched)]).float()
             z_pos = self.retrieval_head.embed_cad(pos)
@@ -272,8 +272,8 @@ class RocaModel(nn.Module):
                 if r else probs.new_zeros(0, s, s)
             out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois, classes)
         with self._stage("retrieval"):
-            vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, -1)
-            z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, -1, 3), vox_w, out.shape_code)
+            vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
+            z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
 
         results = []
         h, w = cfg.image_size
