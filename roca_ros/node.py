@@ -91,11 +91,10 @@ def _load_cad_database(path: str):
 
 
 def _default_predictor_factory(settings: NodeSettings, cad_database: Any):
-    from roca_core.predictor import Predictor
-
     checkpoint = settings.checkpoint or None
     if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
         raise FileNotFoundError(f"checkpoint not found: {Path(checkpoint).expanduser()}")
+    from roca_core.predictor import Predictor  # heavy (torch): only once the inputs look right
     return Predictor(checkpoint=str(Path(checkpoint).expanduser()) if checkpoint else None,
                      cad_database=cad_database, device=settings.device,
                      score_threshold=settings.score_threshold, mask_threshold=settings.mask_threshold,
@@ -112,6 +111,15 @@ class RocaNode(Node):
     def __init__(self, node_name: str = NODE_NAME, namespace: str = DEFAULT_NAMESPACE,
                  predictor_factory=None, **node_kwargs: Any) -> None:
         super().__init__(node_name, namespace=namespace, **node_kwargs)
+        self._worker = None
+        try:
+            self._setup(predictor_factory)
+        except StartupError as exc:
+            self.get_logger().fatal(str(exc))
+            self.destroy_node()
+            raise
+
+    def _setup(self, predictor_factory) -> None:
         self.stats = NodeStats()
         self._warn = ThrottledReporter(lambda text: self.get_logger().warning(text), WARN_THROTTLE_S)
         self._error = ThrottledReporter(lambda text: self.get_logger().error(text), WARN_THROTTLE_S)
@@ -201,6 +209,10 @@ class RocaNode(Node):
                                  ("max_detections", settings.max_objects)):
             if hasattr(self._predictor, attribute) and getattr(self._predictor, attribute) != value:
                 setattr(self._predictor, attribute, value)
+        # roca_core.Predictor reads the alignment mask threshold from its model config.
+        cfg = getattr(self._predictor, "cfg", None)
+        if cfg is not None and hasattr(cfg, "align_mask_threshold"):
+            cfg.align_mask_threshold = settings.mask_threshold
 
     def _half_precision_context(self):
         if not self._settings.half_precision:
@@ -334,7 +346,7 @@ class RocaNode(Node):
     def destroy_node(self) -> None:
         """Stop the worker (finishing the frame in flight) before the node goes away."""
         self._closed = True
-        worker = getattr(self, "_worker", None)
+        worker = self._worker
         if worker is not None and not worker.close(timeout=30.0):
             self.get_logger().warning("inference worker did not stop within 30 s")
         super().destroy_node()
@@ -349,9 +361,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         try:
             node = RocaNode()
-        except StartupError as exc:
-            rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-            return 1
+        except StartupError:
+            return 1  # already logged by the node
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:

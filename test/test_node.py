@@ -1,0 +1,534 @@
+"""roca_node as users start it: a separate process driven over ROS topics from this one.
+
+The node runs as ``roca_node --ros-args ...`` (the console entry point) with a small
+randomly initialised checkpoint, so these tests check plumbing (headers, markers, bad input,
+dropping, parameters, services), not accuracy; the accuracy test needs the trained demo
+model and is skipped until ``models/roca_demo.safetensors`` exists.
+
+Network safety: localhost discovery only, and a ROS domain of this module's own.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("roca_msgs.msg")
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter, parameter_value_to_python  # noqa: E402
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from roca_msgs.msg import CadDatabaseInfo, ObjectAlignmentArray  # noqa: E402
+from roca_msgs.srv import ReloadCadDatabase  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+
+from roca_ros.image_conversion import image_to_rgb, rgb_to_image_msg  # noqa: E402
+from roca_ros.time_sync import stamp_to_ns  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_MODEL = REPO / "models" / "roca_demo.safetensors"
+# A domain of this module's own (not the one conftest gave the rest of the suite).
+DOMAIN_ID = random.SystemRandom().choice(
+    [d for d in range(100, 201) if str(d) != os.environ.get("ROS_DOMAIN_ID")])
+NODE_FQN = "/roca/roca_node"
+WIDTH, HEIGHT = 320, 240
+K_LIST = [300.0, 0.0, 159.5, 0.0, 300.0, 119.5, 0.0, 0.0, 1.0]
+START_TIMEOUT_S = 120.0
+CAMERA_INFO_TOPIC = "/roca/camera/camera_info"  # remapped on the command line
+
+
+def node_command() -> list[str]:
+    exe = Path(sys.executable).with_name("roca_node")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "roca_ros.node"]
+
+
+def node_env() -> dict[str, str]:
+    return dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0", OMP_NUM_THREADS="2")
+
+
+class NodeProcess:
+    """A roca_node subprocess whose log goes to a file (no pipe to fill up)."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(node_command() + args, cwd=REPO, env=node_env(),
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return True
+            if self.proc.poll() is not None:
+                return text in self.log()
+            time.sleep(0.1)
+        return False
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def run_to_exit(args: list[str], tmp_path: Path, timeout: float = 90.0) -> tuple[int, str]:
+    """Run roca_node expecting it to exit by itself; returns (exit code, log)."""
+    proc = NodeProcess(args, tmp_path / "node.log")
+    try:
+        code = proc.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.stop(signal.SIGKILL)
+        pytest.fail(f"roca_node did not exit within {timeout} s:\n{proc.log()}")
+    proc.stop()
+    return code, proc.log()
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised small model (config/small.yaml) saved as a checkpoint."""
+    torch = pytest.importorskip("torch")
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.model import RocaModel
+    from roca_core.model.config import ModelConfig
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_yaml(REPO / "config" / "small.yaml")
+    path = tmp_path_factory.mktemp("ckpt") / "small_random.safetensors"
+    save_checkpoint(path, RocaModel(cfg), cfg)
+    return path
+
+
+@pytest.fixture(scope="module")
+def roca_node(checkpoint, tmp_path_factory):
+    """The node under test, started like a user would (thresholds low: random weights)."""
+    folder = tmp_path_factory.mktemp("node")
+    # The shipped parameter file, edited as a user would; plus a remap and a -p override.
+    text = (REPO / "config" / "roca.yaml").read_text()
+    for old, new in (('checkpoint: ""', f'checkpoint: "{checkpoint}"'), ("score_threshold: 0.5", "score_threshold: 0.0"),
+                     ("max_objects: 50", "max_objects: 5"), ("stats_period: 5.0", "stats_period: 0.5")):
+        assert old in text
+        text = text.replace(old, new)
+    (folder / "params.yaml").write_text(text)
+    proc = NodeProcess(["--ros-args", "--params-file", str(folder / "params.yaml"), "-p", "device:=cpu",
+                        "-r", f"camera_info:={CAMERA_INFO_TOPIC}"], folder / "roca_node.log")
+    if not proc.wait_for_log("ready:", START_TIMEOUT_S):
+        proc.stop(signal.SIGKILL)
+        pytest.fail(f"roca_node did not become ready:\n{proc.log()}")
+    yield proc
+    proc.stop()
+
+
+class Client:
+    """Test-side ROS node: publishes camera frames, collects everything roca_node publishes."""
+
+    def __init__(self) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
+        self.node = Node("roca_node_test_client", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.objects: dict[int, ObjectAlignmentArray] = {}
+        self.objects_arrival: dict[int, float] = {}
+        self.markers: dict[int, MarkerArray] = {}
+        self.debug_images: dict[int, Image] = {}
+        self.stats: list[dict] = []
+        self.databases: list[CadDatabaseInfo] = []
+        n = self.node
+        self.image_pub = n.create_publisher(Image, "/roca/image", qos_profile_sensor_data)
+        self.info_pub = n.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, qos_profile_sensor_data)
+        n.create_subscription(ObjectAlignmentArray, "/roca/objects", self._on_objects, 50)
+        n.create_subscription(MarkerArray, "/roca/markers", self._on_markers, 50)
+        n.create_subscription(String, NODE_FQN + "/stats", lambda m: self.stats.append(json.loads(m.data)), 50)
+        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        n.create_subscription(CadDatabaseInfo, "/roca/cad_database", self.databases.append, latched)
+        self.params = AsyncParameterClient(n, NODE_FQN)
+        self.reload = n.create_client(ReloadCadDatabase, "/roca/reload_cad_database")
+        self.rgb = (np.random.default_rng(0).random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)
+        self._last_stamp_ns = 0
+
+    def _on_objects(self, msg: ObjectAlignmentArray) -> None:
+        key = stamp_to_ns(msg.header.stamp)
+        self.objects[key] = msg
+        self.objects_arrival[key] = time.time()
+
+    def _on_markers(self, msg: MarkerArray) -> None:
+        if msg.markers:
+            self.markers[stamp_to_ns(msg.markers[0].header.stamp)] = msg
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+    def spin_until(self, predicate, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return bool(predicate())
+
+    def wait_future(self, future, timeout: float = 20.0):
+        assert self.spin_until(future.done, timeout), "no answer from roca_node"
+        return future.result()
+
+    def new_stamp(self):
+        """Wall-clock stamp (ROS time = system time in both processes), strictly increasing."""
+        now = self.node.get_clock().now()
+        ns = max(now.nanoseconds, self._last_stamp_ns + 1_000_000)
+        self._last_stamp_ns = ns
+        msg = now.to_msg()
+        msg.sec, msg.nanosec = divmod(ns, 1_000_000_000)
+        return msg
+
+    def frame(self, frame_id: str = "camera", rgb: np.ndarray | None = None, K=None):
+        """A matching (Image, CameraInfo) pair with a fresh stamp."""
+        rgb = self.rgb if rgb is None else rgb
+        image = rgb_to_image_msg(rgb)
+        image.header.stamp = self.new_stamp()
+        image.header.frame_id = frame_id
+        info = CameraInfo()
+        info.header.stamp = image.header.stamp
+        info.header.frame_id = frame_id
+        info.height, info.width = rgb.shape[:2]
+        info.k = list(K_LIST if K is None else K)
+        return image, info
+
+    def publish(self, image: Image, info: CameraInfo) -> int:
+        self.image_pub.publish(image)
+        self.info_pub.publish(info)
+        return stamp_to_ns(image.header.stamp)
+
+    def request_objects(self, timeout: float = 30.0, **frame_kwargs) -> tuple[int, ObjectAlignmentArray, Image]:
+        """Publish fresh frames (every 0.5 s) until one of them comes back as objects."""
+        sent: dict[int, Image] = {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            image, info = self.frame(**frame_kwargs)
+            sent[self.publish(image, info)] = image
+            if self.spin_until(lambda: any(s in self.objects for s in sent), 0.5):
+                stamp = next(s for s in sent if s in self.objects)
+                return stamp, self.objects[stamp], sent[stamp]
+        raise AssertionError(f"no objects for any of {len(sent)} frames within {timeout} s")
+
+    def latest_stats(self, timeout: float = 5.0) -> dict:
+        count = len(self.stats)
+        assert self.spin_until(lambda: len(self.stats) > count, timeout), "no ~/stats message"
+        return self.stats[-1]
+
+    def set_params(self, **values):
+        future = self.params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        return self.wait_future(future).results
+
+    def get_param(self, name: str):
+        response = self.wait_future(self.params.get_parameters([name]))
+        return parameter_value_to_python(response.values[0])
+
+
+@pytest.fixture(scope="module")
+def client(roca_node):
+    c = Client()
+    assert c.params.wait_for_services(timeout_sec=30.0), "parameter services of roca_node not found"
+    yield c
+    c.close()
+
+
+def mesh_paths_of(array: MarkerArray) -> list[str]:
+    return [unquote(urlparse(m.mesh_resource).path) for m in array.markers
+            if m.type == Marker.MESH_RESOURCE and m.action == Marker.ADD]
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_objects_copy_image_header_and_markers_reference_existing_meshes(client):
+    stamp, objects, image = client.request_objects(frame_id="camera_test_optical")
+    assert objects.header.frame_id == "camera_test_optical"
+    assert (objects.header.stamp.sec, objects.header.stamp.nanosec) == (
+        image.header.stamp.sec, image.header.stamp.nanosec)
+    assert objects.inference_time > 0
+    assert 1 <= len(objects.objects) <= 5  # max_objects:=5, score_threshold:=0.0
+    scores = [o.score for o in objects.objects]
+    assert scores == sorted(scores, reverse=True)
+    for obj in objects.objects:
+        assert obj.mesh_uri.startswith("file://") and Path(unquote(urlparse(obj.mesh_uri).path)).is_file()
+        q = obj.pose.orientation
+        assert math.isclose(q.w ** 2 + q.x ** 2 + q.y ** 2 + q.z ** 2, 1.0, rel_tol=1e-4)
+        assert 0 <= obj.x_min <= obj.x_max <= WIDTH and 0 <= obj.y_min <= obj.y_max <= HEIGHT
+    assert client.spin_until(lambda: stamp in client.markers, 10.0), "no markers for the frame"
+    markers = client.markers[stamp]
+    assert markers.markers[0].action == Marker.DELETEALL
+    paths = mesh_paths_of(markers)
+    assert len(paths) == len(objects.objects)
+    assert all(Path(p).is_file() for p in paths)
+    assert all(m.header.frame_id == "camera_test_optical" for m in markers.markers)
+    labels = [m.text for m in markers.markers if m.type == Marker.TEXT_VIEW_FACING]
+    assert labels == [f"{o.class_name} {o.score:.2f}" for o in objects.objects]
+
+
+def test_node_uses_default_namespace_remaps_and_latched_database(client, roca_node):
+    assert f"listening on /roca/image + {CAMERA_INFO_TOPIC}" in roca_node.log()
+    n = client.node
+    assert client.spin_until(lambda: ("roca_node", "/roca") in n.get_node_names_and_namespaces(), 10.0)
+    published = {name for name, _ in n.get_publisher_names_and_types_by_node("roca_node", "/roca")}
+    subscribed = {name for name, _ in n.get_subscriber_names_and_types_by_node("roca_node", "/roca")}
+    services = {name for name, _ in n.get_service_names_and_types_by_node("roca_node", "/roca")}
+    assert {"/roca/objects", "/roca/markers", "/roca/debug_image", "/roca/cad_database"} <= published
+    assert {"/roca/image", CAMERA_INFO_TOPIC} <= subscribed
+    assert "/roca/reload_cad_database" in services
+    # Transient local: this late subscriber still receives the description.
+    assert client.spin_until(lambda: bool(client.databases), 10.0), "no latched CadDatabaseInfo"
+    info = client.databases[-1]
+    assert info.has_embeddings and len(info.models) > 0
+    assert all(Path(unquote(urlparse(m.mesh_uri).path)).is_file() for m in info.models)
+    assert {m.class_name for m in info.models} <= set(info.class_names)
+
+
+def test_debug_image_is_drawn_for_subscribers(client):
+    client.node.create_subscription(
+        Image, "/roca/debug_image", lambda m: client.debug_images.__setitem__(stamp_to_ns(m.header.stamp), m), 5)
+    assert client.spin_until(lambda: client.node.count_publishers("/roca/debug_image") > 0, 5.0)
+    time.sleep(0.5)  # let the node see the new subscription
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not client.debug_images:
+        client.request_objects()
+        client.spin_until(lambda: bool(client.debug_images), 2.0)
+    assert client.debug_images, "no debug image"
+    debug = next(iter(client.debug_images.values()))
+    assert (debug.encoding, debug.width, debug.height) == ("rgb8", WIDTH, HEIGHT)
+    drawn = image_to_rgb(debug)
+    assert np.any(drawn != client.rgb), "overlay drew nothing"
+
+
+BAD_INPUTS = {
+    # name: (how to spoil a good frame, expected reason in the warning)
+    "unknown_encoding": (lambda img, info: setattr(img, "encoding", "yuv422"), "unsupported image encoding"),
+    "step_too_small": (lambda img, info: setattr(img, "step", WIDTH * 3 - 3), "is smaller than width"),
+    "data_truncated": (lambda img, info: setattr(img, "data", bytes(img.data)[:-7]), "expected step"),
+    "zero_size": (lambda img, info: (setattr(img, "width", 0), setattr(img, "step", 0),
+                                     setattr(img, "data", b"")), "size is zero"),
+    "huge_size": (lambda img, info: (setattr(img, "width", 100_000), setattr(img, "height", 1),
+                                     setattr(img, "step", 300_000)), "exceeds the limit"),
+    "zero_k": (lambda img, info: setattr(info, "k", [0.0] * 9), "all zeros"),
+    "nan_k": (lambda img, info: setattr(info, "k", [float("nan")] + K_LIST[1:]), "NaN or inf"),
+    "info_size_mismatch": (lambda img, info: (setattr(info, "width", 640), setattr(info, "height", 480)),
+                           "does not match image size"),
+    "frame_id_mismatch": (lambda img, info: setattr(info.header, "frame_id", "other_camera"), "frame ids differ"),
+}
+
+
+def test_bad_inputs_are_rejected_with_reasons_and_the_node_keeps_answering(client, roca_node):
+    client.request_objects()  # discovery done, node healthy
+    before = client.latest_stats()
+    for name, (spoil, _) in BAD_INPUTS.items():
+        for _ in range(2):
+            image, info = client.frame()
+            spoil(image, info)
+            client.publish(image, info)
+            client.spin_until(lambda: False, 0.05)
+    client.spin_until(lambda: False, 1.5)
+    after = client.latest_stats()
+    assert roca_node.proc.poll() is None, f"roca_node died:\n{roca_node.log()}"
+    log = roca_node.log()
+    for name, (_, reason) in BAD_INPUTS.items():
+        assert reason in log, f"no warning for {name} ({reason!r}) in the log"
+        assert any(reason.split()[0] in kind for kind in after["rejections_by_kind"]), name
+    assert after["rejected"] - before["rejected"] >= len(BAD_INPUTS)
+    assert after["errors"] == before["errors"]
+    assert "Traceback" not in log
+    # Throttled: each kind warned at most once per throttle period although sent twice.
+    assert log.count("unsupported image encoding 'yuv422'") == 1
+    stamp, objects, _ = client.request_objects()
+    assert stamp in client.objects
+
+
+def test_fast_camera_against_slow_model_drops_frames_with_bounded_latency(client):
+    client.request_objects()
+    before = client.latest_stats()
+    published: list[int] = []
+    period = 1 / 30
+    start = time.monotonic()
+    next_time = start
+    while time.monotonic() - start < 3.0:
+        image, info = client.frame()
+        published.append(client.publish(image, info))
+        next_time += period
+        client.spin_until(lambda: False, max(next_time - time.monotonic(), 0.0))
+    last_publish = time.time()
+    client.spin_until(lambda: False, 2.0)
+    after = client.latest_stats()
+
+    answered = [s for s in published if s in client.objects]
+    assert answered, "no frame of the burst was answered"
+    max_inference = max(client.objects[s].inference_time for s in answered)
+    latencies = [client.objects_arrival[s] - s / 1e9 for s in answered]
+    assert max_inference > period, "the model is faster than the camera: nothing to drop"
+    received = after["received"] - before["received"]
+    processed = after["processed"] - before["processed"]
+    dropped = after["dropped"] - before["dropped"]
+    assert received >= 0.8 * len(published)
+    assert dropped > 0 and processed < received / 2
+    assert len(answered) <= processed + 1
+    # Latest-only: a frame waits for at most the frame in flight, then its own inference.
+    bound = 2 * max_inference + 0.5
+    assert max(latencies) < bound, f"latency {max(latencies):.2f} s exceeds {bound:.2f} s: frames queue up"
+    late = [s for s in answered if client.objects_arrival[s] > last_publish + bound]
+    assert not late, "objects kept coming long after the camera stopped: frames were queued"
+
+
+def test_parameter_changes_are_validated_and_applied(client):
+    (result,) = client.set_params(score_threshold=1.5)
+    assert not result.successful and "score_threshold must be <= 1.0" in result.reason
+    (result,) = client.set_params(max_objects=0)
+    assert not result.successful and "max_objects must be >= 1" in result.reason
+    (result,) = client.set_params(device="gpu")
+    assert not result.successful  # read-only (and invalid)
+    (result,) = client.set_params(checkpoint="/elsewhere.safetensors")
+    assert not result.successful and "read-only" in result.reason
+    assert client.get_param("score_threshold") == 0.0  # rejected values are not stored
+
+    try:
+        (result,) = client.set_params(score_threshold=1.0)
+        assert result.successful, result.reason
+        assert client.get_param("score_threshold") == 1.0
+        _, objects, _ = client.request_objects()
+        assert objects.objects == []  # random weights never score 1.0
+        results = client.set_params(score_threshold=0.0, max_objects=2)
+        assert all(r.successful for r in results), [r.reason for r in results]
+        _, objects, _ = client.request_objects()
+        assert 1 <= len(objects.objects) <= 2
+    finally:
+        client.set_params(score_threshold=0.0, max_objects=5)
+
+
+def test_reload_service_keeps_old_database_on_failure(client, tmp_path):
+    assert client.reload.wait_for_service(timeout_sec=10.0)
+    client.spin_until(lambda: bool(client.databases), 10.0)
+    models_before = len(client.databases[-1].models)
+    count_before = len(client.databases)
+
+    response = client.wait_future(client.reload.call_async(
+        ReloadCadDatabase.Request(database_path=str(tmp_path / "missing_db"))), 60.0)
+    assert not response.success and "missing_db" in response.message and "keeping" in response.message
+    assert response.num_models == models_before
+
+    response = client.wait_future(client.reload.call_async(ReloadCadDatabase.Request(database_path="")), 120.0)
+    assert response.success, response.message
+    assert response.num_models == models_before
+    assert client.spin_until(lambda: len(client.databases) > count_before, 10.0), "no new CadDatabaseInfo"
+    client.request_objects()  # still answering
+
+
+@pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="needs the trained demo model models/roca_demo.safetensors "
+                    "(produced by the training issue)")
+def test_demo_model_poses_near_ground_truth_on_an_easy_frame(tmp_path):
+    from roca_core.data.config import RenderConfig
+    from roca_core.data.dataset_writer import SyntheticSceneGenerator
+    from roca_core.evaluation.alignment_metric import rotation_error_deg
+
+    generator = SyntheticSceneGenerator(RenderConfig(), seed=4242)
+    try:
+        frame = max((generator.render(i) for i in range(5)), key=lambda f: len(f.objects))
+    finally:
+        generator.release()
+    proc = NodeProcess(["--ros-args", "-r", "__ns:=/roca", "-p", "device:=cpu"], tmp_path / "demo.log")
+    c = None
+    try:
+        assert proc.wait_for_log("ready:", START_TIMEOUT_S), proc.log()
+        c = Client()
+        K = frame.K.reshape(-1).tolist()
+        _, objects, _ = c.request_objects(rgb=frame.rgb, K=K, timeout=60.0)
+    finally:
+        if c is not None:
+            c.close()
+        proc.stop()
+    matched = 0
+    for gt in frame.objects:
+        for obj in objects.objects:
+            if obj.class_name != gt["model"].class_name:
+                continue
+            t = np.array([obj.pose.position.x, obj.pose.position.y, obj.pose.position.z])
+            q = np.array([obj.pose.orientation.w, obj.pose.orientation.x, obj.pose.orientation.y,
+                          obj.pose.orientation.z])
+            s = np.array([obj.scale.x, obj.scale.y, obj.scale.z])
+            if (np.linalg.norm(t - gt["t"]) <= 0.3 and rotation_error_deg(q, gt["q"], gt["model"].symmetry) <= 30
+                    and abs(np.mean(s / gt["s"]) - 1) <= 0.3):
+                matched += 1
+                break
+    assert matched >= max(1, len(frame.objects) // 2), f"{matched} of {len(frame.objects)} objects near GT"
+
+
+# ---------------------------------------------------------------------------- start-up
+
+
+def test_missing_checkpoint_is_a_clean_error_exit(tmp_path):
+    code, log = run_to_exit(["--ros-args", "-p", f"checkpoint:={tmp_path / 'nope.safetensors'}"], tmp_path)
+    assert code != 0
+    assert "checkpoint not found" in log and "nope.safetensors" in log
+    assert "Traceback" not in log
+
+
+def test_missing_cad_database_and_bad_parameter_are_clean_error_exits(tmp_path):
+    code, log = run_to_exit(["--ros-args", "-p", f"cad_database:={tmp_path / 'no_db'}"], tmp_path)
+    assert code != 0 and "CAD database not found" in log and "Traceback" not in log
+    code, log = run_to_exit(["--ros-args", "-p", "sync_slop:=-1.0"], tmp_path)
+    assert code != 0 and "sync_slop must be > 0" in log and "Traceback" not in log
+    code, log = run_to_exit(["--ros-args", "-p", "device:=tpu"], tmp_path)
+    assert code != 0 and "device must be" in log and "Traceback" not in log
+
+
+def test_no_arguments_use_demo_model_and_default_namespace(tmp_path):
+    if not DEMO_MODEL.is_file():
+        code, log = run_to_exit([], tmp_path)
+        assert code != 0 and "roca_demo.safetensors" in log and "Traceback" not in log
+        return
+    proc = NodeProcess([], tmp_path / "n.log")
+    try:
+        assert proc.wait_for_log("ready:", START_TIMEOUT_S), proc.log()
+        assert "listening on /roca/image + /roca/camera_info" in proc.log()
+    finally:
+        assert proc.stop() == 0
+
+
+def test_sigint_stops_the_node_cleanly(roca_node):
+    assert roca_node.proc.poll() is None
+    code = roca_node.stop(signal.SIGINT)
+    assert code == 0, roca_node.log()
+    assert "Traceback" not in roca_node.log()
+
+
+def test_entry_point_is_installed():
+    assert shutil.which("roca_node", path=str(Path(sys.executable).parent)) is not None
