@@ -1,0 +1,156 @@
+"""Predictor and roca-predict on a randomly initialised small-preset model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from roca_core.checkpoint import CheckpointError, save_checkpoint
+from roca_core.geometry.rotations import quat_to_matrix_np
+from roca_core.model import RocaModel, load_preset
+from roca_core.predictor import Detection, Predictor
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    cfg = load_preset("small")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("pred") / "small.safetensors"
+    save_checkpoint(path, RocaModel(cfg), cfg)
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint) -> Predictor:
+    # score threshold 0: a random model's scores are low, we want detections to check
+    return Predictor(checkpoint, cad_database=None, device="cpu", score_threshold=0.0, max_detections=8)
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    img[h // 4: h // 2, w // 3: 2 * w // 3] = (200, 40, 40)
+    return img
+
+
+def _K(h: int, w: int, f: float = 1.0) -> np.ndarray:
+    return np.array([[f * w, 0, (w - 1) / 2], [0, f * w, (h - 1) / 2], [0, 0, 1.0]])
+
+
+def test_detections_have_consistent_shapes(predictor):
+    h, w = 150, 210  # not the model's input size or aspect
+    dets = predictor.predict(_image(h, w), _K(h, w))
+    assert isinstance(dets, list) and 0 < len(dets) <= 8
+    scores = [d.score for d in dets]
+    assert scores == sorted(scores, reverse=True)
+    for d in dets:
+        assert isinstance(d, Detection)
+        assert d.class_name == predictor.class_names[d.class_index]
+        assert d.box.shape == (4,) and 0 <= d.box[0] <= d.box[2] <= w and 0 <= d.box[1] <= d.box[3] <= h
+        assert d.mask.shape == (h, w) and d.mask.dtype == bool
+        assert np.linalg.det(d.rotation) == pytest.approx(1.0, abs=1e-4)
+        np.testing.assert_allclose(quat_to_matrix_np(d.quaternion), d.rotation, atol=1e-5)
+        np.testing.assert_allclose(d.transform[:3, :3], d.rotation @ np.diag(d.scale), atol=1e-9)
+        np.testing.assert_allclose(d.transform[:3, 3], d.translation)
+        # retrieval from the embedded library, within the predicted class
+        assert d.cad_id is not None and predictor.db.model_classes[predictor.db.index_of(d.cad_id)] == d.class_name
+        assert Path(d.mesh_path).is_file() and np.isfinite(d.retrieval_distance)
+        json.dumps(d.to_dict())
+
+
+def test_tiny_images_work_and_empty_images_raise(predictor):
+    for h, w in ((1, 1), (8, 8), (3, 50)):
+        dets = predictor.predict(_image(h, w), _K(h, w))
+        assert isinstance(dets, list)
+        for d in dets:
+            assert d.mask.shape == (h, w)
+    with pytest.raises(ValueError, match="empty"):
+        predictor.predict(np.zeros((0, 0, 3), np.uint8), _K(1, 1))
+    with pytest.raises(ValueError, match="empty"):
+        predictor.predict(np.zeros((0, 5, 3), np.uint8), _K(1, 5))
+
+
+def test_bad_inputs_raise(predictor):
+    img = _image(40, 60)
+    with pytest.raises(ValueError, match="RGB"):
+        predictor.predict(img[..., 0], _K(40, 60))
+    with pytest.raises(ValueError, match="focal"):
+        predictor.predict(img, np.diag([-1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="principal point"):
+        predictor.predict(img, np.array([[50.0, 0, 500], [0, 50.0, 20], [0, 0, 1]]))
+
+
+def test_no_detections_is_an_empty_list(checkpoint):
+    p = Predictor(checkpoint, cad_database=False, device="cpu", score_threshold=1.0)
+    assert p.predict(_image(64, 80), _K(64, 80)) == []
+
+
+def test_checkpoint_round_trip_through_predictor(checkpoint, predictor):
+    torch.manual_seed(0)
+    model = RocaModel(load_preset("small"))  # same seed: the weights that were saved
+    from_model = Predictor(model, cad_database=False, device="cpu", score_threshold=0.0, max_detections=8)
+    img, K = _image(96, 128, 3), _K(96, 128)
+    a = from_model.predict(img, K)
+    b = predictor.predict(img, K)
+    assert [d.class_index for d in a] == [d.class_index for d in b]
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.box, y.box, atol=1e-4)
+        np.testing.assert_allclose(x.transform, y.transform, atol=1e-5)
+        assert (x.mask == y.mask).all()
+
+
+def test_missing_demo_model_is_a_clear_error(monkeypatch, tmp_path):
+    import roca_core.predictor as pred_mod
+    monkeypatch.setattr(pred_mod, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(pred_mod, "share_dir", lambda: tmp_path)
+    with pytest.raises(CheckpointError, match="demo model"):
+        Predictor(None, cad_database=False, device="cpu")
+
+
+def test_roca_predict_cli_end_to_end(checkpoint, tmp_path, capsys):
+    import trimesh
+    from PIL import Image
+
+    from roca_core.cli.predict import main
+
+    img_path = tmp_path / "room.png"
+    Image.fromarray(_image(72, 96, 5)).save(img_path)
+    out = tmp_path / "out"
+    rc = main([str(img_path), "--checkpoint", str(checkpoint), "--out", str(out), "--device", "cpu",
+               "--score-threshold", "0.0", "--fov", "60"])
+    assert rc == 0
+    record = json.loads((out / "room.json").read_text())
+    assert record["width"] == 96 and record["height"] == 72 and record["detections"]
+    det = record["detections"][0]
+    assert len(det["transform"]) == 4 and det["cad_id"] is not None
+    overlay = np.asarray(Image.open(out / "room_overlay.png"))
+    assert overlay.shape == (72, 96, 3) and not np.array_equal(overlay, _image(72, 96, 5))
+    scene = trimesh.load(out / "room_scene.glb")
+    assert len(scene.geometry) == len(record["detections"]) + 1  # + the camera marker
+
+
+def test_roca_predict_cli_errors_name_the_file(checkpoint, tmp_path, capsys):
+    from PIL import Image
+
+    from roca_core.cli.predict import main
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"definitely not a png")
+    assert main([str(bad), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]) == 2
+    assert "broken.png" in capsys.readouterr().err
+    good = tmp_path / "ok.png"
+    Image.fromarray(_image(40, 60)).save(good)
+    assert main([str(good), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--intrinsics", "50,50,70,20"]) == 2
+    err = capsys.readouterr().err
+    assert "ok.png" in err and "principal point" in err
+    assert main([str(good), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--intrinsics", "0,50,30,20"]) == 2
+    assert "focal" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
