@@ -188,7 +188,8 @@ class Predictor:
         t = torch.from_numpy(np.ascontiguousarray(img))
         t = t.float() / 255.0 if img.dtype == np.uint8 else t.float().clamp(0, 1)
         t = t.permute(2, 0, 1).to(self.device)
-        out = self.model([t], intrinsics=[torch.as_tensor(K, dtype=torch.float32, device=self.device)])[0]
+        out = self.model([t], intrinsics=[torch.as_tensor(K, dtype=torch.float32, device=self.device)],
+                         min_score=self.score_threshold)[0]
         out = {k: v.cpu() for k, v in out.items()}
 
         keep = torch.where(out["scores"] >= self.score_threshold)[0]

@@ -146,7 +146,12 @@ class RocaModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: list[torch.Tensor], targets: "list[dict] | None" = None,
-                intrinsics: "list[torch.Tensor] | None" = None):
+                intrinsics: "list[torch.Tensor] | None" = None, min_score: "float | None" = None):
+        """Train: ``(images, targets) -> dict`` of weighted losses. Eval: ``(images,
+        intrinsics=[K]) -> list[dict]`` per image with boxes (given image's pixels), labels
+        (1-based), scores, masks (N, H, W) probabilities, rotations, translations, scales,
+        valid, noc_embeddings (N, D), depth (H, W). ``min_score`` drops weaker detections
+        before the 3D heads run (the Predictor passes its score threshold)."""
         if self.training:
             if targets is None:
                 raise ValueError("RocaModel in train mode needs targets")
@@ -158,7 +163,7 @@ class RocaModel(nn.Module):
                 raise ValueError("RocaModel in eval mode needs intrinsics=[K (3, 3) per image]")
         if len(intrinsics) != len(images):
             raise ValueError(f"{len(images)} images but {len(intrinsics)} intrinsics")
-        return self._forward_eval(images, intrinsics)
+        return self._forward_eval(images, intrinsics, min_score)
 
     def _features(self, imgs: list[torch.Tensor], targets: "list[dict] | None"):
         image_list, _ = self.transform(imgs)
@@ -249,7 +254,7 @@ class RocaModel(nn.Module):
                           class_weight=cw)
 
     @torch.no_grad()
-    def _forward_eval(self, images, intrinsics) -> list[dict[str, torch.Tensor]]:
+    def _forward_eval(self, images, intrinsics, min_score=None) -> list[dict[str, torch.Tensor]]:
         cfg = self.cfg
         orig = [tuple(img.shape[-2:]) for img in images]
         imgs, Ks, _ = self._resize_inputs(images, intrinsics, None)
@@ -257,6 +262,8 @@ class RocaModel(nn.Module):
             image_list, feats, proposals, _ = self._features(imgs, None)
         with self._stage("roi_heads"):
             dets = self.roi_heads.forward_eval(feats, proposals, image_list.image_sizes)
+            if min_score is not None:
+                dets = [{k: v[d["scores"] >= min_score] for k, v in d.items()} for d in dets]
         with self._stage("depth"):
             depth, feat_d = self._depth(feats)
         boxes = torch.cat([d["boxes"] for d in dets])
