@@ -40,7 +40,7 @@ class SceneConfig:
 
     min_objects: int = 1
     max_objects: int = 6
-    room_size_range_m: tuple[float, float] = (3.5, 6.0)
+    room_size_range_m: tuple[float, float] = (4.0, 7.0)
     wall_height_m: float = 2.8
     # Multiplicative jitter of each class's typical metric size (per axis).
     size_jitter: float = 0.15
@@ -78,6 +78,8 @@ class RenderConfig:
     # Objects with fewer visible pixels than this are not annotated (and their pixels are
     # cleared from the instance image), like tiny slivers in the real data.
     min_visible_pixels: int = 100
+    # Camera draws per image until one sees at least one annotatable object.
+    camera_attempts: int = 4
     # Images per synthetic "scene" id (scene ids group images like ScanNet scenes).
     images_per_scene: int = 10
     # Seed of the procedural CAD library the scenes draw from.

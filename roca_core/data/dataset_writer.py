@@ -113,15 +113,21 @@ class SyntheticSceneGenerator:
         scene_index = index // cfg.images_per_scene
         layout = self.layout(scene_index)
         rng = np.random.default_rng([self.seed, 2, index])
-        cam = sample_camera(rng, layout, cfg)
-        w2c = cam.world_to_cam()
-        items = self._room_items(layout, w2c)
-        for o in layout.objects:
-            items.append(DrawItem(f"cad{o.model_index}", w2c @ o.world_transform(), o.material.color,
-                                  o.material.color2, o.material.tex_kind, o.material.tex_freq,
-                                  tex_scale=tuple(o.scale), instance=o.instance))
-        out = self.renderer.render(items, self.K, cfg.camera.near, cfg.camera.far,
-                                   cam.R_wc @ layout.light_dir_world, layout.ambient, layout.diffuse)
+        # A few camera draws until one sees an object well enough to annotate (the rng sequence
+        # is fixed, so this stays deterministic); the last draw is kept either way.
+        for _attempt in range(cfg.camera_attempts):
+            cam = sample_camera(rng, layout, cfg)
+            w2c = cam.world_to_cam()
+            items = self._room_items(layout, w2c)
+            for o in layout.objects:
+                items.append(DrawItem(f"cad{o.model_index}", w2c @ o.world_transform(), o.material.color,
+                                      o.material.color2, o.material.tex_kind, o.material.tex_freq,
+                                      tex_scale=tuple(o.scale), instance=o.instance))
+            out = self.renderer.render(items, self.K, cfg.camera.near, cfg.camera.far,
+                                       cam.R_wc @ layout.light_dir_world, layout.ambient, layout.diffuse)
+            counts = np.bincount(out.instance.ravel(), minlength=len(layout.objects) + 1)[1:]
+            if not layout.objects or (counts >= cfg.min_visible_pixels).any():
+                break
         instance = np.zeros(out.instance.shape, np.uint8)
         objects = []
         for o in layout.objects:
@@ -149,8 +155,14 @@ def apply_sensor_noise(rgb: np.ndarray, rng: np.random.Generator, cfg: RenderCon
     if rng.random() < nz.blur_probability:
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(*nz.blur_sigma_range)))
     gain = rng.uniform(0.9, 1.1, 3).astype(np.float32)  # white balance
-    img = img * gain + rng.normal(0.0, rng.uniform(*nz.rgb_sigma_range), img.shape).astype(np.float32)
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    sigma = np.float32(rng.uniform(*nz.rgb_sigma_range) * 255.0)
+    noise = rng.standard_normal(img.shape, dtype=np.float32)
+    noise *= sigma
+    img *= gain * np.float32(255.0)
+    img += noise
+    img += np.float32(0.5)
+    np.clip(img, 0.0, 255.0, out=img)
+    return img.astype(np.uint8)
 
 
 def write_image_files(img: RenderedImage, out_dir: Path, jpeg_quality: int) -> str:

@@ -56,3 +56,39 @@ def save_montage(dataset_dir: str | Path, out_png: str | Path, n: int = 4, split
     out_png.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out_png), np.concatenate(rows, axis=0)[..., ::-1])
     return out_png
+
+
+def save_library_montage(out_png: str | Path, library_dir: str | Path | None = None, tile: int = 160) -> Path:
+    """One tile per CAD model (front-left three-quarter view), a row per class."""
+    from roca_core.data.cad_library import embedded_cad_library_dir, load_library
+    from roca_core.data.renderer import DrawItem, SceneRenderer
+    from roca_core.data.scene_sampler import camera_rotation
+
+    models = load_library(library_dir or embedded_cad_library_dir())
+    K = np.array([[tile * 1.1, 0, (tile - 1) / 2], [0, tile * 1.1, (tile - 1) / 2], [0, 0, 1.0]])
+    R = camera_rotation(np.radians(180 + 35), np.radians(25))  # looking at the model's front (+z)
+    eye = -2.2 * R[2]
+    w2c = np.eye(4)
+    w2c[:3, :3] = R
+    w2c[:3, 3] = -R @ eye
+    renderer = SceneRenderer(tile, tile)
+    rows: dict[str, list[np.ndarray]] = {}
+    try:
+        for i, m in enumerate(models):
+            renderer.add_mesh(f"m{i}", m.mesh)
+            out = renderer.render([DrawItem(f"m{i}", w2c, (0.75, 0.7, 0.6), instance=1)], K, 0.05, 10.0,
+                                  R @ np.array([0.4, 1.0, 0.7]), 0.35, 0.65)
+            img = (out.rgb * 255).astype(np.uint8)
+            img[out.instance == 0] = 255
+            img = np.ascontiguousarray(img)
+            cv2.putText(img, f"{m.id} {m.variant}", (3, tile - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1)
+            rows.setdefault(m.class_name, []).append(img)
+    finally:
+        renderer.release()
+    width = max(len(r) for r in rows.values())
+    blank = np.full((tile, tile, 3), 255, np.uint8)
+    grid = np.concatenate([np.concatenate(r + [blank] * (width - len(r)), axis=1) for r in rows.values()], axis=0)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_png), grid[..., ::-1])
+    return out_png

@@ -206,21 +206,29 @@ def sample_camera(rng: np.random.Generator, layout: SceneLayout, cfg: RenderConf
     yaw = float(rng.uniform(0, 2 * np.pi))
     lo, hi = cfg.scene.distance_range_m
     for _ in range(100):
-        target_h = 0.4
+        target_h, radius = 0.4, 0.0
         if layout.objects:
             obj = layout.objects[int(rng.integers(len(layout.objects)))]
-            target = obj.position[[0, 2]] + rng.normal(0.0, 0.3, 2)
+            target = obj.position[[0, 2]] + rng.normal(0.0, 0.2, 2)
             target_h = float(obj.position[1])
+            radius = float(np.linalg.norm(obj.footprint[0] - obj.footprint[2]) / 2)
         else:
             target = rng.uniform(-half_room, half_room)
-        # distance at which the target sits near the image centre for this height and pitch
+        # distance at which the target sits near the image centre for this height and pitch,
+        # but far enough that a large object (bed, sofa) is not all the camera sees
         ideal = max(height - target_h, 0.2) / np.tan(pitch)
-        dist = float(np.clip(ideal * rng.uniform(0.75, 1.3), lo, hi))
+        dist = float(np.clip(ideal * rng.uniform(0.75, 1.3), max(lo, 0.8 + radius), max(hi, 0.8 + radius)))
         ang = float(rng.uniform(0, 2 * np.pi))
+        # pull candidates outside the room back in along the ray to the target
         cand = target + dist * np.array([np.sin(ang), np.cos(ang)])
         if np.any(np.abs(cand) > half_room):
-            continue
-        if any(_point_in_quad(cand, o.footprint, 0.3) for o in layout.objects):
+            direction = cand - target
+            with np.errstate(divide="ignore", invalid="ignore"):
+                limits = np.where(np.abs(direction) > 1e-9, (np.sign(direction) * half_room - target) / direction, np.inf)
+            cand = target + direction * float(np.clip(limits.min(), 0.0, 1.0))
+            if np.linalg.norm(cand - target) < max(0.8, radius + 0.5):
+                continue
+        if any(_point_in_quad(cand, o.footprint, 0.5) for o in layout.objects):
             continue
         pos_xz = cand
         d = target - cand
