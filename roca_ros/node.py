@@ -126,6 +126,7 @@ class RocaNode(Node):
         self._settings = self._declare_and_read_parameters()
         self._predictor_lock = threading.Lock()
         self._closed = False
+        self._warned_distortion = False
 
         self.get_logger().info(
             f"loading {'checkpoint ' + self._settings.checkpoint if self._settings.checkpoint else 'the demo model'}"
@@ -153,10 +154,10 @@ class RocaNode(Node):
         self._db_pub = self.create_publisher(CadDatabaseInfo, "cad_database", LATCHED_QOS)
         self._stats_pub = self.create_publisher(String, "~/stats", RESULT_QOS)
         overrides = QoSOverridingOptions.with_default_policies()
-        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data,
+        self.create_subscription(Image, "image", self._guarded(self._on_image), qos_profile_sensor_data,
                                  qos_overriding_options=overrides)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data,
-                                 qos_overriding_options=overrides)
+        self.create_subscription(CameraInfo, "camera_info", self._guarded(self._on_camera_info),
+                                 qos_profile_sensor_data, qos_overriding_options=overrides)
         self.create_service(ReloadCadDatabase, "reload_cad_database", self._on_reload)
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
@@ -164,6 +165,9 @@ class RocaNode(Node):
         self._last_reported_received = -1
         self._stats_timer = self.create_timer(STATS_TICK_S, self._on_stats_tick)
         self._publish_cad_database_info()
+        unknown = sorted(n for n in getattr(self, "_parameter_overrides", {}) if not self.has_parameter(n))
+        if unknown:
+            self.get_logger().warning(f"ignoring unknown parameters {unknown}; known: {sorted(SPECS_BY_NAME)}")
         self.get_logger().info(
             f"ready: {len(self._cad_db)} CAD models; listening on "
             f"{self.resolve_topic_name('image')} + {self.resolve_topic_name('camera_info')}")
@@ -176,9 +180,6 @@ class RocaNode(Node):
                 description=spec.description, read_only=spec.read_only,
                 additional_constraints=spec.constraints, dynamic_typing=True)
             values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor).value
-        unknown = sorted(set(getattr(self, "_parameter_overrides", {})) - set(SPECS_BY_NAME) - {"use_sim_time"})
-        if unknown:
-            self.get_logger().warning(f"ignoring unknown parameters {unknown}; known: {sorted(SPECS_BY_NAME)}")
         try:
             return NodeSettings.from_values(values)
         except ParameterError as exc:
@@ -225,6 +226,17 @@ class RocaNode(Node):
         return lambda: torch.autocast("cuda", dtype=torch.float16)
 
     # ------------------------------------------------------------------ input
+    def _guarded(self, callback):
+        """Wrap an executor callback: an unexpected exception is logged and counted, never fatal."""
+        def run(msg):
+            try:
+                callback(msg)
+            except Exception as exc:  # noqa: BLE001 - bad input must not stop the node
+                self.stats.count("errors")
+                self._error.report(f"callback {callback.__name__}",
+                                   f"unexpected error in {callback.__name__}: {type(exc).__name__}: {exc}")
+        return run
+
     def _reject(self, source: str, exc: Exception, stamp_ns: Optional[int] = None) -> None:
         kind = rejection_kind(source, str(exc))
         self.stats.reject(kind)
@@ -247,6 +259,10 @@ class RocaNode(Node):
         except CameraInfoError as exc:
             self._reject("camera_info", exc, stamp_to_ns(msg.header.stamp))
             return
+        if not self._warned_distortion and any(abs(float(d)) > 1e-9 for d in msg.d):
+            self._warned_distortion = True  # once: a property of the camera, not of a frame
+            self.get_logger().warning("camera_info has distortion coefficients but the model assumes a pinhole "
+                                      "camera: subscribe to a rectified image (image_rect) for exact poses")
         self._submit_pairs(self._sync.add_info(stamp_to_ns(msg.header.stamp), msg))
 
     def _submit_pairs(self, pairs: list[Pair[Image, CameraInfo]]) -> None:
