@@ -126,8 +126,8 @@ def test_nocs_from_depth_and_pose_lie_inside_each_mesh(dataset):
             # 2 cm in metric units at the 1 mm depth quantisation is far above the error we expect
             tol = 0.02 / float(t["scales"][j].min())
             assert np.all(noc >= lo - tol) and np.all(noc <= hi + tol), cid
-            # the object's points also span its box (the mask is not a sliver of the wrong object)
-            assert np.all(noc.max(0) - noc.min(0) > 0.05), cid
+            # the points spread over a surface (at least two axes), not a sliver or a single point
+            assert (noc.max(0) - noc.min(0) > 0.05).sum() >= 2, cid
             checked += 1
     assert checked >= 3
 
