@@ -128,19 +128,19 @@ class RocaNode(Node):
         self._closed = False
         self._warned_distortion = False
 
-        self.get_logger().info(
-            f"loading {'checkpoint ' + self._settings.checkpoint if self._settings.checkpoint else 'the demo model'}"
-            f" and {'CAD database ' + self._settings.cad_database if self._settings.cad_database else 'the embedded CAD library'}"
-            f" (device {self._settings.device})")
+        model_name = self._settings.checkpoint or "the demo model"
+        database_name = self._settings.cad_database or "the embedded CAD library"
+        self.get_logger().info(f"loading {model_name} and {database_name} (device {self._settings.device})")
         try:
             self._cad_db, self._cad_db_path = _load_cad_database(self._settings.cad_database)
         except Exception as exc:  # noqa: BLE001 - any failure here is a start-up error
-            raise StartupError(f"cannot load CAD database {self._settings.cad_database or '(embedded)'}: {exc}") from exc
+            raise StartupError(f"cannot load CAD database {database_name}: {exc}") from exc
         factory = predictor_factory or _default_predictor_factory
         try:
             self._predictor = factory(self._settings, self._cad_db)
         except Exception as exc:  # noqa: BLE001
-            raise StartupError(f"cannot load checkpoint {self._settings.checkpoint or '(demo model)'}: {exc}") from exc
+            raise StartupError(f"cannot start the model ({model_name}, device {self._settings.device}): "
+                               f"{exc}") from exc
         self._autocast = self._half_precision_context()
         self._apply_thresholds(self._settings)
 
@@ -379,6 +379,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             node = RocaNode()
         except StartupError:
             return 1  # already logged by the node
+        except KeyboardInterrupt:
+            return 0  # Ctrl-C while loading
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         try:

@@ -375,6 +375,18 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_node_keeps_answering(clien
     assert stamp in client.objects
 
 
+def test_model_error_on_one_frame_is_logged_and_counted_not_fatal(client, roca_node):
+    """A principal point far outside the image passes the CameraInfo checks but the Predictor refuses it."""
+    client.request_objects()
+    before = client.latest_stats()
+    image, info = client.frame(K=[300.0, 0.0, 5000.0, 0.0, 300.0, 119.5, 0.0, 0.0, 1.0])
+    client.publish(image, info)
+    assert client.spin_until(lambda: client.stats[-1]["errors"] > before["errors"], 15.0), "error not counted"
+    assert "inference failed on frame stamp" in roca_node.log() and "principal point" in roca_node.log()
+    assert roca_node.proc.poll() is None
+    client.request_objects()  # the next good frame is answered
+
+
 def test_fast_camera_against_slow_model_drops_frames_with_bounded_latency(client):
     client.request_objects()
     before = client.latest_stats()
