@@ -208,7 +208,7 @@ class RocaModel(nn.Module):
             labels.append(lab[keep])
             matched.append(m[keep])
             bidx.append(torch.full((keep.numel(),), i, dtype=torch.int64, device=b.device))
-        boxes_t, bidx_t, labels_t = torch.cat(boxes), torch.cat(bidx), torch.cat(labels)
+        boxes_t, bidx_t, labels_t = torch.cat(boxes).float(), torch.cat(bidx), torch.cat(labels)
         classes = labels_t - 1
         gt = self._gather_targets(targets, boxes_t, bidx_t, matched, Ks)
 
@@ -266,12 +266,12 @@ class RocaModel(nn.Module):
                 dets = [{k: v[d["scores"] >= min_score] for k, v in d.items()} for d in dets]
         with self._stage("depth"):
             depth, feat_d = self._depth(feats)
-        boxes = torch.cat([d["boxes"] for d in dets])
+        boxes = torch.cat([d["boxes"] for d in dets]).float()
         bidx = torch.cat([torch.full((d["boxes"].shape[0],), i, dtype=torch.int64, device=boxes.device)
                           for i, d in enumerate(dets)])
         classes = torch.cat([d["labels"] for d in dets]) - 1
         s = cfg.roi_size
-        probs = torch.cat([d["mask_probs"] for d in dets])
+        probs = torch.cat([d["mask_probs"] for d in dets]).float()
         r = boxes.shape[0]
         with self._stage("alignment"):
             feat_rois, depth_rois, K_rois = self._roi_inputs(feat_d, depth, boxes, bidx, Ks)
