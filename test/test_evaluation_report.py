@@ -372,3 +372,47 @@ def test_evaluate_model_with_retrieval_from_a_cad_database():
     report = evaluate_model(model, ds, None, progress=False)
     assert report["alignment"]["instance_mean"] == 100.0
     assert report["retrieval_aware"]["instance_mean"] == 0.0
+
+
+def test_frame_pose_is_read_from_the_coco_image_entry():
+    from roca_core.evaluation.evaluator import frame_pose
+    pose = np.arange(16, dtype=float).reshape(4, 4)
+    ds = SimpleNamespace(images=[{"id": 0}, {"id": 1, "pose_cam_to_world": pose.tolist()}])
+    assert frame_pose(ds, 0, {}) is None
+    np.testing.assert_array_equal(frame_pose(ds, 1, {}), pose)
+    np.testing.assert_array_equal(frame_pose(ds, 0, {"pose": torch.eye(4)}), np.eye(4))
+
+
+@pytest.mark.slow
+def test_roca_eval_end_to_end_on_a_rendered_image(tmp_path, capsys):
+    """Real RocaDataset + Predictor (untrained small model): the CLI writes both reports."""
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.cli.eval import main
+    from roca_core.data.dataset_writer import make_dataset
+    from roca_core.model.config import ModelConfig, preset_path
+    from roca_core.model.roca import RocaModel
+
+    data = tmp_path / "data"
+    make_dataset(data, 1, seed=5, progress=False)
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_yaml(preset_path("small"))
+    ckpt = save_checkpoint(tmp_path / "model.safetensors", RocaModel(cfg), cfg)
+    rc = main(["--checkpoint", str(ckpt), "--data", str(data), "--split", "train",
+               "--out", str(tmp_path / "eval.json"), "--md", str(tmp_path / "eval.md"),
+               "--no-progress"])
+    assert rc == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["num_images"] == 1 and report["split"] == "train"
+    assert report["cad_database"].endswith("cad_db")  # the data set's own CADs by default
+    for key in ("alignment", "retrieval_aware"):
+        assert 0.0 <= report[key]["instance_mean"] <= 100.0
+        assert sum(report[key]["num_gt"].values()) >= 1
+    assert 0.0 <= report["detection"]["box_ap50"] <= 100.0
+    assert report["depth"]["num_pixels"] > 0 and report["depth"]["rmse_m"] > 0
+    assert "| alignment (per frame) |" in (tmp_path / "eval.md").read_text()
+    # A broken checkpoint is refused with a message, not a traceback.
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    capsys.readouterr()
+    assert main(["--checkpoint", str(tmp_path / "bad.safetensors"), "--data", str(data),
+                 "--split", "train", "--no-progress"]) == 1
+    assert "roca-eval:" in capsys.readouterr().err

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root (RocaDataset layout)")
     p.add_argument("--split", default="val")
     p.add_argument("--cad-db", default=None,
-                   help="CAD database file (default: the embedded CAD library)")
+                   help="CAD database folder (default: DATA/cad_db, the CADs the data set was "
+                        "built from, when present; else the embedded CAD library)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--md", default=None, help="write the Markdown table here")
     p.add_argument("--max-images", type=int, default=None)
@@ -70,16 +71,20 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     except ImportError:  # pragma: no cover - the checkpoint module ships with the model
         CheckpointError = ValueError  # type: ignore[assignment,misc]
 
+    cad_db = args.cad_db
+    if cad_db is None and (Path(args.data) / "cad_db" / "header.json").is_file():
+        cad_db = str(Path(args.data) / "cad_db")
     try:
         dataset = RocaDataset(args.data, split=args.split, augment=False)
-        predictor = Predictor(checkpoint=args.checkpoint, cad_database=args.cad_db,
+        predictor = Predictor(checkpoint=args.checkpoint, cad_database=cad_db,
                               device=args.device, score_threshold=args.det_threshold)
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # bad input, not a bug
         print(f"roca-eval: {exc}", file=sys.stderr)
         return 1
-    report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=args.split)
+    report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=args.split,
+                  cad_database=cad_db or "embedded")
     print(format_markdown(report, title=f"ROCA evaluation: {args.split} split of {args.data}"))
     if args.out:
         print(f"wrote {write_json(report, args.out)}")

@@ -223,23 +223,41 @@ def detections_to_frame(detections: Sequence[Any], class_names: Sequence[str],
 def evaluate_predictor(predictor: Any, dataset: Any, **kwargs: Any) -> dict[str, Any]:
     """Evaluate a :class:`roca_core.Predictor` (or anything with the same ``predict``).
 
-    Depth error is reported when the predictor exposes the last predicted depth map as
-    ``last_depth`` ((H, W) metres) after ``predict``. Keyword arguments go to
-    :func:`evaluate_frames`; give the Predictor a low ``score_threshold`` (e.g. 0.05) for
-    meaningful AP, the alignment metric applies its own 0.5.
+    Depth error needs the predicted depth map, which ``predict`` does not return: it is read
+    from ``predictor.last_depth`` ((H, W) metres) when the predictor sets one, else caught
+    with a forward hook on ``predictor.model`` (eval outputs ``[{"depth": (H, W), ...}]``).
+    Keyword arguments go to :func:`evaluate_frames`; give the Predictor a low
+    ``score_threshold`` (e.g. 0.05) for meaningful AP, the alignment metric applies its own 0.5.
     """
     class_names = tuple(kwargs.pop("class_names", None) or getattr(dataset, "class_names", None)
                         or CLASS_NAMES)
-    db = getattr(predictor, "cad_database", None)
+    db = getattr(predictor, "cad_database", None) or getattr(predictor, "db", None)
+    captured: dict[str, Any] = {}
+    hook = None
+    model = getattr(predictor, "model", None)
+    if not hasattr(predictor, "last_depth") and isinstance(model, torch.nn.Module):
+        def grab_depth(_m: Any, _inp: Any, out: Any) -> None:
+            if isinstance(out, (list, tuple)) and out and isinstance(out[0], Mapping):
+                captured["depth"] = out[0].get("depth")
+        hook = model.register_forward_hook(grab_depth)
 
     def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
         rgb = _image_uint8(image)
+        captured.clear()
         dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64))
         depth = getattr(predictor, "last_depth", None)
-        return detections_to_frame(dets, class_names, rgb.shape[:2], db,
-                                   None if depth is None else _np(depth))
+        if depth is None:
+            depth = captured.get("depth")
+        if depth is not None:
+            depth = _np(depth).astype(np.float32)
+            depth = depth.reshape(depth.shape[-2:])
+        return detections_to_frame(dets, class_names, rgb.shape[:2], db, depth)
 
-    return evaluate_frames(infer, dataset, class_names=class_names, **kwargs)
+    try:
+        return evaluate_frames(infer, dataset, class_names=class_names, **kwargs)
+    finally:
+        if hook is not None:
+            hook.remove()
 
 
 @torch.no_grad()
