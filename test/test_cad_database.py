@@ -134,3 +134,51 @@ def test_cli_builds_from_a_user_folder_without_retraining(tmp_path, capsys):
     assert cad_db_cli.main(["info", str(out)]) == 0
     assert "cabinet" in capsys.readouterr().out
     assert cad_db_cli.main(["info", str(tmp_path / "nothing")]) == 2
+
+
+def test_embedded_library_database_is_generated_once_and_cached(tmp_path, monkeypatch, capsys):
+    from roca_core.data.cad_library import embedded_cad_database, embedded_cad_library_dir
+
+    monkeypatch.setenv("ROCA_HOME", str(tmp_path / "home"))
+    lib = embedded_cad_library_dir()
+    assert (lib / "manifest.json").is_file() and str(lib).startswith(str(tmp_path))
+    db = embedded_cad_database()
+    assert len(db) >= 54 and db.embeddings is None
+    assert all(n >= 6 for n in db.class_counts().values()) and len(db.class_counts()) == 9
+    assert all(trimesh.load(p, force="mesh").faces.size for p in db.mesh_paths[:3])
+    mtime = (lib / "cad_db" / "header.json").stat().st_mtime
+    again = embedded_cad_database()
+    assert (lib / "cad_db" / "header.json").stat().st_mtime == mtime
+    assert np.array_equal(again.voxels, db.voxels) and again.ids == db.ids
+    out = tmp_path / "emb_db"
+    assert cad_db_cli.main(["build", "--meshes", "embedded", "--out", str(out)]) == 0
+    built = CadDatabase.load(out)
+    assert built.ids == db.ids and np.array_equal(built.voxels, db.voxels)
+
+
+def test_cli_embeds_with_a_checkpoint_and_lookup_finds_each_model(tmp_path):
+    import torch
+
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.data.cad_database import checkpoint_fingerprint
+    from roca_core.model import RocaModel, load_preset
+
+    torch.set_num_threads(2)
+    cfg = load_preset("small")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "small.safetensors"
+    save_checkpoint(ckpt, RocaModel(cfg), cfg)
+    folder = tmp_path / "meshes"
+    for i, (cls, mesh) in enumerate([("table", trimesh.creation.box(extents=(2, 0.1, 1))),
+                                     ("table", trimesh.creation.cylinder(radius=1, height=0.1)),
+                                     ("chair", trimesh.creation.box(extents=(1, 2, 1)))]):
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        mesh.export(folder / cls / f"m{i}.obj")
+    out = tmp_path / "db"
+    assert cad_db_cli.main(["build", "--meshes", str(folder), "--out", str(out), "--checkpoint", str(ckpt)]) == 0
+    db = CadDatabase.load(out)
+    assert db.embeddings is not None and db.embeddings.shape[0] == 3
+    assert db.embedding_source == checkpoint_fingerprint(ckpt)
+    for i, cid in enumerate(db.ids):
+        ids, _ = db.lookup(db.model_classes[i], db.embeddings[i:i + 1], k=1)
+        assert ids[0][0] == cid

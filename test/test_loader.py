@@ -138,10 +138,21 @@ def test_synthetic_samples_follow_the_contract(synth):
                 sum(1 for c in ds._class_pool[int(t["labels"][j]) - 1]) == 1
 
 
+def test_dataset_summaries(synth):
+    ds = RocaDataset(synth, "train")
+    counts = ds.class_counts()
+    labels = torch.cat([ds[i][1]["labels"] for i in range(len(ds))])
+    assert counts.tolist() == torch.bincount(labels - 1, minlength=len(CLASS_NAMES)).tolist()
+    assert ds.cad_database is not None and set(ds.cad_database.ids) >= {
+        c for i in range(len(ds)) for c in (a["model"]["id_cad"] for a in ds.annotations(i))}
+
+
 def test_real_format_fixture_is_read_like_the_reference(real):
     root, img, db, hashes = real
     ds = RocaDataset(root, "train")
     assert len(ds) == 2
+    assert ds.cad_database is None  # grids came from the reference pickle
+    assert ds.class_counts().sum() == len(img.objects)
     image, t = ds[0]
     _check_sample(image, t, n_expected=len(img.objects))  # the non-CAD label is skipped
     expected = {hashes[o["model"].id]: o for o in img.objects}

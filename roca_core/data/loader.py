@@ -63,10 +63,12 @@ class CadVoxelSource:
         self.path = path
         self.grids: dict[str, np.ndarray] = {}
         self.classes: dict[str, str] = {}
+        self.database = None  # the CadDatabase when read from one
         if path.is_dir():
             from roca_core.data.cad_database import CadDatabase
 
             db = CadDatabase.load(path)
+            self.database = db
             for i, cid in enumerate(db.ids):
                 self.grids[cid] = db.voxels[i]
                 self.classes[cid] = db.model_classes[i]
@@ -170,9 +172,28 @@ class RocaDataset(Dataset):
             raise DatasetError(f"CAD voxels not found: {path}")
         return CadVoxelSource(path)
 
-    # ------------------------------------------------------------------ reading
+    # ------------------------------------------------------------------ summaries
     def __len__(self) -> int:
         return len(self.images)
+
+    def class_counts(self) -> np.ndarray:
+        """(len(class_names),) int64 annotated objects per class in this split (no image reads)."""
+        counts = np.zeros(len(self.class_names), dtype=np.int64)
+        for im in self.images:
+            for a in self._anns[im["id"]]:
+                counts[a["_class_index"]] += 1
+        return counts
+
+    @property
+    def cad_database(self):
+        """The split's CadDatabase when the CAD voxels come from one (synthetic data), else None."""
+        return None if self.cad_voxels is None else self.cad_voxels.database
+
+    def annotations(self, idx: int) -> list[dict]:
+        """Raw annotation records of image ``idx`` (kept ones: with a pose and a known class)."""
+        return [{k: v for k, v in a.items() if k != "_class_index"} for a in self._anns[self.images[idx]["id"]]]
+
+    # ------------------------------------------------------------------ reading
 
     def _frame_paths(self, info: dict) -> tuple[Path, str, str]:
         file_name = info["file_name"]
