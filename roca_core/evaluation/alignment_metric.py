@@ -194,8 +194,10 @@ def rotation_error_deg(q_pred: np.ndarray, q_gt: np.ndarray, sym: Symmetry = Sym
 
 
 def scale_ratio_error(s_pred: np.ndarray, s_ref: np.ndarray) -> float:
-    """``|mean(s_pred / s_ref) - 1|``."""
-    return float(abs(np.mean(np.asarray(s_pred) / np.asarray(s_ref)) - 1.0))
+    """``|mean(s_pred / s_ref) - 1|`` (inf for a degenerate reference scale)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = float(abs(np.mean(np.asarray(s_pred) / np.asarray(s_ref)) - 1.0))
+    return err if math.isfinite(err) else math.inf
 
 
 def _check_pose(pose: Any, key: FrameKey) -> np.ndarray:
