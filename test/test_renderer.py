@@ -177,3 +177,10 @@ def test_cli_writes_a_dataset_with_its_cad_database(roca_home, tmp_path, capsys)
     assert used <= set(db.ids)
     assert all(p.startswith(str(out.resolve())) for p in db.mesh_paths)
     assert make_dataset_cli.main(["--out", str(out), "--images", "0"]) == 2
+    assert make_dataset_cli.main(["--out", str(out), "--images", "2", "--height", "4"]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scene: {max_objects: 0}\n")
+    assert make_dataset_cli.main(["--out", str(out), "--images", "2", "--config", str(bad)]) == 2
+    bad.write_text("scene: {max_objject: 3}\n")
+    assert make_dataset_cli.main(["--out", str(out), "--images", "2", "--config", str(bad)]) == 2
+    assert "max_objject" in capsys.readouterr().err

@@ -37,8 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg.camera.focal = args.focal
     if args.images_per_scene:
         cfg.images_per_scene = args.images_per_scene
+    from roca_core.data.config import validate_render_config
     from roca_core.data.dataset_writer import make_dataset
     from roca_core.data.renderer import RendererUnavailable
+
+    try:
+        validate_render_config(cfg)  # again: command-line sizes may be bad
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     try:
         info = make_dataset(args.out, args.images, seed=args.seed, workers=args.workers,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roca_core.config_io import from_dict
+from roca_core.config_io import ConfigError, from_dict
 
 
 @dataclass
@@ -87,6 +87,32 @@ class RenderConfig:
     variants_per_class: int = 6
 
 
+def validate_render_config(cfg: RenderConfig) -> RenderConfig:
+    """Raise ConfigError naming the first field with an impossible value."""
+    cam, sc = cfg.camera, cfg.scene
+    checks = [
+        (cam.height >= 8 and cam.width >= 8, "camera.height/width must be >= 8"),
+        (cam.focal > 0, "camera.focal must be > 0"),
+        (0 < cam.near < cam.far, "camera.near must be in (0, far)"),
+        (0 < cam.pitch_down_range_deg[0] <= cam.pitch_down_range_deg[1] < 90,
+         "camera.pitch_down_range_deg must be increasing within (0, 90)"),
+        (0 < cam.height_range_m[0] <= cam.height_range_m[1] < sc.wall_height_m,
+         "camera.height_range_m must be increasing and below scene.wall_height_m"),
+        (1 <= sc.min_objects <= sc.max_objects <= 255, "scene.min_objects/max_objects must satisfy 1 <= min <= max <= 255"),
+        (0 < sc.room_size_range_m[0] <= sc.room_size_range_m[1], "scene.room_size_range_m must be increasing and > 0"),
+        (0 < sc.distance_range_m[0] <= sc.distance_range_m[1], "scene.distance_range_m must be increasing and > 0"),
+        (0 <= sc.size_jitter < 1, "scene.size_jitter must be in [0, 1)"),
+        (cfg.images_per_scene >= 1, "images_per_scene must be >= 1"),
+        (cfg.camera_attempts >= 1, "camera_attempts must be >= 1"),
+        (cfg.min_visible_pixels >= 1, "min_visible_pixels must be >= 1"),
+        (1 <= cfg.noise.jpeg_quality <= 100, "noise.jpeg_quality must be in 1..100"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"render config: {message}")
+    return cfg
+
+
 def render_config_from_dict(data: dict | None) -> RenderConfig:
-    """Strict YAML/dict -> RenderConfig (unknown keys raise ConfigError)."""
-    return from_dict(RenderConfig, data)
+    """Strict YAML/dict -> validated RenderConfig (unknown keys and bad values raise ConfigError)."""
+    return validate_render_config(from_dict(RenderConfig, data))

@@ -40,7 +40,7 @@ from roca_core.classes import CLASS_NAMES
 from roca_core.config_io import to_dict
 from roca_core.data import coco_format
 from roca_core.data.cad_library import CadModel, embedded_cad_library_dir, load_library
-from roca_core.data.config import RenderConfig
+from roca_core.data.config import RenderConfig, validate_render_config
 from roca_core.data.renderer import DrawItem, SceneRenderer
 from roca_core.data.scene_sampler import SceneLayout, sample_camera, sample_layout
 from roca_core.geometry.rotations import matrix_to_quat_np
@@ -226,7 +226,7 @@ def make_dataset(out_dir: str | Path, num_images: int, seed: int = 0, workers: i
     Scenes (groups of ``images_per_scene`` images) are split: the last ``split_val`` fraction of
     scenes is the val split, so no scene is in both.
     """
-    cfg = cfg or RenderConfig()
+    cfg = validate_render_config(cfg or RenderConfig())
     if num_images < 1:
         raise ValueError(f"--images must be >= 1, got {num_images}")
     if not 0.0 <= split_val < 1.0:
