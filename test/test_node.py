@@ -150,6 +150,18 @@ def roca_node(checkpoint, tmp_path_factory):
     proc.stop()
 
 
+def make_frame(rgb: np.ndarray, stamp, frame_id: str = "camera", K=None) -> tuple[Image, CameraInfo]:
+    image = rgb_to_image_msg(rgb)
+    image.header.stamp = stamp
+    image.header.frame_id = frame_id
+    info = CameraInfo()
+    info.header.stamp = stamp
+    info.header.frame_id = frame_id
+    info.height, info.width = rgb.shape[:2]
+    info.k = list(K_LIST if K is None else K)
+    return image, info
+
+
 class Client:
     """Test-side ROS node: publishes camera frames, collects everything roca_node publishes."""
 
@@ -216,16 +228,7 @@ class Client:
 
     def frame(self, frame_id: str = "camera", rgb: np.ndarray | None = None, K=None):
         """A matching (Image, CameraInfo) pair with a fresh stamp."""
-        rgb = self.rgb if rgb is None else rgb
-        image = rgb_to_image_msg(rgb)
-        image.header.stamp = self.new_stamp()
-        image.header.frame_id = frame_id
-        info = CameraInfo()
-        info.header.stamp = image.header.stamp
-        info.header.frame_id = frame_id
-        info.height, info.width = rgb.shape[:2]
-        info.k = list(K_LIST if K is None else K)
-        return image, info
+        return make_frame(self.rgb if rgb is None else rgb, self.new_stamp(), frame_id, K)
 
     def publish(self, image: Image, info: CameraInfo) -> int:
         self.image_pub.publish(image)
@@ -507,9 +510,11 @@ def test_demo_model_poses_near_ground_truth_on_an_easy_frame(tmp_path):
 
 
 def test_missing_checkpoint_is_a_clean_error_exit(tmp_path):
-    code, log = run_to_exit(["--ros-args", "-p", f"checkpoint:={tmp_path / 'nope.safetensors'}"], tmp_path)
+    code, log = run_to_exit(["--ros-args", "-r", "__ns:=/cam7", "-p", f"checkpoint:={tmp_path / 'nope.safetensors'}"],
+                            tmp_path)
     assert code != 0
     assert "checkpoint not found" in log and "nope.safetensors" in log
+    assert "[cam7.roca_node]" in log  # the namespace remap replaced the default "roca"
     assert "Traceback" not in log
 
 
@@ -544,3 +549,58 @@ def test_sigint_stops_the_node_cleanly(roca_node):
 
 def test_entry_point_is_installed():
     assert shutil.which("roca_node", path=str(Path(sys.executable).parent)) is not None
+
+
+# ---------------------------------------------------------------------------- in-process
+
+
+def test_inference_runs_on_the_worker_thread_and_sees_parameter_changes():
+    """With a stand-in predictor: predict never runs on the thread that delivers messages."""
+    import threading
+    import types
+
+    from roca_ros.node import RocaNode
+
+    calls = []
+
+    class RecordingPredictor:
+        score_threshold, mask_threshold, max_detections = 0.5, 0.7, 50
+        cfg = types.SimpleNamespace(align_mask_threshold=0.7)
+
+        def predict(self, rgb, K):
+            calls.append({"thread": threading.current_thread(), "shape": rgb.shape, "K": K.copy(),
+                          "score": self.score_threshold, "mask": self.cfg.align_mask_threshold})
+            time.sleep(0.05)
+            return []
+
+        def set_cad_database(self, db):
+            pass
+
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    node = RocaNode(namespace="inproc_test", predictor_factory=lambda settings, db: RecordingPredictor(),
+                    context=context, parameter_overrides=[Parameter("stats_period", value=0.0)])
+    rgb = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    try:
+        image, info = make_frame(rgb, node.get_clock().now().to_msg())
+        node._on_camera_info(info)  # this thread plays the executor
+        node._on_image(image)
+        assert node._worker.wait_idle(10)
+        assert len(calls) == 1 and calls[0]["thread"] is not threading.current_thread()
+        assert calls[0]["thread"].name == "roca-inference"
+        assert calls[0]["shape"] == (HEIGHT, WIDTH, 3)
+        np.testing.assert_allclose(calls[0]["K"].reshape(-1), K_LIST)
+
+        bad = node.set_parameters([Parameter("mask_threshold", value=7.0)])[0]
+        assert not bad.successful and "mask_threshold must be <= 1.0" in bad.reason
+        assert node.set_parameters([Parameter("score_threshold", value=0.9)])[0].successful
+        assert node.set_parameters([Parameter("mask_threshold", value=0.4)])[0].successful
+        image, info = make_frame(rgb, node.get_clock().now().to_msg())
+        node._on_image(image)  # the other arrival order
+        node._on_camera_info(info)
+        assert node._worker.wait_idle(10)
+        assert (calls[-1]["score"], calls[-1]["mask"]) == (0.9, 0.4)
+        assert node.stats.snapshot()["processed"] == 2
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
