@@ -61,6 +61,8 @@ class NodeStats:
     def reject(self, kind: str) -> None:
         with self._lock:
             self.rejected += 1
+            if kind not in self.rejections_by_kind and len(self.rejections_by_kind) >= MAX_KINDS:
+                kind = "other"
             self.rejections_by_kind[kind] = self.rejections_by_kind.get(kind, 0) + 1
 
     def record(self, **stage_seconds: float) -> None:
@@ -91,11 +93,19 @@ def format_report(snapshot: dict) -> str:
 
 
 _NUMBERS = re.compile(r"-?\d+(\.\d+)?(e-?\d+)?")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_LISTS = re.compile(r"\[[^\]]*\]")
+MAX_KINDS = 64  # bounded bookkeeping even for a stream of ever-different garbage
 
 
 def rejection_kind(source: str, message: str) -> str:
-    """Group messages that differ only in numbers (``step 20 ...`` vs ``step 21 ...``)."""
-    return f"{source}: " + _NUMBERS.sub("#", message)[:80]
+    """Group messages that differ only in numbers, quoted names or lists.
+
+    ``step 20 ...`` and ``step 21 ...`` are one kind, as are ``encoding 'yuv422'`` and
+    ``encoding 'abc'``, so a stream of garbage cannot grow the per-kind tables.
+    """
+    text = _LISTS.sub("[...]", _QUOTED.sub("'...'", message))
+    return f"{source}: " + _NUMBERS.sub("#", text)[:80]
 
 
 class ThrottledReporter:
@@ -113,6 +123,12 @@ class ThrottledReporter:
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    @property
+    def tracked_kinds(self) -> int:
+        """How many kinds are remembered (bounded; for monitoring and tests)."""
+        with self._lock:
+            return len(self._last)
+
     def report(self, kind: str, text: str) -> bool:
         """Returns True when the message was emitted, False when throttled."""
         now = self._clock()
@@ -121,6 +137,9 @@ class ThrottledReporter:
             if last is not None and now - last < self._period:
                 self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
                 return False
+            if len(self._last) >= 4 * MAX_KINDS:  # forget kinds whose throttle period is over
+                self._last = {k: t for k, t in self._last.items() if now - t < self._period}
+                self._suppressed = {k: n for k, n in self._suppressed.items() if k in self._last}
             self._last[kind] = now
             suppressed = self._suppressed.pop(kind, 0)
         if suppressed:

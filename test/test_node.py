@@ -368,7 +368,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_node_keeps_answering(clien
     log = roca_node.log()
     for name, (_, reason) in BAD_INPUTS.items():
         assert reason in log, f"no warning for {name} ({reason!r}) in the log"
-        assert any(reason.split()[0] in kind for kind in after["rejections_by_kind"]), name
+        assert any(reason in kind for kind in after["rejections_by_kind"]), (name, after["rejections_by_kind"])
     assert after["rejected"] - before["rejected"] >= len(BAD_INPUTS)
     assert after["errors"] == before["errors"]
     assert "Traceback" not in log

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from roca_ros.stats import NodeStats, ThrottledReporter, format_report, rejection_kind
+from roca_ros.stats import MAX_KINDS, NodeStats, ThrottledReporter, format_report, rejection_kind
 
 
 def test_snapshot_reports_mean_and_max_then_restarts_the_window():
@@ -70,3 +70,20 @@ def test_counters_are_thread_safe():
         t.join()
     snap = stats.snapshot()
     assert snap["received"] == 20000 and snap["stages"]["predict"]["count"] == 20000
+
+
+def test_kind_tables_stay_bounded_for_ever_different_garbage():
+    assert rejection_kind("image", "unsupported image encoding 'abc'; supported: ['a', 'b']") == \
+        rejection_kind("image", "unsupported image encoding 'xyz'; supported: ['a', 'b']")
+    stats = NodeStats()
+    now = [0.0]
+    reporter = ThrottledReporter(lambda _: None, period_s=1.0, clock=lambda: now[0])
+    for i in range(10 * MAX_KINDS):
+        kind = f"image: problem number {chr(65 + i % 26)}{i // 26}"  # letters survive the grouping
+        stats.reject(kind)
+        reporter.report(kind, "x")
+        now[0] += 0.1
+    snap = stats.snapshot()
+    assert len(snap["rejections_by_kind"]) == MAX_KINDS + 1 and snap["rejections_by_kind"]["other"] > 0
+    assert sum(snap["rejections_by_kind"].values()) == 10 * MAX_KINDS
+    assert reporter.tracked_kinds <= 4 * MAX_KINDS
