@@ -27,8 +27,17 @@ from roca_core.training.trainer import LOSS_CSV, LOSS_PNG, Trainer
 from training_fixtures import (SyntheticRocaData, TinyRocaStandIn, collate,
                                model_synthetic_samples, tiny_model_config)
 
-torch.set_num_threads(2)
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny models here gain nothing from 2 threads, and spinning OpenMP threads slow
+    down tenfold when the 2 cores are shared with other work; restore the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def experiment(**train) -> ExperimentConfig:
@@ -340,3 +349,73 @@ def test_csv_log_resume_drops_rows_after_the_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="loss_c"):
         CsvLossLogger(path, resume_from=4).log(5, 0.1, 0.0, {"loss_c": 1.0})
     assert plot_loss_curves(path, tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------ roca-train
+def _tiny_dataset(root: Path) -> Path:
+    """12 rendered 48x64 images (6 train, 6 val) via roca-make-dataset in a subprocess.
+
+    A subprocess keeps the renderer's EGL context out of this process (importing
+    torchvision after an EGL context was created crashes in this environment).
+    """
+    import subprocess
+    import sys
+    (root.parent / "render.yaml").write_text("min_visible_pixels: 20\n")
+    cmd = [sys.executable, "-m", "roca_core.cli.make_dataset", "--out", str(root), "--images", "12",
+           "--split-val", "0.5", "--height", "48", "--width", "64", "--focal", "58",
+           "--images-per-scene", "3", "--config", str(root.parent / "render.yaml"), "--workers", "1",
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root
+
+
+def test_roca_train_cli_end_to_end_with_eval_and_resume(tmp_path, capsys):
+    import yaml
+
+    from roca_core.checkpoint import load_checkpoint
+    from roca_core.cli.train import main
+    from roca_core.config_io import to_dict
+
+    data = _tiny_dataset(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": to_dict(tiny_model_config()), "data": {"root": str(data)},
+        "train": {"max_iter": 4, "ims_per_batch": 2, "warmup_iters": 2, "lr_steps": [3],
+                  "base_lr": 0.02, "num_workers": 1, "checkpoint_period": 2, "eval_period": 4,
+                  "eval_max_images": 3, "device": "auto", "out_dir": str(tmp_path / "unused")}}))
+    out = tmp_path / "run"
+    assert main(["--config", str(config), "--out", str(out), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["final_iteration"] == 4 and summary["device"] == "cpu"
+    for name in ("losses.csv", "loss_curves.png", "model_final.safetensors",
+                 "model_last.safetensors", "eval/iter_0000004.json"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "eval" / "iter_0000004.json").read_text())
+    assert 0.0 <= report["alignment"]["class_mean"] <= 100.0
+    model, model_cfg, extra = load_checkpoint(out / "model_final.safetensors")
+    assert model_cfg == tiny_model_config() and extra["iteration"] == 4
+
+    # a second fresh run into the same folder is refused; --resume continues at 4
+    assert main(["--config", str(config), "--out", str(out), "--no-progress"]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(["--config", str(config), "--out", str(out), "--resume", "--iterations", "6",
+                 "--eval-period", "0", "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["start_iteration"] == 4 and summary["final_iteration"] == 6
+    assert read_loss_csv(out / "losses.csv")["iteration"].tolist() == [1, 2, 3, 4, 5, 6]
+
+    # a damaged last checkpoint stops --resume with a clear message
+    last = find_last_checkpoint(out / "checkpoints")
+    (last / "model.safetensors").write_bytes(b"garbage")
+    assert main(["--config", str(config), "--out", str(out), "--resume", "--iterations", "8",
+                 "--no-progress"]) == 1
+    assert "corrupted or truncated" in capsys.readouterr().err
+
+
+def test_roca_train_cli_rejects_a_bad_config(tmp_path, capsys):
+    from roca_core.cli.train import main
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_iter: 0\n")
+    assert main(["--config", str(bad)]) == 2
+    assert "max_iter" in capsys.readouterr().err

@@ -28,6 +28,8 @@ class DataConfig:
     val_split: str = "val"
     # Colour jitter (brightness / contrast / saturation in [0.8, 1.25]) on training images.
     augment: bool = True
+    # Let the loader resize images to the model's input size (cheaper than in the forward).
+    resize_to_model_input: bool = True
 
 
 @dataclass

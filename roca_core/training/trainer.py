@@ -154,7 +154,11 @@ class Trainer:
             raise FileNotFoundError(
                 f"dataset root {root} does not exist; generate one with roca-make-dataset or "
                 f"pass --data DIR")
-        return RocaDataset(str(root), split=split, augment=augment)
+        kwargs: dict[str, Any] = {}
+        if self.cfg.data.resize_to_model_input:
+            # Resizing in the loader (workers, cv2) is cheaper than in the model's forward.
+            kwargs["image_size"] = (self.cfg.model.image_height, self.cfg.model.image_width)
+        return RocaDataset(str(root), split=split, augment=augment, **kwargs)
 
     def _setup_class_weights(self, model: torch.nn.Module, dataset: Dataset) -> list[float] | None:
         if not self.tcfg.class_weighting:
@@ -249,12 +253,17 @@ class Trainer:
             db = attr() if callable(attr) else attr
             if db is not None:
                 break
-        if db is None:
-            try:
+        root_db = Path(self.cfg.data.root) / "cad_db"
+        try:
+            if db is None and root_db.is_dir():
+                from roca_core.data.cad_database import CadDatabase
+                db = CadDatabase.load(root_db)
+            if db is None:
                 from roca_core.data.cad_library import embedded_cad_database
                 db = embedded_cad_database()
-            except Exception as exc:  # no library: alignment is still scored
-                self.log(f"no CAD database for validation retrieval ({exc})")
+        except Exception as exc:  # no database: alignment is still scored
+            self.log(f"no CAD database for validation retrieval ({exc})")
+            db = None
         self._eval_db = db
         return db
 
