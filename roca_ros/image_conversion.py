@@ -43,7 +43,6 @@ ENCODINGS: dict[str, EncodingInfo] = {
     "rgba8": EncodingInfo(4, np.dtype(np.uint8), (0, 1, 2)),
     "bgra8": EncodingInfo(4, np.dtype(np.uint8), (2, 1, 0)),
     "mono8": EncodingInfo(1, np.dtype(np.uint8), (0, 0, 0)),
-    "8UC3": EncodingInfo(3, np.dtype(np.uint8), (0, 1, 2)),  # assumed RGB, as cv_bridge does not
     "16UC1": EncodingInfo(1, np.dtype(np.uint16), None),
     "32FC1": EncodingInfo(1, np.dtype(np.float32), None),
 }
