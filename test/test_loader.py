@@ -9,11 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import trimesh
 from torch.utils.data import DataLoader
 
 from roca_core.classes import CLASS_NAMES, Symmetry
-from roca_core.data.cad_database import CadDatabase
 from roca_core.data.config import RenderConfig
 from roca_core.data.dataset_writer import SyntheticSceneGenerator, make_dataset
 from roca_core.data.loader import RocaDataset, collate_fn, color_jitter

@@ -148,6 +148,8 @@ def embedded_cad_library_dir(seed: int = 0, variants_per_class: int = 6) -> Path
     if (target / "manifest.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # left half-written by an older, interrupted version: start over
+        shutil.rmtree(target, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp_lib_", dir=target.parent))
     try:
         write_library(build_library(seed, variants_per_class), tmp, seed=seed)

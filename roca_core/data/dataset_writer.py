@@ -43,7 +43,7 @@ from roca_core.data.cad_library import CadModel, embedded_cad_library_dir, load_
 from roca_core.data.config import RenderConfig, validate_render_config
 from roca_core.data.renderer import DrawItem, SceneRenderer
 from roca_core.data.scene_sampler import SceneLayout, sample_camera, sample_layout
-from roca_core.geometry.rotations import matrix_to_quat_np
+from roca_core.geometry.rotations import matrix_to_quat_np, rotation_about_y_np
 
 DEPTH_SCALE = 1000.0  # depth PNG units per metre
 
@@ -136,7 +136,7 @@ class SyntheticSceneGenerator:
                 continue
             instance[mask] = o.instance
             m_cam = w2c @ o.world_transform()
-            R = cam.R_wc @ np.array([[np.cos(o.yaw), 0, np.sin(o.yaw)], [0, 1, 0], [-np.sin(o.yaw), 0, np.cos(o.yaw)]])
+            R = cam.R_wc @ rotation_about_y_np(o.yaw)
             objects.append({"alignment_id": o.instance, "model": o.model, "mask": mask,
                             "R": R, "t": m_cam[:3, 3].copy(), "q": matrix_to_quat_np(R), "s": o.scale.copy()})
         rgb = apply_sensor_noise(out.rgb, rng, cfg)
