@@ -74,7 +74,7 @@ class Frame:
 
     image: Image
     K: np.ndarray
-    received_at: float  # time.monotonic() when the image arrived
+    received_at: float  # time.monotonic() when the pair was complete (latency starts here)
 
 
 def _load_cad_database(path: str):

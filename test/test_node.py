@@ -604,3 +604,26 @@ def test_inference_runs_on_the_worker_thread_and_sees_parameter_changes():
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_half_precision_on_cpu_falls_back_to_float32():
+    import contextlib
+
+    from roca_ros.node import RocaNode
+
+    class CpuPredictor:
+        device = "cpu"
+
+        def predict(self, rgb, K):
+            return []
+
+    context = Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    node = RocaNode(namespace="half_test", predictor_factory=lambda settings, db: CpuPredictor(), context=context,
+                    parameter_overrides=[Parameter("half_precision", value=True), Parameter("stats_period", value=0.0)])
+    try:
+        assert node.get_parameter("half_precision").value is True
+        assert isinstance(node._autocast(), contextlib.nullcontext)  # not torch.autocast("cuda")
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
