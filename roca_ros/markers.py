@@ -8,7 +8,6 @@ mesh the object is drawn as its scaled canonical box (the CAD frame's [-0.5, 0.5
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -16,35 +15,24 @@ from builtin_interfaces.msg import Duration
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from roca_core.visualize import class_color
 from roca_ros.conversions import path_to_uri, pose_from_rt
 
 MARKER_NAMESPACE = "roca"
 MARKER_ALPHA = 0.85
 TEXT_HEIGHT_M = 0.08
 
-# One colour per class index (RGB in [0, 1]); the debug image uses the same palette.
-CLASS_COLOURS: tuple[tuple[float, float, float], ...] = (
-    (0.12, 0.47, 0.71),  # bathtub
-    (1.00, 0.50, 0.05),  # bed
-    (0.17, 0.63, 0.17),  # bin
-    (0.84, 0.15, 0.16),  # bookcase
-    (0.58, 0.40, 0.74),  # cabinet
-    (0.55, 0.34, 0.29),  # chair
-    (0.89, 0.47, 0.76),  # display
-    (0.50, 0.50, 0.50),  # sofa
-    (0.74, 0.74, 0.13),  # table
-)
-
 
 def class_colour(class_index: int) -> tuple[float, float, float]:
-    """Colour of a class; indices past the palette wrap around (custom class lists)."""
-    return CLASS_COLOURS[int(class_index) % len(CLASS_COLOURS)]
+    """RGB in [0, 1] of a class: the palette of roca_core.visualize (same in overlays and GLBs)."""
+    r, g, b = class_color(class_index)
+    return r / 255.0, g / 255.0, b / 255.0
 
 
 def duration_from_seconds(seconds: float) -> Duration:
-    seconds = max(float(seconds), 0.0)
-    whole = int(math.floor(seconds))
-    return Duration(sec=whole, nanosec=int(round((seconds - whole) * 1e9)) % 1_000_000_000)
+    total_ns = int(round(max(float(seconds), 0.0) * 1e9))
+    sec, nanosec = divmod(total_ns, 1_000_000_000)
+    return Duration(sec=sec, nanosec=nanosec)
 
 
 def _colour(class_index: int, alpha: float) -> ColorRGBA:
@@ -130,7 +118,7 @@ def marker_mesh_paths(array: MarkerArray) -> list[str]:
 
 
 __all__ = [
-    "CLASS_COLOURS", "MARKER_NAMESPACE", "build_marker_array", "class_colour",
+    "MARKER_NAMESPACE", "build_marker_array", "class_colour",
     "delete_all_markers", "duration_from_seconds", "label_position", "marker_mesh_paths",
 ]
 

@@ -303,8 +303,9 @@ class RocaNode(Node):
             self._markers_pub.publish(build_marker_array(detections, header, MARKER_NAMESPACE,
                                                          settings.marker_lifetime))
         if settings.publish_debug_image and self._debug_pub.get_subscription_count() > 0:
-            from roca_ros.overlay import draw_overlay
-            self._debug_pub.publish(rgb_to_image_msg(draw_overlay(rgb, detections, frame.K), header))
+            from roca_core.visualize import draw_overlay
+            overlay = draw_overlay(rgb, detections, frame.K, db=self._cad_db)
+            self._debug_pub.publish(rgb_to_image_msg(overlay, header))
         t3 = time.perf_counter()
         self.stats.count("processed")
         self.stats.record(convert=t1 - t0, predict=t2 - t1, publish=t3 - t2,

@@ -17,7 +17,7 @@ from roca_ros.conversions import (  # noqa: E402
     cad_database_to_msg, detection_to_msg, detections_to_msg, path_to_uri,
 )
 from roca_ros.markers import (  # noqa: E402
-    CLASS_COLOURS, build_marker_array, class_colour, duration_from_seconds, marker_mesh_paths,
+    build_marker_array, class_colour, duration_from_seconds, marker_mesh_paths,
 )
 
 
@@ -28,7 +28,6 @@ class FakeDetection:
     class_index: int = 5
     score: float = 0.9
     box: np.ndarray = field(default_factory=lambda: np.array([10.0, 20.0, 110.0, 220.0]))
-    mask: np.ndarray | None = None
     rotation: np.ndarray = field(default_factory=lambda: np.eye(3))
     quaternion: np.ndarray = field(default_factory=lambda: np.array([1.0, 0.0, 0.0, 0.0]))
     translation: np.ndarray = field(default_factory=lambda: np.array([0.1, 0.2, 2.0]))
@@ -105,15 +104,22 @@ def test_non_finite_pose_is_skipped():
     assert len(array.markers) == 3
 
 
-def test_class_colours_are_distinct_and_wrap():
-    assert len(set(CLASS_COLOURS)) == len(CLASS_COLOURS) >= len(CLASS_NAMES)
-    assert class_colour(len(CLASS_COLOURS)) == class_colour(0)
+def test_class_colours_are_distinct_in_unit_range_and_match_the_overlay_palette():
+    from roca_core.visualize import class_color
+
+    colours = [class_colour(i) for i in range(len(CLASS_NAMES))]
+    assert len(set(colours)) == len(CLASS_NAMES)
+    assert all(0.0 <= c <= 1.0 for colour in colours for c in colour)
+    assert [tuple(round(c * 255) for c in colour) for colour in colours] == [
+        class_color(i) for i in range(len(CLASS_NAMES))]
 
 
 def test_duration_from_seconds():
     d = duration_from_seconds(2.25)
     assert (d.sec, d.nanosec) == (2, 250_000_000)
     assert (duration_from_seconds(0).sec, duration_from_seconds(-1).nanosec) == (0, 0)
+    d = duration_from_seconds(2.9999999999)
+    assert (d.sec, d.nanosec) == (3, 0)
 
 
 def test_detection_to_msg_fields(tmp_path):
@@ -174,44 +180,3 @@ def test_path_to_uri_quotes_and_empty():
     assert path_to_uri(None) == "" and path_to_uri("") == ""
     assert path_to_uri("/tmp/a b.obj") == "file:///tmp/a%20b.obj"
 
-
-# --- debug overlay -----------------------------------------------------------------------------
-
-def test_overlay_draws_mask_box_and_projected_outline(tmp_path):
-    import trimesh
-
-    from roca_ros.overlay import BOX_SEGMENTS, draw_overlay, mesh_segments, project_segments
-
-    K = np.array([[200.0, 0, 79.5], [0, 200.0, 59.5], [0, 0, 1]])
-    rgb = np.zeros((120, 160, 3), np.uint8)
-    mask = np.zeros((120, 160), bool)
-    mask[50:70, 70:90] = True
-    mesh_path = tmp_path / "box.obj"
-    trimesh.creation.box(extents=(1.0, 1.0, 1.0)).export(mesh_path)
-    det = FakeDetection(box=np.array([60.0, 40.0, 100.0, 80.0]), mask=mask, translation=np.array([0.0, 0.0, 3.0]),
-                        scale=np.array([0.6, 0.6, 0.6]), mesh_path=str(mesh_path))
-    out = draw_overlay(rgb, [det], K)
-    assert out.shape == rgb.shape and out.dtype == np.uint8
-    assert np.all(out[60, 80] > 0)  # mask tinted
-    assert out[60:62, 60].any()  # box edge
-    assert not out[5:15, 140:150].any()  # far from everything: untouched
-    assert not rgb.any()  # input not modified
-    # The box corner (0.5, 0.5, 0.5) * 0.6 at z = 3.3 projects to the pixel the pinhole model says.
-    uv = project_segments(BOX_SEGMENTS, np.eye(3), det.translation, det.scale, K)
-    expected = np.array([200 * 0.3 / 3.3 + 79.5, 200 * 0.3 / 3.3 + 59.5])
-    assert np.min(np.linalg.norm(uv.reshape(-1, 2) - expected, axis=1)) < 1e-9
-    assert len(mesh_segments(str(mesh_path))) == 18  # 12 box edges + 6 face diagonals
-
-
-def test_overlay_skips_geometry_behind_the_camera_and_broken_meshes(tmp_path):
-    from roca_ros.overlay import BOX_SEGMENTS, draw_overlay, mesh_segments, project_segments
-
-    K = np.array([[200.0, 0, 79.5], [0, 200.0, 59.5], [0, 0, 1]])
-    behind = project_segments(BOX_SEGMENTS, np.eye(3), np.array([0.0, 0.0, -2.0]), np.ones(3), K)
-    assert len(behind) == 0
-    broken = tmp_path / "broken.obj"
-    broken.write_text("this is not a mesh")
-    assert mesh_segments(str(broken)).shape == BOX_SEGMENTS.shape
-    det = FakeDetection(translation=np.array([np.nan, 0, 1]), box=np.array([np.nan] * 4))
-    out = draw_overlay(np.zeros((120, 160, 3), np.uint8), [det], K)
-    assert not out.any()
