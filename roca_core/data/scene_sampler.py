@@ -226,9 +226,9 @@ def sample_camera(rng: np.random.Generator, layout: SceneLayout, cfg: RenderConf
             with np.errstate(divide="ignore", invalid="ignore"):
                 limits = np.where(np.abs(direction) > 1e-9, (np.sign(direction) * half_room - target) / direction, np.inf)
             cand = target + direction * float(np.clip(limits.min(), 0.0, 1.0))
-            if np.linalg.norm(cand - target) < max(0.8, radius + 0.5):
+            if np.linalg.norm(cand - target) < 0.85 * max(lo, 0.8 + radius):
                 continue
-        if any(_point_in_quad(cand, o.footprint, 0.5) for o in layout.objects):
+        if any(_point_in_quad(cand, o.footprint, 0.7) for o in layout.objects):
             continue
         pos_xz = cand
         d = target - cand
