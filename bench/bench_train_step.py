@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -25,12 +28,12 @@ from roca_core.training.trainer import Trainer
 
 
 def render(out: Path, height: int, width: int, images: int) -> Path:
-    from roca_core.data.config import RenderConfig
-    from roca_core.data.dataset_writer import make_dataset
-    cfg = RenderConfig()
-    focal = cfg.camera.focal * width / cfg.camera.width
-    cfg.camera = replace(cfg.camera, height=height, width=width, focal=focal)
-    make_dataset(out, images, seed=0, workers=1, cfg=cfg, progress=False)
+    """roca-make-dataset in a subprocess (keeps the renderer's EGL context out of here)."""
+    focal = 435.0 * width / 480.0
+    cmd = [sys.executable, "-m", "roca_core.cli.make_dataset", "--out", str(out), "--images",
+           str(images), "--height", str(height), "--width", str(width), "--focal", str(focal),
+           "--workers", "1", "--no-progress"]
+    subprocess.run(cmd, check=True, capture_output=True)
     return out
 
 
@@ -48,7 +51,7 @@ def bench_preset(name: str, args: argparse.Namespace, work: Path) -> dict:
     result = trainer.train()
     n_params = sum(p.numel() for p in trainer.model.parameters())
     return {"preset": name, "input": f"{h}x{w}", "batch": args.batch, "device": str(trainer.device),
-            "threads": torch.get_num_threads(), "params_M": round(n_params / 1e6, 2),
+            "threads": torch.get_num_threads(), "load_avg_1min": round(os.getloadavg()[0], 2), "params_M": round(n_params / 1e6, 2),
             "step_s": round(result.mean_step_time_s, 3),
             "data_wait_s": round(result.mean_data_time_s, 3),
             "images_per_s": round(args.batch / result.mean_step_time_s, 2),

@@ -419,3 +419,11 @@ def test_roca_train_cli_rejects_a_bad_config(tmp_path, capsys):
     bad.write_text("train:\n  max_iter: 0\n")
     assert main(["--config", str(bad)]) == 2
     assert "max_iter" in capsys.readouterr().err
+
+
+def test_roca_train_cli_missing_data_is_a_clear_error(tmp_path, capsys):
+    from roca_core.cli.train import main
+    code = main(["--config", str(REPO / "config" / "small.yaml"), "--data",
+                 str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 1
+    assert "nowhere" in capsys.readouterr().err

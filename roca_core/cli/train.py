@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--checkpoint-period", type=int, help="override train.checkpoint_period")
     p.add_argument("--eval-period", type=int, help="override train.eval_period (0 disables)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="override train.num_threads (torch intra-op threads)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summary-json", help="also write the run summary (timings, losses) here")
     return p
@@ -51,8 +51,7 @@ def _config_path(value: str) -> Path:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
+    from roca_core.data.loader import DatasetError
     from roca_core.training.config import load_experiment_config
     from roca_core.training.train_state import TrainStateError
     from roca_core.training.trainer import Trainer
@@ -61,7 +60,8 @@ def main(argv: "list[str] | None" = None) -> int:
         cfg = load_experiment_config(_config_path(args.config))
         overrides = {"max_iter": args.iterations, "ims_per_batch": args.batch_size,
                      "device": args.device, "num_workers": args.num_workers, "seed": args.seed,
-                     "checkpoint_period": args.checkpoint_period, "eval_period": args.eval_period}
+                     "checkpoint_period": args.checkpoint_period, "eval_period": args.eval_period,
+                     "num_threads": args.threads}
         cfg.train = replace(cfg.train, **{k: v for k, v in overrides.items() if v is not None})
         if args.out:
             cfg.train.out_dir = args.out
@@ -71,14 +71,11 @@ def main(argv: "list[str] | None" = None) -> int:
     except ConfigError as exc:
         print(f"roca-train: bad config: {exc}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     trainer = Trainer(cfg, resume=args.resume, overwrite=args.overwrite,
                       progress=not args.no_progress)
     try:
         result = trainer.train()
-    except (TrainStateError, FileExistsError, FileNotFoundError, ConfigError) as exc:
+    except (TrainStateError, FileExistsError, FileNotFoundError, ConfigError, DatasetError) as exc:
         print(f"roca-train: {exc}", file=sys.stderr)
         return 1
     finally:

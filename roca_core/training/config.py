@@ -55,6 +55,8 @@ class TrainConfig:
     # losses are never weighted (the model decides which losses use them).
     class_weighting: bool = True
     num_workers: int = 2
+    # torch intra-op threads of the training process (0 = torch's default, all cores).
+    num_threads: int = 0
     # "auto" (GPU when there is one), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
     # Iterations between checkpoints / validation runs; 0 disables (a final checkpoint is
@@ -88,6 +90,8 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_iters must be >= 0, got {self.warmup_iters}")
         if list(self.lr_steps) != sorted(self.lr_steps):
             raise ConfigError(f"train.lr_steps must be increasing, got {list(self.lr_steps)}")
+        if self.num_threads < 0:
+            raise ConfigError(f"train.num_threads must be >= 0, got {self.num_threads}")
         if self.num_workers < 0:
             raise ConfigError(f"train.num_workers must be >= 0, got {self.num_workers}")
         if self.checkpoint_period < 0 or self.eval_period < 0:

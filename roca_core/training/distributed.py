@@ -52,7 +52,9 @@ def resolve_device(spec: str, info: DistInfo = DistInfo()) -> torch.device:
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {spec!r} requested but CUDA is not available")
+            from roca_core.config_io import ConfigError
+            raise ConfigError(f"device {spec!r} requested but CUDA is not available "
+                              "(use --device cpu or auto)")
         if spec == "cuda":
             return torch.device("cuda", info.local_rank % torch.cuda.device_count())
     return torch.device(spec)

@@ -309,6 +309,8 @@ class Trainer:
     def setup(self) -> None:
         """Process group, seeds, model, data, optimiser, schedule; resume if asked."""
         self.info = dist_utils.env_dist_info()
+        if self.tcfg.num_threads > 0:
+            torch.set_num_threads(self.tcfg.num_threads)
         self.device = dist_utils.resolve_device(self.tcfg.device, self.info)
         dist_utils.init_distributed(self.device, self.info)
         if self.tcfg.deterministic:
@@ -328,8 +330,6 @@ class Trainer:
 
         # Same seed on every rank for the weights (DDP also broadcasts rank 0's); per-rank
         # streams afterwards so augmentation differs between replicas.
-        seed_everything(self.tcfg.seed)
-        model = self._build_model()
         self.train_dataset = self._train_ds_in if self._train_ds_in is not None else \
             self._build_dataset(self.cfg.data.train_split, self.cfg.data.augment)
         self.val_dataset = self._val_ds_in
@@ -338,6 +338,8 @@ class Trainer:
                 self.val_dataset = self._build_dataset(self.cfg.data.val_split, False)
             except (FileNotFoundError, ValueError) as exc:
                 self.log(f"no validation split ({exc}); periodic evaluation disabled")
+        seed_everything(self.tcfg.seed)
+        model = self._build_model()
         self.class_counts: list[int] | None = None
         self.class_weights = self._setup_class_weights(model, self.train_dataset)
         model.to(self.device)
