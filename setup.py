@@ -30,6 +30,11 @@ setup(
         "console_scripts": [
             "roca_node = roca_ros.node:main",
             "roca-demo = roca_ros.demo:main",
+            "roca-predict = roca_core.cli.predict:main",
+            "roca-train = roca_core.cli.train:main",
+            "roca-eval = roca_core.cli.eval:main",
+            "roca-cad-db = roca_core.cli.cad_db:main",
+            "roca-make-dataset = roca_core.cli.make_dataset:main",
         ],
     },
 )
