@@ -141,11 +141,17 @@ class Predictor:
         self.mask_threshold = float(mask_threshold)
         self.max_detections = max_detections
         self.db = None
+        self.last_depth: "np.ndarray | None" = None  # (H, W) metres of the last predict()
         self.set_cad_database(cad_database)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.cfg.class_names)
+
+    @property
+    def cad_database(self):
+        """The CadDatabase retrieval searches (None when retrieval is off)."""
+        return self.db
 
     def set_cad_database(self, db_or_path: Any) -> None:
         """CadDatabase, path, None (embedded library) or False (retrieval off)."""
@@ -191,6 +197,7 @@ class Predictor:
         out = self.model([t], intrinsics=[torch.as_tensor(K, dtype=torch.float32, device=self.device)],
                          min_score=self.score_threshold)[0]
         out = {k: v.cpu() for k, v in out.items()}
+        self.last_depth = out["depth"].float().numpy()
 
         keep = torch.where(out["scores"] >= self.score_threshold)[0]
         keep = keep[torch.argsort(out["scores"][keep], descending=True)]

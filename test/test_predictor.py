@@ -46,6 +46,7 @@ def test_detections_have_consistent_shapes(predictor):
     h, w = 150, 210  # not the model's input size or aspect
     dets = predictor.predict(_image(h, w), _K(h, w))
     assert isinstance(dets, list) and 0 < len(dets) <= 8
+    assert predictor.last_depth.shape == (h, w) and np.isfinite(predictor.last_depth).all()
     scores = [d.score for d in dets]
     assert scores == sorted(scores, reverse=True)
     for d in dets:
