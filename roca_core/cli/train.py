@@ -78,6 +78,9 @@ def main(argv: "list[str] | None" = None) -> int:
     except (TrainStateError, FileExistsError, FileNotFoundError, ConfigError, DatasetError) as exc:
         print(f"roca-train: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("roca-train: interrupted; continue with --resume", file=sys.stderr)
+        return 130
     finally:
         trainer.close()
     if trainer.info.is_main:
