@@ -123,11 +123,14 @@ def plot_loss_curves(csv_path: "str | Path", png_path: "str | Path",
     names = [n for n in data if n not in ("iteration", *skip)]
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(10, 8), sharex=True,
                                     gridspec_kw={"height_ratios": [4, 1]})
-    for name in names:
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: ROCA has ~15 losses
+    for k, name in enumerate(names):
         curve = _smooth(data[name], window)
         if not np.any(np.isfinite(curve) & (curve > 0)):
             continue
-        ax.plot(it, curve, label=name, linewidth=2.0 if name == "total_loss" else 1.0)
+        total = name == "total_loss"
+        ax.plot(it, curve, label=name, color="black" if total else colours[k % len(colours)],
+                linewidth=2.0 if total else 1.0, linestyle="-" if k < len(colours) else "--")
     ax.set_yscale("log")
     ax.set_ylabel(f"loss (moving average over {window})")
     ax.set_title(title)
