@@ -371,14 +371,42 @@ def _tiny_dataset(root: Path) -> Path:
     return root
 
 
-def test_roca_train_cli_end_to_end_with_eval_and_resume(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return _tiny_dataset(tmp_path_factory.mktemp("tiny") / "data")
+
+
+def test_resume_with_workers_and_augmentation_is_exact(tmp_path, tiny_data):
+    """Rendered data, colour jitter on, a loader worker: 4 straight == 2 + resume + 2, and
+    the same as loading in the main process (augmentation is seeded per sample)."""
+    def run(out: Path, iters: int, workers: int, resume: bool = False) -> Trainer:
+        cfg = experiment(max_iter=iters, num_workers=workers, checkpoint_period=0)
+        cfg.model = tiny_model_config()
+        cfg.data = DataConfig(root=str(tiny_data), augment=True)
+        trainer = Trainer(cfg, out, resume=resume, overwrite=not resume, progress=False,
+                          log=lambda _m: None, export_inference_model=False)
+        trainer.train()
+        return trainer
+
+    straight = run(tmp_path / "a", 4, workers=1)
+    run(tmp_path / "b", 2, workers=1)
+    resumed = run(tmp_path / "b", 4, workers=1, resume=True)
+    in_main = run(tmp_path / "c", 4, workers=0)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+        assert torch.equal(value, in_main.model.state_dict()[key]), key
+    np.testing.assert_array_equal(read_loss_csv(tmp_path / "a" / LOSS_CSV)["total_loss"],
+                                  read_loss_csv(tmp_path / "b" / LOSS_CSV)["total_loss"])
+
+
+def test_roca_train_cli_end_to_end_with_eval_and_resume(tmp_path, capsys, tiny_data):
     import yaml
 
     from roca_core.checkpoint import load_checkpoint
     from roca_core.cli.train import main
     from roca_core.config_io import to_dict
 
-    data = _tiny_dataset(tmp_path / "data")
+    data = tiny_data
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "model": to_dict(tiny_model_config()), "data": {"root": str(data)},

@@ -128,11 +128,14 @@ class InfiniteBatchSampler:
     Each epoch's order is ``DistributedSampler(shuffle=True, seed, drop_last=True)`` with
     ``set_epoch(epoch)``: the same permutation on every rank, strided by rank, so replicas see
     disjoint images. Batches are whole (``drop_last``). Starting at ``start_iter`` skips the
-    batches already consumed, so a resumed run sees the same images as an uninterrupted one.
+    batches already consumed, so a resumed run sees the same images as an uninterrupted one
+    (and, through :class:`~roca_core.training.seeded_samples.SeededSamples`, the same
+    augmentations).
     """
 
     def __init__(self, dataset_size: int, batch_size: int, info: DistInfo = DistInfo(),
-                 seed: int = 0, start_iter: int = 0, shuffle: bool = True):
+                 seed: int = 0, start_iter: int = 0, shuffle: bool = True,
+                 with_positions: bool = False):
         if dataset_size < 1:
             raise ValueError("cannot train on an empty dataset (0 images in the split)")
         per_rank = dataset_size // info.world_size
@@ -145,6 +148,7 @@ class InfiniteBatchSampler:
         self.seed = seed
         self.shuffle = shuffle
         self.start_iter = start_iter
+        self.with_positions = with_positions
         self.batches_per_epoch = per_rank // batch_size
 
     def epoch_indices(self, epoch: int) -> list[int]:
@@ -154,12 +158,21 @@ class InfiniteBatchSampler:
         sampler.set_epoch(epoch)
         return list(sampler)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
+        """Lists of dataset indices; with ``with_positions``, of ``(position, index)`` pairs
+        where position numbers the sample in the whole run (unique across ranks)."""
         epoch, skip = divmod(self.start_iter, self.batches_per_epoch)
+        it = self.start_iter
+        per_iter = self.batch_size * self.info.world_size
         while True:
             indices = self.epoch_indices(epoch)
             for b in range(skip, self.batches_per_epoch):
-                yield indices[b * self.batch_size:(b + 1) * self.batch_size]
+                batch = indices[b * self.batch_size:(b + 1) * self.batch_size]
+                if self.with_positions:
+                    first = it * per_iter + self.info.rank * self.batch_size
+                    batch = [(first + j, index) for j, index in enumerate(batch)]
+                yield batch
+                it += 1
             skip = 0
             epoch += 1
 

@@ -33,6 +33,7 @@ from roca_core.training.class_weights import (apply_class_weights, class_weights
 from roca_core.training.config import ExperimentConfig
 from roca_core.training.logging import CsvLossLogger, plot_loss_curves
 from roca_core.training.schedule import build_lr_scheduler
+from roca_core.training.seeded_samples import SeededSamples
 from roca_core.training.train_state import (TrainStateError, capture_rng_state, find_last_checkpoint,
                                             list_checkpoints, load_train_state, restore_rng_state,
                                             save_train_state, unwrap_model)
@@ -179,9 +180,12 @@ class Trainer:
 
     def _loader(self, dataset: Dataset, start_iter: int) -> Iterator:
         sampler = dist_utils.InfiniteBatchSampler(len(dataset), self.tcfg.ims_per_batch, self.info,
-                                                  seed=self.tcfg.seed, start_iter=start_iter)
-        # The loader's own generator (not the global one) seeds the workers, so creating it
-        # does not shift the training RNG stream -- a resumed run stays on the same stream.
+                                                  seed=self.tcfg.seed, start_iter=start_iter,
+                                                  with_positions=True)
+        # Every sample is loaded under its own seed (augmentation independent of workers and
+        # of resuming); the loader's own generator (not the global one) seeds the workers,
+        # so creating it does not shift the training RNG stream either.
+        dataset = SeededSamples(dataset, self.tcfg.seed)
         generator = torch.Generator().manual_seed(
             (self.tcfg.seed * 1_000_003 + start_iter * 7919 + self.info.rank) % (2 ** 63))
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collate(),
