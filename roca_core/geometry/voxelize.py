@@ -15,9 +15,12 @@ exact torch path; ``test/test_voxelize.py`` checks both against a brute-force re
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 GRID_SIZE = 32
+_P3D_FAILED_DEVICES: set[str] = set()
 
 try:  # pragma: no cover - depends on the install
     from pytorch3d.ops.points_to_volumes import add_points_features_to_volume_densities_features as _p3d_splat
@@ -103,6 +106,15 @@ def voxelize_points(points: torch.Tensor, weights: torch.Tensor, grid_size: int 
         raise ValueError(f"unknown voxelize backend {backend!r}; expected auto, pytorch3d or torch")
     if backend == "pytorch3d" and not HAVE_PYTORCH3D:
         raise ValueError("voxelize backend 'pytorch3d' requested but pytorch3d is not importable")
-    if backend == "torch" or not HAVE_PYTORCH3D or points.shape[1] == 0:
+    if backend == "torch" or not HAVE_PYTORCH3D or points.shape[1] == 0 or \
+            (backend == "auto" and points.device.type in _P3D_FAILED_DEVICES):
         return voxelize_points_torch(points, weights, grid_size, normalize)
-    return _voxelize_pytorch3d(points, weights, grid_size, normalize)
+    if backend == "pytorch3d":
+        return _voxelize_pytorch3d(points, weights, grid_size, normalize)
+    try:
+        return _voxelize_pytorch3d(points, weights, grid_size, normalize)
+    except RuntimeError as exc:  # e.g. a pytorch3d build without kernels for this device
+        _P3D_FAILED_DEVICES.add(points.device.type)
+        warnings.warn(f"pytorch3d voxelisation failed on {points.device.type} ({exc}); "
+                      "using the pure-torch path from now on", RuntimeWarning, stacklevel=2)
+        return voxelize_points_torch(points, weights, grid_size, normalize)
