@@ -456,3 +456,41 @@ def test_roca_train_cli_missing_data_is_a_clear_error(tmp_path, capsys):
                  str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert code == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ devices / env
+def test_device_resolution_and_torchrun_environment(monkeypatch):
+    from roca_core.training.distributed import env_dist_info, resolve_device
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert env_dist_info() == DistInfo(0, 1, 0)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = env_dist_info()
+    assert (info.rank, info.world_size, info.local_rank, info.is_main) == (3, 4, 1, False)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ValueError, match="RANK=4"):
+        env_dist_info()
+
+
+def test_atomic_directory_replace(tmp_path):
+    target = tmp_path / "ckpt"
+    atomic_io.atomic_write_dir(target, lambda d: (d / "a.txt").write_text("v1"))
+    atomic_io.atomic_write_dir(target, lambda d: (d / "b.txt").write_text("v2"))
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+    def broken(d: Path) -> None:
+        (d / "c.txt").write_text("partial")
+        raise RuntimeError("crash while filling")
+
+    with pytest.raises(RuntimeError):
+        atomic_io.atomic_write_dir(target, broken)
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
