@@ -128,6 +128,7 @@ class Predictor:
             self.model = checkpoint
             self.fingerprint = model_fingerprint(checkpoint)
             self.checkpoint_path: "Path | None" = None
+            self.checkpoint_extra: dict = {}
         else:
             path = Path(checkpoint) if checkpoint is not None else default_checkpoint()
             self.model, _, self.checkpoint_extra = load_checkpoint(path, device="cpu")
