@@ -494,3 +494,32 @@ def test_atomic_directory_replace(tmp_path):
         atomic_io.atomic_write_dir(target, broken)
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_a_signal_stops_at_an_iteration_boundary_with_a_resumable_checkpoint(tmp_path):
+    """SIGINT in the middle of iteration 3 -> checkpoint at 3; resuming to 6 == 6 straight."""
+    import signal
+
+    class SignalOnThirdStep(TinyRocaStandIn):
+        calls = 0
+
+        def forward(self, images, targets=None):
+            SignalOnThirdStep.calls += 1
+            if SignalOnThirdStep.calls == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives mid-iteration
+            return super().forward(images, targets)
+
+    straight = run_standin(tmp_path / "a", max_iter=6, checkpoint_period=0)
+    torch.manual_seed(123)
+    trainer = Trainer(experiment(max_iter=6, checkpoint_period=0), tmp_path / "b",
+                      model=SignalOnThirdStep(), train_dataset=SyntheticRocaData(8),
+                      collate_fn=collate, progress=False, export_inference_model=False,
+                      log=lambda _m: None)
+    with pytest.raises(KeyboardInterrupt, match="signal"):
+        trainer.train()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert find_last_checkpoint(tmp_path / "b" / "checkpoints").name == "iter_0000003"
+    resumed = run_standin(tmp_path / "b", resume=True, max_iter=6, checkpoint_period=0)
+    assert resumed.start_iter == 3
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key

@@ -90,6 +90,44 @@ def preserved_rng() -> Iterator[None]:
         restore_rng_state(state)
 
 
+_STOP_KEY = "__stop_requested__"
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handler that asks the loop to stop at the next iteration boundary.
+
+    Stopping between iterations (never inside ``optimizer.step()``) keeps the checkpoint
+    written on the way out consistent. A second signal stops immediately, without saving.
+    Handlers are only installed from the main thread and restored afterwards.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt(f"second signal {signum}: stopping without a checkpoint")
+        self.signum = signum
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator["StopRequest"]:
+        import signal
+        import threading
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def _worker_init(worker_id: int) -> None:
     # Each worker is a fresh process: keep its intra-op threads from oversubscribing cores.
     torch.set_num_threads(1)
@@ -392,62 +430,77 @@ class Trainer:
         bar = tqdm(total=t.max_iter, initial=self.start_iter, desc="train", dynamic_ncols=True,
                    disable=not (self.progress and self.info.is_main))
         self.model.train()
+        stop = StopRequest()
+        saved_at = -1
         try:
-            if self.start_iter < t.max_iter:
-                batches = self._loader(self.train_dataset, self.start_iter)
-            for it in range(self.start_iter, t.max_iter):
-                t0 = time.perf_counter()
-                images, targets = next(batches)
-                images = move_to_device(list(images), self.device)
-                targets = move_to_device(list(targets), self.device)
-                t1 = time.perf_counter()
-                loss_dict = self.model(images, targets)
-                if not isinstance(loss_dict, dict) or not loss_dict:
-                    raise TypeError("the model must return a non-empty dict of losses in train mode")
-                total = sum(loss_dict.values())
-                if not torch.isfinite(total):
-                    raise FloatingPointError(
-                        f"loss became {float(total)} at iteration {it}: "
-                        f"{ {k: float(v) for k, v in loss_dict.items()} } (lower train.base_lr?)")
-                self.optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                grad_norm = math.nan
-                if t.clip_grad_norm > 0:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.optimizer.step()
-                self.scheduler.step()
-                t2 = time.perf_counter()
-                iteration = it + 1
-                data_times.append(t1 - t0)
-                step_times.append(t2 - t1)
+            with stop.installed():
+                if self.start_iter < t.max_iter:
+                    batches = self._loader(self.train_dataset, self.start_iter)
+                for it in range(self.start_iter, t.max_iter):
+                    t0 = time.perf_counter()
+                    try:
+                        images, targets = next(batches)
+                    except Exception:
+                        if stop.requested:  # Ctrl-C also stopped the loader's workers
+                            break
+                        raise
+                    images = move_to_device(list(images), self.device)
+                    targets = move_to_device(list(targets), self.device)
+                    t1 = time.perf_counter()
+                    loss_dict = self.model(images, targets)
+                    if not isinstance(loss_dict, dict) or not loss_dict:
+                        raise TypeError("the model must return a non-empty dict of losses in train mode")
+                    total = sum(loss_dict.values())
+                    if not torch.isfinite(total):
+                        raise FloatingPointError(
+                            f"loss became {float(total)} at iteration {it}: "
+                            f"{ {k: float(v) for k, v in loss_dict.items()} } (lower train.base_lr?)")
+                    self.optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    grad_norm = math.nan
+                    if t.clip_grad_norm > 0:
+                        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    t2 = time.perf_counter()
+                    iteration = it + 1
+                    data_times.append(t1 - t0)
+                    step_times.append(t2 - t1)
 
-                values = {k: float(v.detach()) for k, v in loss_dict.items()}
-                values = dist_utils.mean_over_ranks(values, self.device)
-                last_losses = values
-                if self.info.is_main:
-                    self.csv.log(iteration, lr, t2 - t0, values, grad_norm)
-                    for k, v in values.items():
-                        running.setdefault(k, deque(maxlen=20)).append(v)
-                    shown = {"loss": f"{sum(np.mean(d) for d in running.values()):.3g}",
-                             "lr": f"{lr:.2g}"}
-                    shown.update({k.replace("loss_", ""): f"{np.mean(d):.3g}"
-                                  for k, d in sorted(running.items())})
-                    bar.set_postfix(shown, refresh=False)
-                    bar.update(1)
+                    values = {k: float(v.detach()) for k, v in loss_dict.items()}
+                    # The stop flag rides along the loss all-reduce: every rank stops together.
+                    values[_STOP_KEY] = 1.0 if stop.requested else 0.0
+                    values = dist_utils.mean_over_ranks(values, self.device)
+                    stop_now = values.pop(_STOP_KEY) > 0
+                    last_losses = values
+                    if self.info.is_main:
+                        self.csv.log(iteration, lr, t2 - t0, values, grad_norm)
+                        for k, v in values.items():
+                            running.setdefault(k, deque(maxlen=20)).append(v)
+                        shown = {"loss": f"{sum(np.mean(d) for d in running.values()):.3g}",
+                                 "lr": f"{lr:.2g}"}
+                        shown.update({k.replace("loss_", ""): f"{np.mean(d):.3g}"
+                                      for k, d in sorted(running.items())})
+                        bar.set_postfix(shown, refresh=False)
+                        bar.update(1)
 
-                final = iteration == t.max_iter
-                if final or (t.checkpoint_period and iteration % t.checkpoint_period == 0):
-                    checkpoint = self.save_checkpoint(iteration, final=final)
-                if t.eval_period and (iteration % t.eval_period == 0 or final):
-                    result = self.evaluate(iteration)
-                    if result is not None:
-                        evaluations[iteration] = result
-        except KeyboardInterrupt:
-            if not self.info.enabled and iteration > self.start_iter:
-                self.log(f"interrupted: saving a checkpoint at iteration {iteration}")
-                self.save_checkpoint(iteration)
-            raise
+                    final = iteration == t.max_iter
+                    if final or (t.checkpoint_period and iteration % t.checkpoint_period == 0):
+                        checkpoint = self.save_checkpoint(iteration, final=final)
+                        saved_at = iteration
+                    if stop_now:
+                        break
+                    if t.eval_period and (iteration % t.eval_period == 0 or final):
+                        result = self.evaluate(iteration)
+                        if result is not None:
+                            evaluations[iteration] = result
+                if iteration < t.max_iter:  # only a stop request ends the loop early
+                    if iteration > self.start_iter and saved_at != iteration:
+                        self.log(f"stopping on signal {stop.signum}: checkpoint at iteration "
+                                 f"{iteration}")
+                        self.save_checkpoint(iteration)
+                    raise KeyboardInterrupt(f"stopped by signal {stop.signum} at iteration {iteration}")
         finally:
             bar.close()
             if self.csv is not None:
