@@ -155,3 +155,31 @@ def test_roca_predict_cli_errors_name_the_file(checkpoint, tmp_path, capsys):
     assert "focal" in capsys.readouterr().err
     assert main([str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o")]) == 2
     assert "missing.jpg" in capsys.readouterr().err
+
+
+def test_overlay_and_scene_export_for_a_known_pose(tmp_path):
+    import trimesh
+
+    from roca_core.predictor import compose_transform
+    from roca_core.visualize import CV_TO_GLTF, draw_overlay, export_scene_glb
+
+    h, w = 120, 160
+    K = np.array([[150.0, 0, 79.5], [0, 150.0, 59.5], [0, 0, 1]])
+    rot, t, s = np.eye(3), np.array([0.0, 0.0, 3.0]), np.array([1.0, 0.5, 1.0])
+    mask = np.zeros((h, w), bool)
+    mask[50:70, 60:100] = True
+    det = Detection("table", 8, 0.9, np.array([50.0, 40, 110, 80]), mask, rot, np.array([1.0, 0, 0, 0]), t, s,
+                    compose_transform(rot, t, s))
+    img = np.full((h, w, 3), 30, np.uint8)
+    out = draw_overlay(img, [det], K)
+    assert out.shape == img.shape and (out[mask] != 30).any()
+    # the aligned unit cube's front-left-top corner (-0.5, -0.25, -0.5) + t projects here:
+    u, v = 79.5 + 150 * -0.5 / 2.5, 59.5 + 150 * -0.25 / 2.5
+    patch = out[int(v) - 2:int(v) + 3, int(u) - 2:int(u) + 3]
+    assert (patch != 30).any()
+    assert (out[5:15, 140:155] == 30).all()  # far from the object nothing is drawn
+    path = export_scene_glb(tmp_path / "s.glb", [det])
+    scene = trimesh.load(path)
+    node = [n for n in scene.graph.nodes_geometry if "table" in n][0]
+    mat, _ = scene.graph[node]
+    np.testing.assert_allclose(mat, CV_TO_GLTF @ det.transform, atol=1e-6)
