@@ -41,8 +41,8 @@ from roca_core.config_io import to_dict
 from roca_core.data import coco_format
 from roca_core.data.cad_library import CadModel, embedded_cad_library_dir, load_library
 from roca_core.data.config import RenderConfig, validate_render_config
-from roca_core.data.renderer import DrawItem, SceneRenderer
-from roca_core.data.scene_sampler import SceneLayout, sample_camera, sample_layout
+from roca_core.data.renderer import DrawItem, RenderOutput, SceneRenderer
+from roca_core.data.scene_sampler import CameraPose, SceneLayout, sample_camera, sample_layout
 from roca_core.geometry.rotations import matrix_to_quat_np, rotation_about_y_np
 
 DEPTH_SCALE = 1000.0  # depth PNG units per metre
@@ -117,17 +117,35 @@ class SyntheticSceneGenerator:
         # is fixed, so this stays deterministic); the last draw is kept either way.
         for _attempt in range(cfg.camera_attempts):
             cam = sample_camera(rng, layout, cfg)
-            w2c = cam.world_to_cam()
-            items = self._room_items(layout, w2c)
-            for o in layout.objects:
-                items.append(DrawItem(f"cad{o.model_index}", w2c @ o.world_transform(), o.material.color,
-                                      o.material.color2, o.material.tex_kind, o.material.tex_freq,
-                                      tex_scale=tuple(o.scale), instance=o.instance))
-            out = self.renderer.render(items, self.K, cfg.camera.near, cfg.camera.far,
-                                       cam.R_wc @ layout.light_dir_world, layout.ambient, layout.diffuse)
+            out = self._render_raw(layout, cam)
             counts = np.bincount(out.instance.ravel(), minlength=len(layout.objects) + 1)[1:]
             if not layout.objects or (counts >= cfg.min_visible_pixels).any():
                 break
+        return self._annotate(index, scene_index, f"{index % cfg.images_per_scene:06d}", layout, cam, out, rng)
+
+    def render_view(self, scene_index: int, cam: CameraPose, frame: int, noise_seed: int = 0) -> RenderedImage:
+        """Render room ``scene_index`` from a given camera (camera paths, e.g. the demo sequence)."""
+        layout = self.layout(scene_index)
+        rng = np.random.default_rng([self.seed, 3, scene_index, noise_seed])  # one sensor for all frames
+        out = self._render_raw(layout, cam)
+        return self._annotate(frame, scene_index, f"{frame:06d}", layout, cam, out, rng)
+
+    def _render_raw(self, layout: SceneLayout, cam: CameraPose) -> RenderOutput:
+        cfg = self.cfg
+        w2c = cam.world_to_cam()
+        items = self._room_items(layout, w2c)
+        for o in layout.objects:
+            items.append(DrawItem(f"cad{o.model_index}", w2c @ o.world_transform(), o.material.color,
+                                  o.material.color2, o.material.tex_kind, o.material.tex_freq,
+                                  tex_scale=tuple(o.scale), instance=o.instance))
+        return self.renderer.render(items, self.K, cfg.camera.near, cfg.camera.far,
+                                    cam.R_wc @ layout.light_dir_world, layout.ambient, layout.diffuse)
+
+    def _annotate(self, index: int, scene_index: int, frame: str, layout: SceneLayout, cam: CameraPose,
+                  out: RenderOutput, rng: np.random.Generator) -> RenderedImage:
+        """Visible-instance masks and camera-frame poses of the objects seen well enough."""
+        cfg = self.cfg
+        w2c = cam.world_to_cam()
         instance = np.zeros(out.instance.shape, np.uint8)
         objects = []
         for o in layout.objects:
@@ -136,12 +154,12 @@ class SyntheticSceneGenerator:
                 continue
             instance[mask] = o.instance
             m_cam = w2c @ o.world_transform()
-            R = cam.R_wc @ rotation_about_y_np(o.yaw)
+            R = cam.R_wc @ np.array([[np.cos(o.yaw), 0, np.sin(o.yaw)], [0, 1, 0], [-np.sin(o.yaw), 0, np.cos(o.yaw)]])
             objects.append({"alignment_id": o.instance, "model": o.model, "mask": mask,
                             "R": R, "t": m_cam[:3, 3].copy(), "q": matrix_to_quat_np(R), "s": o.scale.copy()})
         rgb = apply_sensor_noise(out.rgb, rng, cfg)
         return RenderedImage(index=index, scene_id=scene_id_for(self.seed, scene_index),
-                             frame=f"{index % cfg.images_per_scene:06d}", rgb=rgb, depth=out.depth,
+                             frame=frame, rgb=rgb, depth=out.depth,
                              instance=instance, noc=out.noc, K=self.K.copy(), objects=objects)
 
     def release(self) -> None:
