@@ -77,13 +77,15 @@ def bench_train(cfg, device, amp, iters, warmup, batch):
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
     data = _to(make_batch(cfg.image_height, cfg.image_width, batch, 3, cfg.num_classes, seed=1), device)
-    times = []
+    times, fwd = [], []
     for i in range(warmup + iters):
         _sync(device)
         t0 = time.perf_counter()
         with _autocast(device, amp):
             losses = model(*data)
         loss = sum(losses.values())
+        _sync(device)
+        t_fwd = time.perf_counter() - t0
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -93,7 +95,8 @@ def bench_train(cfg, device, amp, iters, warmup, batch):
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+            fwd.append(t_fwd)
+    return 1000 * statistics.median(times), 1000 * statistics.median(fwd)
 
 
 def bench_procrustes(device, n_objects, n_points, iters):
@@ -155,8 +158,9 @@ def main(argv=None) -> int:
         rows.append(("forward", f"{preset} {size}", f"total ms ({ndet} dets)", f"{total:.1f}"))
         rows.append(("forward", f"{preset} {size}", "images/s", f"{1000 / total:.2f}"))
         if not args.skip_train:
-            step = bench_train(cfg, device, args.amp, args.iters, args.warmup, args.train_batch)
+            step, fwd = bench_train(cfg, device, args.amp, args.iters, args.warmup, args.train_batch)
             rows.append(("train", f"{preset} {size}", f"step ms (batch {args.train_batch})", f"{step:.1f}"))
+            rows.append(("train", f"{preset} {size}", "  of which forward + losses ms", f"{fwd:.1f}"))
     for n in (1, 10, 100):
         b, lo = bench_procrustes(device, n, 1024, max(args.iters, 5))
         rows.append(("procrustes", f"{n} obj x 1024 pts", "batched / loop ms (fwd+bwd)",
