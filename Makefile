@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Network safety: DDS discovery stays on this machine in everything make starts.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
-.PHONY: setup test demo bench
+.PHONY: setup test demo bench demo-model
 setup:
 	@bash scripts/setup_env.sh
 
@@ -18,3 +18,7 @@ demo: setup
 
 bench: setup
 	$(PY) bench/bench_model.py
+
+# Reproduce models/roca_demo.safetensors from scratch (about an hour on 2 CPU cores).
+demo-model: setup
+	bash scripts/train_demo_model.sh

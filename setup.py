@@ -21,6 +21,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/models", glob("models/*.safetensors") + glob("models/*.md")),
     ],
     # Runtime dependencies are pinned in requirements/lock.txt (installed by
     # scripts/setup_env.sh); ROS users get rclpy and messages from their ROS install.

@@ -102,7 +102,7 @@ pipq install --no-deps --no-build-isolation -e .
 # so ament_index_python finds launch/ and config/ and edits show up at once.
 mkdir -p "$VENV/share/ament_index/resource_index/packages" "$VENV/share/roca_ros"
 cp resource/roca_ros "$VENV/share/ament_index/resource_index/packages/roca_ros"
-for item in package.xml launch config; do ln -sfn "$ROOT/$item" "$VENV/share/roca_ros/$item"; done
+for item in package.xml launch config models; do ln -sfn "$ROOT/$item" "$VENV/share/roca_ros/$item"; done
 
 step "defaulting ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and AMENT_PREFIX_PATH for processes in $VENV"
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

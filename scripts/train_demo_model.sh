@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Reproduce the committed demo model from scratch: render the synthetic data set, train the
+# small preset on 2 CPU cores, evaluate on the held-out scenes, install the result as
+# models/roca_demo.safetensors and write its evaluation next to the model card.
+#
+#   bash scripts/train_demo_model.sh        (or: make demo-model)
+#
+# DATA (default data/synthetic) and OUT (default out/small) can be overridden.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup_env.sh
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+DATA="${DATA:-data/synthetic}"
+OUT="${OUT:-out/small}"
+BIN=.venv/bin
+
+if [[ ! -f "$DATA/annotations_train.json" ]]; then
+  "$BIN/roca-make-dataset" --out "$DATA" --images 3000 --seed 0 --workers 2 --split-val 0.1
+fi
+"$BIN/roca-train" --config config/small.yaml --data "$DATA" --out "$OUT" --overwrite \
+  --summary-json "$OUT/summary.json"
+"$BIN/roca-eval" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --split val \
+  --device cpu --out "$OUT/eval_val.json" --md "$OUT/eval_val.md"
+mkdir -p models
+cp "$OUT/model_final.safetensors" models/roca_demo.safetensors
+cp "$OUT/eval_val.md" models/roca_demo_eval.md
+cp "$OUT/eval_val.json" models/roca_demo_eval.json
+cp "$OUT/loss_curves.png" models/roca_demo_loss_curves.png
+echo "demo model: models/roca_demo.safetensors ($(du -h models/roca_demo.safetensors | cut -f1))"
