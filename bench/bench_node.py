@@ -45,12 +45,16 @@ def main() -> int:
     import cv2
     import torch
 
-    from roca_core.data.sequence import load_sequence, render_sequence
+    from roca_core.data.sequence import load_sequence
     from roca_core.predictor import Predictor, default_checkpoint
 
     torch.set_num_threads(args.threads)
     checkpoint = args.checkpoint or str(default_checkpoint())
-    seq_dir = render_sequence(Path("/tmp") / f"roca_bench_seq_{os.getpid()}", num_frames=args.frames, seed=11)
+    # Rendered in a child process: Mesa's EGL context and torch's CPU kernels in one process
+    # have crashed here (segfault), so the renderer never shares a process with inference.
+    seq_dir = Path("/tmp") / f"roca_bench_seq_{os.getpid()}"
+    subprocess.run([sys.executable, "-c", "import sys; from roca_core.data.sequence import render_sequence; "
+                    f"render_sequence(sys.argv[1], num_frames={args.frames}, seed=11)", str(seq_dir)], check=True)
     seq = load_sequence(seq_dir)
     frames = [cv2.cvtColor(cv2.imread(str(seq_dir / f["file"])), cv2.COLOR_BGR2RGB) for f in seq["frames"]]
     K = seq["K"]
