@@ -151,9 +151,9 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
     out = Path(args.out).resolve()
     for sub in ("overlays", "scenes"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"],
-               ROS_DOMAIN_ID=str(args.domain_id if args.domain_id is not None else random.randint(100, 200)),
-               PYTHONUNBUFFERED="1")
+    # The demo's processes share one ROS domain of their own (discovery stays on localhost).
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               ROS_DOMAIN_ID=str(args.domain_id if args.domain_id is not None else random.randint(100, 200)))
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
 
     t0 = time.monotonic()

@@ -21,14 +21,6 @@ SCENE, FRAME = "scene0007_00", "000200"
 
 
 @pytest.fixture(scope="module")
-def roca_home(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ROCA_HOME", str(tmp_path_factory.mktemp("roca_home")))
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def synth(roca_home, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     make_dataset(out, 6, seed=11, workers=1, cfg=RenderConfig(images_per_scene=3), progress=False)

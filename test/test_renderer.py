@@ -25,14 +25,6 @@ ANN_KEYS = {"id", "image_id", "bbox", "area", "segmentation", "iscrowd", "catego
 
 
 @pytest.fixture(scope="module")
-def roca_home(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ROCA_HOME", str(tmp_path_factory.mktemp("roca_home")))
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def dataset(roca_home, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
     info = make_dataset(out, N_IMAGES, seed=3, workers=1, split_val=0.5,
