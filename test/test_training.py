@@ -12,7 +12,8 @@ import torch
 
 from roca_core.config_io import ConfigError
 from roca_core.model.config import ModelConfig
-from roca_core.training import atomic_io, train_state
+from roca_core import atomic_io
+from roca_core.training import train_state
 from roca_core.training.class_weights import (apply_class_weights, class_weights_from_counts,
                                               count_classes)
 from roca_core.training.config import (DataConfig, ExperimentConfig, TrainConfig,

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from roca_core.atomic_io import atomic_write_text
 from roca_core.evaluation.alignment_metric import AlignmentResult
 from roca_core.evaluation.depth_metric import DepthResult
 from roca_core.evaluation.detection_metric import DetectionResult
@@ -87,22 +86,6 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
                       f"over {depth['num_pixels']} pixels"]
     return "\n".join(lines) + "\n"
 
-
-def _atomic_write(path: "str | Path", text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -117,8 +100,8 @@ def _json_safe(x: Any) -> Any:
 
 def write_json(report: Mapping[str, Any], path: "str | Path") -> Path:
     """Strict JSON (no NaN: undefined numbers are null)."""
-    return _atomic_write(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+    return atomic_write_text(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
 
 
 def write_markdown(report: Mapping[str, Any], path: "str | Path", title: str = "ROCA evaluation") -> Path:
-    return _atomic_write(path, format_markdown(report, title))
+    return atomic_write_text(path, format_markdown(report, title))

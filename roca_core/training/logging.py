@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from roca_core.training.atomic_io import atomic_write_with
+from roca_core.atomic_io import atomic_write_with
 
 FIXED_COLUMNS = ("iteration", "lr", "time_s", "grad_norm", "total_loss")
 

@@ -1,6 +1,6 @@
 """Save and resume the full training state: weights, optimiser, schedule, iteration, RNGs.
 
-A checkpoint is a directory written atomically (see :mod:`atomic_io`)::
+A checkpoint is a directory written atomically (see :mod:`roca_core.atomic_io`)::
 
     checkpoints/iter_0001000/
         model.safetensors   model weights (no pickle)
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roca_core.training.atomic_io import atomic_write_dir, atomic_write_text, remove_stale_temps
+from roca_core.atomic_io import atomic_write_dir, atomic_write_text, remove_stale_temps
 
 FORMAT = "roca-train-state"
 FORMAT_VERSION = 1

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from roca_core.config_io import to_dict
 from roca_core.training import distributed as dist_utils
-from roca_core.training.atomic_io import atomic_write_text, atomic_write_with
+from roca_core.atomic_io import atomic_write_text, atomic_write_with
 from roca_core.training.class_weights import (apply_class_weights, class_weights_from_counts,
                                               dataset_class_counts, format_class_weights)
 from roca_core.training.config import ExperimentConfig
