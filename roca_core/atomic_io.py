@@ -35,16 +35,14 @@ def _temp_path(path: Path) -> Path:
     return Path(name)
 
 
-def atomic_write_with(path: "str | Path", write: Callable[[Path], None]) -> Path:
-    """Run ``write(tmp_path)`` (any writer that takes a path), then move it onto ``path``.
-
-    If ``write`` raises, the temp file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on a clean exit fsync it and rename it over ``path``,
+    on any error remove it and leave ``path`` untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
-        write(tmp)
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -53,6 +51,16 @@ def atomic_write_with(path: "str | Path", write: Callable[[Path], None]) -> Path
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_with(path: "str | Path", write: Callable[[Path], None]) -> Path:
+    """Run ``write(tmp_path)`` (any writer that takes a path), then move it onto ``path``.
+
+    If ``write`` raises, the temp file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    with _replacing(path) as tmp:
+        write(tmp)
     return path
 
 
@@ -61,20 +69,8 @@ def atomic_open(path: "str | Path", mode: str = "wb") -> Iterator[IO]:
     """``with atomic_open(p) as fh: fh.write(...)`` -- the file appears only when the block ends."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open supports modes 'w' and 'wb', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
+    with _replacing(Path(path)) as tmp, open(tmp, mode) as fh:
+        yield fh
 
 
 def atomic_write_bytes(path: "str | Path", data: bytes) -> Path:

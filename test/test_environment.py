@@ -32,8 +32,9 @@ def test_an_explicit_user_choice_is_kept():
     assert run_clean(CHECK, ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET") == "SUBNET"
 
 
-def test_rclpy_context_sees_localhost_range_from_inside():
-    """Ask rcl itself which discovery range it resolved, not only the variable."""
+def test_an_rclpy_node_starts_with_localhost_range_from_inside():
+    """A fresh venv process that creates an rclpy node has LOCALHOST in its own environment
+    when rcl initialises (rcl reads the range from that variable at init)."""
     pytest.importorskip("rclpy")
     code = (
         "import rclpy\n"
