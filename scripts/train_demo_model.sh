@@ -15,7 +15,7 @@ OUT="${OUT:-out/small}"
 BIN=.venv/bin
 
 if [[ ! -f "$DATA/annotations_train.json" ]]; then
-  "$BIN/roca-make-dataset" --out "$DATA" --images 3000 --seed 0 --workers 2 --split-val 0.1
+  "$BIN/roca-make-dataset" --out "$DATA" --images 8000 --seed 0 --workers 2 --split-val 0.05
 fi
 "$BIN/roca-train" --config config/small.yaml --data "$DATA" --out "$OUT" --overwrite \
   --summary-json "$OUT/summary.json"

@@ -207,3 +207,59 @@ def test_roi_crops_and_procrustes_recover_the_ground_truth_pose():
     rot, t_delta = weighted_procrustes(src, (p - t_init).reshape(1, -1, 3), w.reshape(1, -1))
     torch.testing.assert_close(rot[0], t["rotations"][0], atol=1e-4, rtol=0)
     torch.testing.assert_close(t_init + t_delta[0], t["translations"][0], atol=1e-4, rtol=0)
+
+
+def test_camera_rays_match_the_pinhole_model():
+    from roca_core.model.depth_head import camera_rays
+    K = torch.tensor([[[200.0, 0.0, 63.5], [0.0, 180.0, 40.0], [0.0, 0.0, 1.0]],
+                      [[100.0, 0.0, 10.0], [0.0, 100.0, 20.0], [0.0, 0.0, 1.0]]])
+    rays = camera_rays(K, (20, 32), 4)  # (B, 2, h, w)
+    assert rays.shape == (2, 2, 20, 32)
+    # cell (i, j) of a stride-4 map is centred on pixel index (4j + 1.5, 4i + 1.5)
+    for b in range(2):
+        for i, j in ((0, 0), (7, 13), (19, 31)):
+            u, v = 4 * j + 1.5, 4 * i + 1.5
+            fx, fy, cx, cy = K[b, 0, 0], K[b, 1, 1], K[b, 0, 2], K[b, 1, 2]
+            assert rays[b, 0, i, j].item() == pytest.approx(((u - cx) / fx).item())
+            assert rays[b, 1, i, j].item() == pytest.approx(((v - cy) / fy).item())
+    # a centred principal point gives a ray field antisymmetric about the image centre
+    assert torch.allclose(rays[0, 0, :, :16], -rays[0, 0, :, 16:].flip(-1), atol=1e-6)
+
+
+def test_depth_with_ray_input_depends_on_the_intrinsics(cfg):
+    c = dataclasses.replace(cfg, depth_ray_input=True)
+    torch.manual_seed(0)
+    model = RocaModel(c).eval()
+    img = torch.rand(3, c.image_height, c.image_width)
+    K = torch.tensor([[232.0, 0, 127.5], [0, 232.0, 95.5], [0, 0, 1]])
+    K2 = K.clone()
+    K2[0, 0] = K2[1, 1] = 400.0
+    d1 = model([img], intrinsics=[K])[0]["depth"]
+    d2 = model([img], intrinsics=[K])[0]["depth"]
+    d3 = model([img], intrinsics=[K2])[0]["depth"]
+    assert torch.equal(d1, d2)
+    assert not torch.allclose(d1, d3)
+    with pytest.raises(ValueError, match="intrinsics"):
+        model.depth_head(model.backbone(img[None]))
+
+
+def test_roi_sampling_ratio_is_validated(cfg):
+    from roca_core.config_io import ConfigError
+    with pytest.raises(ConfigError, match="roi_sampling_ratio"):
+        dataclasses.replace(cfg, roi_sampling_ratio=0)
+
+
+def test_depth_feature_crops_with_one_sample_match_roi_align():
+    """The grid_sample fast path used at roi_sampling_ratio 1 equals torchvision's ROIAlign."""
+    from torchvision.ops import roi_align
+    from roca_core.model.roi_sampling import sample_rois
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randn(3, 8, 24, 32, generator=g)
+    xy = torch.rand(12, 2, generator=g) * torch.tensor([100.0, 70.0])
+    boxes = torch.cat([xy, xy + torch.rand(12, 2, generator=g) * 40 + 2], dim=1)
+    boxes[0] = torch.tensor([0.0, 0.0, 128.0, 96.0])  # the whole image: samples reach the border
+    boxes = torch.minimum(boxes, torch.tensor([128.0, 96.0, 128.0, 96.0]))  # clipped, as detections are
+    bidx = torch.arange(12) % 3
+    ref = roi_align(feat, torch.cat([bidx[:, None].float(), boxes], 1), (16, 16), 0.25, 1, True)
+    fast = sample_rois(feat, boxes * 0.25, bidx, 16, "bilinear", padding="border")
+    assert torch.allclose(fast, ref, atol=1e-4)

@@ -21,10 +21,11 @@ def roi_pixel_grid(boxes: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.
 
 
 def sample_rois(maps: torch.Tensor, boxes: torch.Tensor, batch_idx: torch.Tensor, size: int,
-                mode: str = "bilinear") -> torch.Tensor:
+                mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
     """maps (B, C, H, W), boxes (R, 4), batch_idx (R,) -> (R, C, S, S).
 
-    ``mode="nearest"`` for targets (no blending across object borders or unknown depth)."""
+    ``mode="nearest"`` for targets (no blending across object borders or unknown depth);
+    ``padding="border"`` repeats edge values within half a pixel of the border, as ROIAlign does."""
     r = boxes.shape[0]
     c, h, w = maps.shape[1:]
     out = maps.new_zeros(r, c, size, size)
@@ -35,7 +36,7 @@ def sample_rois(maps: torch.Tensor, boxes: torch.Tensor, batch_idx: torch.Tensor
     for b in torch.unique(batch_idx).tolist():
         sel = torch.where(batch_idx == b)[0]
         g = grid[sel].reshape(1, -1, size, 2)  # ROIs stacked along the grid's rows
-        crop = F.grid_sample(maps[b:b + 1], g, mode=mode, padding_mode="zeros", align_corners=False)
+        crop = F.grid_sample(maps[b:b + 1], g, mode=mode, padding_mode=padding, align_corners=False)
         out = out.index_copy(0, sel, crop[0].view(c, sel.numel(), size, size).transpose(0, 1))
     return out
 
