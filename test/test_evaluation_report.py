@@ -255,6 +255,11 @@ def test_evaluator_scores_a_wrong_predictor_below_100():
     assert report["alignment"]["class_mean"] == 50.0
     assert report["alignment"]["instance_mean"] == pytest.approx(200 / 3)
     assert report["retrieval_aware"]["instance_mean"] == 0.0
+    pe = report["pose_errors"]  # the table is 30 cm off, the chairs exact
+    assert pe["num_gt"] == 3 and pe["num_with_prediction"] == 3
+    assert pe["within_translation"] == pytest.approx(200 / 3) and pe["within_rotation"] == 100.0
+    assert pe["within_all"] == pytest.approx(200 / 3)
+    assert "Pose errors of the closest same-class prediction (3 of 3" in format_markdown(report)
 
 
 def test_evaluate_frames_refuses_an_empty_dataset():

@@ -19,6 +19,7 @@ from roca_core.evaluation.alignment_metric import (AlignmentThresholds, GtObject
                                                    evaluate_alignment)
 from roca_core.evaluation.depth_metric import DepthErrorAccumulator
 from roca_core.evaluation.detection_metric import DetectionAPAccumulator
+from roca_core.evaluation.pose_errors import pose_error_summary
 from roca_core.evaluation.report import build_report
 from roca_core.geometry.rotations import matrix_to_quat_np
 
@@ -179,7 +180,8 @@ def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] |
                         depth_acc.result() if have_depth else None,
                         num_images=total, num_detections=num_dets,
                         seconds_per_image=infer_seconds / total,
-                        score_threshold=th.score)
+                        score_threshold=th.score,
+                        pose_errors=pose_error_summary(preds, gts, th).to_dict())
 
 
 # ---------------------------------------------------------------------------------------

@@ -79,6 +79,15 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
     if counts:
         lines.append("| " + " | ".join(["# GT objects", *[str(counts.get(c, 0)) for c in classes],
                                          "", str(sum(counts.values()))]) + " |")
+    pe = report.get("pose_errors")
+    if pe and pe.get("num_with_prediction"):
+        lines += ["", f"Pose errors of the closest same-class prediction ({pe['num_with_prediction']} of "
+                      f"{pe['num_gt']} GT objects have one): translation median "
+                      f"{_fmt(pe['median_translation_m'], 3)} m ({_fmt(pe['within_translation'])} % within "
+                      f"threshold), rotation median {_fmt(pe['median_rotation_deg'])} deg "
+                      f"({_fmt(pe['within_rotation'])} %), scale error median "
+                      f"{_fmt(100 * pe['median_scale_error'])} % ({_fmt(pe['within_scale'])} %); "
+                      f"all three {_fmt(pe['within_all'])} %"]
     depth = report.get("depth")
     if depth and depth.get("num_pixels"):
         lines += ["", f"Depth: abs rel {_fmt(depth['abs_rel'], 3)}, RMSE {_fmt(depth['rmse_m'], 3)} m, "
