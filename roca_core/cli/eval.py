@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--det-threshold", type=float, default=0.05,
                    help="detection score threshold of the predictor (AP uses all of them; "
                         "the alignment metric keeps score > 0.5)")
+    p.add_argument("--gt-depth", action="store_true",
+                   help="diagnosis: use the dataset's depth instead of the predicted one (an "
+                        "upper bound showing how much depth errors cost)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -79,17 +82,19 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         predictor = Predictor(checkpoint=args.checkpoint, cad_database=cad_db,
                               device=args.device, score_threshold=args.det_threshold)
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
-                                    max_images=args.max_images, progress=not args.no_progress)
+                                    max_images=args.max_images, progress=not args.no_progress,
+                                    gt_depth=args.gt_depth)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # bad input, not a bug
         print(f"roca-eval: {exc}", file=sys.stderr)
         return 1
     report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=args.split,
-                  cad_database=cad_db or "embedded")
-    print(format_markdown(report, title=f"ROCA evaluation: {args.split} split of {args.data}"))
+                  cad_database=cad_db or "embedded", gt_depth=args.gt_depth)
+    oracle = " with ground-truth depth" if args.gt_depth else ""
+    print(format_markdown(report, title=f"ROCA evaluation: {args.split} split of {args.data}{oracle}"))
     if args.out:
         print(f"wrote {write_json(report, args.out)}")
     if args.md:
-        print(f"wrote {write_markdown(report, args.md, title=f'ROCA evaluation: {args.split}')}")
+        print(f"wrote {write_markdown(report, args.md, title=f'ROCA evaluation: {args.split}{oracle}')}")
     return 0
 
 

@@ -222,8 +222,35 @@ def detections_to_frame(detections: Sequence[Any], class_names: Sequence[str],
         depth=depth)
 
 
-def evaluate_predictor(predictor: Any, dataset: Any, **kwargs: Any) -> dict[str, Any]:
+def gt_depth_hook(model: torch.nn.Module, source: Mapping[str, Any]) -> Any:
+    """Make ``model`` (a RocaModel) use ground-truth metric depth: a forward hook on its depth
+    head swaps the predicted map for ``source["gt_depth"]`` ((H, W) metres, any size; resized
+    nearest to the network input). The depth features stay predicted, so this isolates the
+    error that the predicted depth adds to translation, rotation and scale. Returns the hook
+    handle (``.remove()`` undoes it)."""
+    head = getattr(model, "depth_head", None)
+    cfg = getattr(model, "cfg", None)
+    if head is None or cfg is None:
+        raise ValueError("ground-truth depth needs a RocaModel (with a depth_head)")
+    h, w = cfg.image_size
+
+    def swap(_m: Any, _inp: Any, out: Any) -> Any:
+        depth, feat = out  # depth (B, 1, H', W') at the padded network input
+        gt = torch.as_tensor(source["gt_depth"], dtype=depth.dtype, device=depth.device)
+        gt = torch.nn.functional.interpolate(gt.reshape(1, 1, *gt.shape[-2:]), size=(h, w), mode="nearest")
+        swapped = depth.clone()
+        swapped[:, :, :h, :w] = gt
+        return swapped, feat
+
+    return head.register_forward_hook(swap)
+
+
+def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
+                       **kwargs: Any) -> dict[str, Any]:
     """Evaluate a :class:`roca_core.Predictor` (or anything with the same ``predict``).
+
+    ``gt_depth`` replaces the predicted depth by the dataset's (see :func:`gt_depth_hook`):
+    an upper bound that shows how much depth errors cost.
 
     Depth error needs the predicted depth map, which ``predict`` does not return: it is read
     from ``predictor.last_depth`` ((H, W) metres) when the predictor sets one, else caught
@@ -242,10 +269,14 @@ def evaluate_predictor(predictor: Any, dataset: Any, **kwargs: Any) -> dict[str,
             if isinstance(out, (list, tuple)) and out and isinstance(out[0], Mapping):
                 captured["depth"] = out[0].get("depth")
         hook = model.register_forward_hook(grab_depth)
+    depth_source: dict[str, Any] = {}
+    swap = gt_depth_hook(model, depth_source) if gt_depth else None
 
     def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
         rgb = _image_uint8(image)
         captured.clear()
+        if swap is not None:
+            depth_source["gt_depth"] = target["depth"]
         dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64))
         depth = getattr(predictor, "last_depth", None)
         if depth is None:
@@ -258,8 +289,9 @@ def evaluate_predictor(predictor: Any, dataset: Any, **kwargs: Any) -> dict[str,
     try:
         return evaluate_frames(infer, dataset, class_names=class_names, **kwargs)
     finally:
-        if hook is not None:
-            hook.remove()
+        for h in (hook, swap):
+            if h is not None:
+                h.remove()
 
 
 @torch.no_grad()
