@@ -28,10 +28,31 @@ def fsync_dir(directory: "str | Path") -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask(0) would
+    briefly loosen it for every other thread)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _temp_path(path: Path) -> Path:
-    """A fresh temp name beside ``path`` that keeps its suffix (some writers check it)."""
+    """A fresh temp name beside ``path`` that keeps its suffix (some writers check it).
+
+    mkstemp creates 0600 files; the result gets the permissions a plain ``open`` would have
+    given (0666 minus the umask), so checkpoints and reports stay readable by others."""
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(name)
 
 
@@ -93,6 +114,7 @@ def atomic_write_dir(path: "str | Path", fill: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 directories
         fill(tmp)
         for child in tmp.iterdir():
             if child.is_file():

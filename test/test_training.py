@@ -80,6 +80,8 @@ def test_config_rejects_unknown_keys_and_bad_values():
         experiment_config_from_dict({"train": {"ims_per_batch": 0}})
     with pytest.raises(ConfigError, match="lr_steps"):
         experiment_config_from_dict({"train": {"lr_steps": [50, 10]}})
+    with pytest.raises(ConfigError, match="train.optimizer must be sgd or adamw"):
+        experiment_config_from_dict({"train": {"optimizer": "lbfgs"}})
 
 
 # ------------------------------------------------------------------------------ schedule
@@ -187,11 +189,14 @@ def test_training_lowers_the_loss(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
-    straight = run_real(tmp_path / "a", max_iter=4, checkpoint_period=0)
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path, optimizer):
+    straight = run_real(tmp_path / "a", max_iter=4, checkpoint_period=0, optimizer=optimizer)
     rng_straight = torch.get_rng_state()
-    run_real(tmp_path / "b", max_iter=2, checkpoint_period=0)
-    resumed = run_real(tmp_path / "b", resume=True, max_iter=4, checkpoint_period=0)
+    run_real(tmp_path / "b", max_iter=2, checkpoint_period=0, optimizer=optimizer)
+    resumed = run_real(tmp_path / "b", resume=True, max_iter=4, checkpoint_period=0, optimizer=optimizer)
+    expected = torch.optim.AdamW if optimizer == "adamw" else torch.optim.SGD
+    assert type(straight.optimizer) is type(resumed.optimizer) is expected
     assert torch.equal(torch.get_rng_state(), rng_straight)  # same RNG stream, too
     assert resumed.start_iter == 2 and resumed.result.final_iteration == 4
     a, b = straight.model.state_dict(), resumed.model.state_dict()
@@ -201,7 +206,9 @@ def test_resume_gives_the_same_state_as_an_uninterrupted_run(tmp_path):
     sa, sb = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
     assert sa.keys() == sb.keys() and len(sa) > 0
     for idx in sa:
-        assert torch.equal(sa[idx]["momentum_buffer"], sb[idx]["momentum_buffer"])
+        assert sa[idx].keys() == sb[idx].keys()
+        for name in sa[idx]:  # momentum_buffer (SGD); step, exp_avg, exp_avg_sq (AdamW)
+            assert torch.equal(torch.as_tensor(sa[idx][name]), torch.as_tensor(sb[idx][name])), name
     assert straight.scheduler.state_dict()["last_epoch"] == resumed.scheduler.state_dict()["last_epoch"] == 4
     assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
     # the resumed log continues without duplicated iterations and with the same losses
@@ -495,6 +502,26 @@ def test_atomic_directory_replace(tmp_path):
         atomic_io.atomic_write_dir(target, broken)
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp/mkdtemp make 0600/0700 entries; the final files follow the umask instead."""
+    import os
+    import stat
+    old = os.umask(0o027)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        atomic_io.atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_io.atomic_open(tmp_path / "b.bin") as fh:
+            fh.write(b"1")
+        atomic_io.atomic_write_dir(tmp_path / "d", lambda d: (d / "c.txt").write_text("v"))
+        mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+        assert mode(plain) == 0o640
+        assert mode(tmp_path / "a.json") == mode(tmp_path / "b.bin") == 0o640
+        assert mode(tmp_path / "d") == 0o750
+    finally:
+        os.umask(old)
 
 
 def test_a_signal_stops_at_an_iteration_boundary_with_a_resumable_checkpoint(tmp_path):

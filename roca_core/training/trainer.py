@@ -30,7 +30,7 @@ from roca_core.training import distributed as dist_utils
 from roca_core.atomic_io import atomic_write_text, atomic_write_with
 from roca_core.training.class_weights import (apply_class_weights, class_weights_from_counts,
                                               dataset_class_counts, format_class_weights)
-from roca_core.training.config import ExperimentConfig
+from roca_core.training.config import ExperimentConfig, TrainConfig
 from roca_core.training.logging import CsvLossLogger, plot_loss_curves
 from roca_core.training.schedule import build_lr_scheduler
 from roca_core.training.seeded_samples import SeededSamples
@@ -126,6 +126,15 @@ class StopRequest:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def build_optimizer(params: list[torch.nn.Parameter], tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or AdamW, from ``train.optimizer``."""
+    if tcfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=tcfg.base_lr, betas=(tcfg.momentum, 0.999),
+                                 weight_decay=tcfg.weight_decay)
+    return torch.optim.SGD(params, lr=tcfg.base_lr, momentum=tcfg.momentum,
+                           weight_decay=tcfg.weight_decay)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -387,8 +396,7 @@ class Trainer:
         model.to(self.device)
 
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=self.tcfg.base_lr, momentum=self.tcfg.momentum,
-                                         weight_decay=self.tcfg.weight_decay)
+        self.optimizer = build_optimizer(params, self.tcfg)
         self.scheduler = build_lr_scheduler(self.optimizer, self.tcfg.warmup_iters,
                                             self.tcfg.warmup_factor, self.tcfg.lr_steps,
                                             self.tcfg.gamma)
