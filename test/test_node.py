@@ -165,7 +165,10 @@ def make_frame(rgb: np.ndarray, stamp, frame_id: str = "camera", K=None) -> tupl
 class Client:
     """Test-side ROS node: publishes camera frames, collects everything roca_node publishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str = "/roca", camera_info_topic: str = CAMERA_INFO_TOPIC) -> None:
+        """Talks to the node in ``namespace`` (the module's node by default, whose camera_info
+        is remapped to CAMERA_INFO_TOPIC)."""
+        ns = namespace.rstrip("/")
         self.context = Context()
         rclpy.init(context=self.context, domain_id=DOMAIN_ID)
         self.node = Node("roca_node_test_client", context=self.context)
@@ -178,10 +181,10 @@ class Client:
         self.stats: list[dict] = []
         self.databases: list[CadDatabaseInfo] = []
         n = self.node
-        self.image_pub = n.create_publisher(Image, "/roca/image", qos_profile_sensor_data)
-        self.info_pub = n.create_publisher(CameraInfo, CAMERA_INFO_TOPIC, qos_profile_sensor_data)
-        n.create_subscription(ObjectAlignmentArray, "/roca/objects", self._on_objects, 50)
-        n.create_subscription(MarkerArray, "/roca/markers", self._on_markers, 50)
+        self.image_pub = n.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
+        self.info_pub = n.create_publisher(CameraInfo, camera_info_topic, qos_profile_sensor_data)
+        n.create_subscription(ObjectAlignmentArray, f"{ns}/objects", self._on_objects, 50)
+        n.create_subscription(MarkerArray, f"{ns}/markers", self._on_markers, 50)
         n.create_subscription(String, NODE_FQN + "/stats", lambda m: self.stats.append(json.loads(m.data)), 50)
         latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                              durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
@@ -470,40 +473,58 @@ def test_reload_service_keeps_old_database_on_failure(client, tmp_path):
 @pytest.mark.skipif(not DEMO_MODEL.is_file(), reason="needs the trained demo model models/roca_demo.safetensors "
                     "(produced by the training issue)")
 def test_demo_model_poses_near_ground_truth_on_an_easy_frame(tmp_path):
+    """Ten views of one synthetic room through the node as users start it: the demo model
+    aligns every object of at least one view within 0.3 m / 30 deg / 30 % scale, and the
+    closest same-class predictions stay near ground truth overall (a wrong unit, axis or
+    quaternion convention anywhere between the Predictor and the message puts them metres
+    or tens of degrees off)."""
     from roca_core.data.config import RenderConfig
     from roca_core.data.dataset_writer import SyntheticSceneGenerator
     from roca_core.evaluation.alignment_metric import rotation_error_deg
 
     generator = SyntheticSceneGenerator(RenderConfig(), seed=4242)
     try:
-        frame = max((generator.render(i) for i in range(5)), key=lambda f: len(f.objects))
+        frames = [generator.render(i) for i in range(10)]
     finally:
         generator.release()
-    proc = NodeProcess(["--ros-args", "-r", "__ns:=/roca", "-p", "device:=cpu"], tmp_path / "demo.log")
+    # its own namespace: the module's node (random weights) listens on /roca
+    ns = "/roca_demo_model"
+    proc = NodeProcess(["--ros-args", "-r", f"__ns:={ns}", "-p", "device:=cpu"], tmp_path / "demo.log")
     c = None
+    results = []
     try:
         assert proc.wait_for_log("ready:", START_TIMEOUT_S), proc.log()
-        c = Client()
-        K = frame.K.reshape(-1).tolist()
-        _, objects, _ = c.request_objects(rgb=frame.rgb, K=K, timeout=60.0)
+        c = Client(ns, f"{ns}/camera_info")
+        for frame in frames:
+            _, objects, _ = c.request_objects(rgb=frame.rgb, K=frame.K.reshape(-1).tolist(), timeout=60.0)
+            results.append(objects)
     finally:
         if c is not None:
             c.close()
         proc.stop()
-    matched = 0
-    for gt in frame.objects:
-        for obj in objects.objects:
-            if obj.class_name != gt["model"].class_name:
-                continue
-            t = np.array([obj.pose.position.x, obj.pose.position.y, obj.pose.position.z])
-            q = np.array([obj.pose.orientation.w, obj.pose.orientation.x, obj.pose.orientation.y,
-                          obj.pose.orientation.z])
-            s = np.array([obj.scale.x, obj.scale.y, obj.scale.z])
-            if (np.linalg.norm(t - gt["t"]) <= 0.3 and rotation_error_deg(q, gt["q"], gt["model"].symmetry) <= 30
-                    and abs(np.mean(s / gt["s"]) - 1) <= 0.3):
-                matched += 1
-                break
-    assert matched >= max(1, len(frame.objects) // 2), f"{matched} of {len(frame.objects)} objects near GT"
+    t_errors, frames_all_near = [], 0
+    for frame, objects in zip(frames, results):
+        near = 0
+        for gt in frame.objects:
+            best = None
+            for obj in objects.objects:
+                if obj.class_name != gt["model"].class_name:
+                    continue
+                t = np.array([obj.pose.position.x, obj.pose.position.y, obj.pose.position.z])
+                q = np.array([obj.pose.orientation.w, obj.pose.orientation.x, obj.pose.orientation.y,
+                              obj.pose.orientation.z])
+                s = np.array([obj.scale.x, obj.scale.y, obj.scale.z])
+                err = (float(np.linalg.norm(t - gt["t"])), rotation_error_deg(q, gt["q"], gt["model"].symmetry),
+                       abs(float(np.mean(s / gt["s"])) - 1))
+                if best is None or err[0] < best[0]:
+                    best = err
+            if best is not None:
+                t_errors.append(best[0])
+                near += best[0] <= 0.3 and best[1] <= 30 and best[2] <= 0.3
+        frames_all_near += near == len(frame.objects) > 0
+    assert len(t_errors) >= 5, f"same-class predictions for only {len(t_errors)} objects in 10 views"
+    assert float(np.median(t_errors)) <= 0.6, f"median translation error {np.median(t_errors):.2f} m"
+    assert frames_all_near >= 1, "no view with every object within 0.3 m / 30 deg / 30 %"
 
 
 # ---------------------------------------------------------------------------- start-up
