@@ -19,6 +19,7 @@ demo: setup
 bench: setup
 	$(PY) bench/bench_model.py
 
-# Reproduce models/roca_demo.safetensors from scratch (about an hour on 2 CPU cores).
+# Reproduce models/roca_demo.safetensors from scratch (~55 min on 2 CPU cores: 3 min data,
+# 48 min training, 2 min evaluation); see models/README.md.
 demo-model: setup
 	bash scripts/train_demo_model.sh

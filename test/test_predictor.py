@@ -183,3 +183,16 @@ def test_overlay_and_scene_export_for_a_known_pose(tmp_path):
     node = [n for n in scene.graph.nodes_geometry if "table" in n][0]
     mat, _ = scene.graph[node]
     np.testing.assert_allclose(mat, CV_TO_GLTF @ det.transform, atol=1e-6)
+
+
+def test_committed_demo_model_fits_the_code_and_the_size_limit():
+    """models/roca_demo.safetensors is the small preset, loads with this code and stays < 25 MB."""
+    from roca_core.checkpoint import load_checkpoint
+    from roca_core.predictor import default_checkpoint
+    path = default_checkpoint()
+    assert path.is_file(), f"the demo model is not committed at {path}"
+    assert path.stat().st_size < 25 * 1024 * 1024
+    model, cfg, _extra = load_checkpoint(path)
+    assert cfg == load_preset("small")  # trained with the shipped preset
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in RocaModel(cfg).parameters())
