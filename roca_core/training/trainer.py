@@ -2,8 +2,8 @@
 
 One :class:`Trainer` owns a run: it builds the model and data from an
 :class:`~roca_core.training.config.ExperimentConfig` (or takes injected ones), sets the
-per-class loss weights, then iterates ``max_iter`` SGD steps over an endless, resumable
-stream of batches, logging every step, evaluating and checkpointing periodically, and
+per-class loss weights, then iterates ``max_iter`` optimiser steps (SGD, or AdamW) over an
+endless, resumable stream of batches, logging every step, evaluating and checkpointing periodically, and
 finally exporting the model in the inference format (:func:`roca_core.checkpoint.save_checkpoint`).
 """
 from __future__ import annotations
