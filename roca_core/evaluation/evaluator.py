@@ -276,6 +276,8 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
         rgb = _image_uint8(image)
         captured.clear()
         if swap is not None:
+            if "depth" not in target:
+                raise ValueError("ground-truth depth was asked for but the dataset has no depth maps")
             depth_source["gt_depth"] = target["depth"]
         dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64))
         depth = getattr(predictor, "last_depth", None)
