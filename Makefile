@@ -16,8 +16,12 @@ test: setup
 demo: setup
 	$(VENV)/bin/roca-demo --out demo_out
 
+# All benchmarks, each printing its measured table (about 10 min on 2 CPU cores).
 bench: setup
-	$(PY) bench/bench_model.py
+	$(PY) bench/bench_model.py --threads 2
+	$(PY) bench/bench_train_step.py --threads 2
+	$(PY) bench/bench_render.py
+	$(PY) bench/bench_node.py --threads 2
 
 # Reproduce models/roca_demo.safetensors from scratch (~55 min on 2 CPU cores: 3 min data,
 # 48 min training, 2 min evaluation); see models/README.md.
