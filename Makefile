@@ -16,7 +16,7 @@ test: setup
 demo: setup
 	$(VENV)/bin/roca-demo --out demo_out
 
-# All benchmarks, each printing its measured table (about 10 min on 2 CPU cores).
+# All benchmarks, each printing its measured table (2.5 min on 2 CPU cores).
 bench: setup
 	$(PY) bench/bench_model.py --threads 2
 	$(PY) bench/bench_train_step.py --threads 2
