@@ -77,6 +77,7 @@ def main() -> int:
     from roca_msgs.msg import ObjectAlignmentArray
     from roca_ros.demo_player import camera_info_msg
     from roca_ros.image_conversion import rgb_to_image_msg
+    from roca_ros.time_sync import stamp_to_ns
 
     node_cmd = [str(Path(sys.executable).parent / "roca_node"), "--ros-args", "-p", f"checkpoint:={checkpoint}",
                 "-p", "device:=cpu", "-p", "stats_period:=0.0", "-p", "publish_debug_image:=false"]
@@ -91,13 +92,13 @@ def main() -> int:
     received: dict[int, float] = {}
 
     def on_objects(msg: ObjectAlignmentArray) -> None:
-        received[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = time.perf_counter()
+        received[stamp_to_ns(msg.header.stamp)] = time.perf_counter()
 
     node.create_subscription(ObjectAlignmentArray, "/roca/objects", on_objects, QoSProfile(depth=50))
 
     def send(i: int, timeout: float = 30.0) -> "float | None":
         header = Header(frame_id="camera", stamp=node.get_clock().now().to_msg())
-        key = header.stamp.sec * 10**9 + header.stamp.nanosec
+        key = stamp_to_ns(header.stamp)
         info_pub.publish(camera_info_msg(K, seq["width"], seq["height"], header))
         sent = time.perf_counter()
         img_pub.publish(rgb_to_image_msg(frames[i % len(frames)], header))

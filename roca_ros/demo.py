@@ -42,10 +42,6 @@ class Recording:
     database: Any = None
 
 
-def stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
-
-
 def message_objects(msg: Any) -> list[SimpleNamespace]:
     """ObjectAlignmentArray -> detection-like records for roca_core.visualize and the metric."""
     from roca_core.geometry.rotations import quat_to_matrix_np
@@ -183,18 +179,19 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
 
     from roca_msgs.msg import CadDatabaseInfo, ObjectAlignmentArray
     from roca_ros.image_conversion import image_to_rgb
+    from roca_ros.time_sync import stamp_to_ns
 
     rclpy.init()
     rec_node = Node("roca_demo_recorder")
     rec = Recording()
 
     def on_objects(msg: ObjectAlignmentArray) -> None:
-        key = stamp_ns(msg.header)
+        key = stamp_to_ns(msg.header.stamp)
         rec.objects[key] = msg
         rec.received_wall[key] = time.time()
 
     def on_debug(msg: Image) -> None:
-        rec.debug_images[stamp_ns(msg.header)] = image_to_rgb(msg)
+        rec.debug_images[stamp_to_ns(msg.header.stamp)] = image_to_rgb(msg)
 
     def on_db(msg: CadDatabaseInfo) -> None:
         rec.database = msg

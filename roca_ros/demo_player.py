@@ -53,6 +53,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     from roca_core.data.sequence import load_sequence
     from roca_ros.image_conversion import rgb_to_image_msg
+    from roca_ros.time_sync import stamp_to_ns
 
     seq = load_sequence(args.sequence)
     frames = []
@@ -88,7 +89,7 @@ def main(argv: "list[str] | None" = None) -> int:
             header = Header(frame_id=args.frame_id, stamp=node.get_clock().now().to_msg())
             info_pub.publish(camera_info_msg(seq["K"], seq["width"], seq["height"], header))
             image_pub.publish(rgb_to_image_msg(rgb, header))
-            log.append({"frame": i, "stamp_ns": header.stamp.sec * 10**9 + header.stamp.nanosec,
+            log.append({"frame": i, "stamp_ns": stamp_to_ns(header.stamp),
                         "published_wall": time.time()})
             rclpy.spin_once(node, timeout_sec=0.0)
         time.sleep(0.5)  # let the last messages leave before the publishers go away

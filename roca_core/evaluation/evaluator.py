@@ -260,17 +260,17 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
     """
     class_names = tuple(kwargs.pop("class_names", None) or getattr(dataset, "class_names", None)
                         or CLASS_NAMES)
-    db = getattr(predictor, "cad_database", None) or getattr(predictor, "db", None)
+    db = getattr(predictor, "cad_database", None)
+    model = getattr(predictor, "model", None)
+    depth_source: dict[str, Any] = {}
+    swap = gt_depth_hook(model, depth_source) if gt_depth else None  # raises before any hook is set
     captured: dict[str, Any] = {}
     hook = None
-    model = getattr(predictor, "model", None)
     if not hasattr(predictor, "last_depth") and isinstance(model, torch.nn.Module):
         def grab_depth(_m: Any, _inp: Any, out: Any) -> None:
             if isinstance(out, (list, tuple)) and out and isinstance(out[0], Mapping):
                 captured["depth"] = out[0].get("depth")
         hook = model.register_forward_hook(grab_depth)
-    depth_source: dict[str, Any] = {}
-    swap = gt_depth_hook(model, depth_source) if gt_depth else None
 
     def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
         rgb = _image_uint8(image)

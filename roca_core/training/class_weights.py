@@ -8,8 +8,6 @@ negative weight), so counts are clamped to at least 2 first: every class seen at
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -46,38 +44,11 @@ def count_classes(labels_per_image: Iterable[Sequence[int]], num_classes: int = 
     return counts
 
 
-def annotation_file_class_counts(dataset, num_classes: int) -> np.ndarray | None:
-    """Counts straight from a COCO-style annotation file, without decoding any image.
-
-    Used for :class:`roca_core.data.loader.RocaDataset` (``annotation_file``, ``images``,
-    ``class_names``); applies the loader's filters: only annotations with a pose (``q``), of
-    a known class, on an image of the split. None when the dataset is not of that kind.
-    """
-    path = getattr(dataset, "annotation_file", None)
-    images = getattr(dataset, "images", None)
-    class_names = getattr(dataset, "class_names", None)
-    if path is None or images is None or class_names is None or not Path(path).is_file():
-        return None
-    data = json.loads(Path(path).read_text())
-    cat_names = {c["id"]: c["name"] for c in data.get("categories", [])}
-    image_ids = {im["id"] for im in images}
-    counts = np.zeros(num_classes, dtype=np.int64)
-    for ann in data.get("annotations", []):
-        if "q" not in ann or ann.get("image_id") not in image_ids:
-            continue
-        name = cat_names.get(ann["category_id"])
-        if name is None and 0 <= ann["category_id"] < len(CLASS_NAMES):
-            name = CLASS_NAMES[ann["category_id"]]
-        if name in class_names and list(class_names).index(name) < num_classes:
-            counts[list(class_names).index(name)] += 1
-    return counts
-
-
 def dataset_class_counts(dataset, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
     """Instance counts of a dataset's split.
 
-    Cheapest source first: ``dataset.class_counts()``, then its COCO annotation file, else
-    one pass over the samples' ``labels``.
+    ``dataset.class_counts()`` when it has one (RocaDataset counts from its annotations,
+    without reading images), else one pass over the samples' ``labels``.
     """
     fast = getattr(dataset, "class_counts", None)
     if callable(fast):
@@ -85,9 +56,6 @@ def dataset_class_counts(dataset, num_classes: int = len(CLASS_NAMES)) -> np.nda
         if counts.shape != (num_classes,):
             raise ValueError(f"dataset.class_counts() returned shape {counts.shape}, "
                              f"expected ({num_classes},)")
-        return counts
-    counts = annotation_file_class_counts(dataset, num_classes)
-    if counts is not None:
         return counts
     labels = (dataset[i][1]["labels"] for i in tqdm(range(len(dataset)), desc="class counts",
                                                       leave=False))
