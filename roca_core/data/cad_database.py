@@ -2,8 +2,9 @@
 
 One database holds, per model: id, class, symmetry, canonical mesh path, 32^3 surface
 occupancy (grid convention in :mod:`roca_core.data.voxelize_mesh`) and, once a checkpoint's
-CAD encoder has embedded the grids, its embedding. Embeddings are searched with one faiss
-``IndexFlatL2`` per class (built on load), so lookup stays within the predicted class.
+CAD encoder has embedded the grids, its embedding. Embeddings are searched with one exact L2
+index per class (faiss' ``IndexFlatL2``, or numpy where faiss is not installed; built on load),
+so lookup stays within the predicted class.
 Adding meshes only needs a rebuild (voxelise + embed with the same encoder), no retraining.
 
 On-disk format (a directory, ``FORMAT_VERSION`` "1")::
@@ -99,7 +100,7 @@ class CadDatabase:
     # ------------------------------------------------------------------ retrieval
     def set_embeddings(self, embeddings: np.ndarray, source: str) -> None:
         """Attach (M, D) embeddings made by the checkpoint ``source`` and build per-class indices."""
-        import faiss  # lazy: only retrieval needs it
+        from roca_core.data.flat_l2_index import flat_l2_index  # faiss, or numpy without it
 
         emb = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
         if emb.ndim != 2 or emb.shape[0] != len(self):
@@ -111,7 +112,7 @@ class CadDatabase:
         self._indices = {}
         for cls in set(self.model_classes):
             rows = self.indices_of_class(cls)
-            index = faiss.IndexFlatL2(emb.shape[1])
+            index = flat_l2_index(emb.shape[1])
             index.add(emb[rows])
             self._indices[cls] = (index, rows)
 
