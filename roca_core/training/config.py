@@ -63,6 +63,9 @@ class TrainConfig:
     num_threads: int = 0
     # "auto" (GPU when there is one), "cpu", "cuda" or "cuda:N".
     device: str = "auto"
+    # Mixed precision of the forward pass and losses: "none" (float32) or "bf16" (bfloat16
+    # autocast; needs no loss scaling). Weights, gradients and optimiser state stay float32.
+    amp: str = "none"
     # Iterations between checkpoints / validation runs; 0 disables (a final checkpoint is
     # always written).
     checkpoint_period: int = 5000
@@ -104,6 +107,8 @@ class TrainConfig:
             raise ConfigError("train.checkpoint_period and train.eval_period must be >= 0")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if self.amp not in ("none", "bf16"):
+            raise ConfigError(f"train.amp must be none or bf16, got {self.amp!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

@@ -455,7 +455,9 @@ class Trainer:
                     images = move_to_device(list(images), self.device)
                     targets = move_to_device(list(targets), self.device)
                     t1 = time.perf_counter()
-                    loss_dict = self.model(images, targets)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                        enabled=t.amp == "bf16"):
+                        loss_dict = self.model(images, targets)
                     if not isinstance(loss_dict, dict) or not loss_dict:
                         raise TypeError("the model must return a non-empty dict of losses in train mode")
                     total = sum(loss_dict.values())
