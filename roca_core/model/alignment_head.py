@@ -42,8 +42,17 @@ class AlignmentHead(nn.Module):
         self.min_pixels = cfg.min_procrustes_pixels
         self.pixel_mlp = nn.Sequential(nn.Linear(feat_channels, p), nn.ReLU(inplace=True),
                                        nn.Linear(p, p), nn.ReLU(inplace=True))
+        # The max-pooled pixel features of different ROIs differ little in scale and a lot in
+        # pattern; normalising them (LayerNorm) keeps the shape code's ReLUs alive and its
+        # variation across ROIs comparable with the point term in the NOC head.
+        self.pool_norm = nn.LayerNorm(p)
         self.shape_mlp = nn.Sequential(nn.Linear(p, e), nn.ReLU(inplace=True), nn.Linear(e, e),
                                        nn.ReLU(inplace=True), nn.Dropout(cfg.shape_dropout))
+        for mlp in (self.pixel_mlp, self.shape_mlp):
+            for layer in mlp:
+                if isinstance(layer, nn.Linear):  # He init, zero bias: no units dead at start
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
         th = cfg.trans_offset_hidden
         self.scale_mlp = nn.Sequential(nn.Linear(e, th), nn.ReLU(inplace=True), nn.Linear(th, 3 * c))
         nn.init.constant_(self.scale_mlp[-1].bias, 1.0)  # CADs span about one unit per axis
@@ -53,7 +62,10 @@ class AlignmentHead(nn.Module):
         # Per-pixel MLPs over [pixel inputs, per-ROI inputs]: the first layer is split so the
         # per-ROI part is computed once per ROI and broadcast over its S*S pixels.
         nh = cfg.noc_hidden
-        self.noc_pix = nn.Linear(3, nh)
+        # Per-pixel NOC input: the centred point, plus (noc_pixel_features) the pixel's own
+        # feature vector, so orientation cues need not squeeze through the pooled shape code.
+        self.noc_pixel_features = cfg.noc_pixel_features
+        self.noc_pix = nn.Linear(3 + (p if cfg.noc_pixel_features else 0), nh)
         self.noc_roi = nn.Linear(3 + e, nh)
         self.noc_out = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(nh, nh), nn.ReLU(inplace=True),
                                      nn.Linear(nh, 3 * c))
@@ -67,12 +79,19 @@ class AlignmentHead(nn.Module):
                 classes: torch.Tensor) -> AlignmentOutput:
         """feat_rois (R, F, S, S) depth features; depth_rois (R, S, S) metres; mask (R, S, S)
         probabilities in [0, 1]; align_mask (R, S, S) bool; boxes (R, 4) network pixels;
-        K (R, 3, 3) network intrinsics; classes (R,) 0-based."""
+        K (R, 3, 3) network intrinsics; classes (R,) 0-based.
+
+        Gradient paths follow the reference implementation: the NOC and weight heads see
+        detached points, scale and NOCs (they must not move depth or scale to make their own
+        task easier), the translation offset sees a detached box extent, and the refined
+        translation builds on a detached t_init (each translation loss trains its own stage).
+        """
         r, s = feat_rois.shape[0], feat_rois.shape[-1]
         c = self.num_classes
+        ar = torch.arange(r, device=feat_rois.device)
         pix = self.pixel_mlp(feat_rois.permute(0, 2, 3, 1)) * mask[..., None]  # (R, S, S, P)
-        e = self.shape_mlp(pix.flatten(1, 2).amax(dim=1))
-        scale = select_class(self.scale_mlp(e).view(r, c, 3), classes)
+        e = self.shape_mlp(self.pool_norm(pix.flatten(1, 2).amax(dim=1)))  # (R, E)
+        scale = select_class(self.scale_mlp(e).view(r, c, 3), classes)  # (R, 3)
 
         u, v = roi_pixel_grid(boxes, s)
         points = backproject_rois(u, v, depth_rois, K)  # (R, S, S, 3)
@@ -84,24 +103,32 @@ class AlignmentHead(nn.Module):
         pmin = torch.where(vm, points, torch.full_like(points, big)).flatten(1, 2).amin(dim=1)
         pmax = torch.where(has[:, None], pmax, torch.zeros_like(pmax))
         pmin = torch.where(has[:, None], pmin, torch.zeros_like(pmin))
-        offset = select_class(self.offset_mlp(torch.cat([e, pmax - pmin], dim=1)).view(r, c, 3), classes)
-        t_init = 0.5 * (pmax + pmin) + offset
+        extent = (pmax - pmin).detach()
+        offset = select_class(self.offset_mlp(torch.cat([e, extent], dim=1)).view(r, c, 3), classes)
+        t_init = 0.5 * (pmax + pmin) + offset  # (R, 3)
 
-        p_rel = points - t_init[:, None, None]  # p~ = p - t_init
-        h = self.noc_pix(p_rel) + self.noc_roi(torch.cat([scale, e], dim=1))[:, None, None]
+        # NOC head input: points centred on their masked centroid (translation-invariant, so
+        # errors of t_init cannot blur the canonical frame), detached.
+        pts = points.detach()
+        n_valid = vm.sum(dim=(1, 2)).clamp_min(1)  # (R, 1)
+        centroid = (pts * vm).sum(dim=(1, 2)) / n_valid  # (R, 3)
+        p_c = pts - centroid[:, None, None]  # (R, S, S, 3)
+        noc_in = torch.cat([p_c, pix], dim=-1) if self.noc_pixel_features else p_c
+        h = self.noc_pix(noc_in) + self.noc_roi(torch.cat([scale.detach(), e], dim=1))[:, None, None]
         noc_all = self.noc_out(h).view(r, s, s, c, 3)
-        noc = noc_all[torch.arange(r, device=e.device), :, :, classes]  # (R, S, S, 3)
-        hw = self.w_pix(torch.cat([mask[..., None], noc, p_rel], dim=-1)) + \
-            self.w_roi(torch.cat([e, scale], dim=1))[:, None, None]
+        noc = noc_all[ar, :, :, classes]  # (R, S, S, 3)
+        hw = self.w_pix(torch.cat([mask[..., None], noc.detach(), p_c], dim=-1)) + \
+            self.w_roi(torch.cat([e, scale.detach()], dim=1))[:, None, None]
         w_all = self.w_out(hw)  # (R, S, S, C)
-        weights = torch.sigmoid(w_all[torch.arange(r, device=e.device), :, :, classes])
+        weights = torch.sigmoid(w_all[ar, :, :, classes])
 
+        t0 = t_init.detach()
         src = (noc * scale[:, None, None]).reshape(r, s * s, 3)  # q~ = q * s
-        dst = p_rel.reshape(r, s * s, 3)
+        dst = (points - t0[:, None, None]).reshape(r, s * s, 3)  # p~ = p - t_init
         w = (weights * mask * valid).reshape(r, s * s)
         rot, t_delta = weighted_procrustes(src, dst, w)
         solved = valid.flatten(1).sum(dim=1) >= self.min_pixels
         eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand_as(rot)
         rot = torch.where(solved[:, None, None], rot, eye)
-        trans = t_init + torch.where(solved[:, None], t_delta, torch.zeros_like(t_delta))
+        trans = torch.where(solved[:, None], t0 + t_delta, t_init)
         return AlignmentOutput(e, scale, t_init, pmax, pmin, points, valid, noc, weights, rot, trans, solved)

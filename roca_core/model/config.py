@@ -61,6 +61,10 @@ class ModelConfig:
     box_positive_fraction: float = 0.25
     box_head_dim: int = 1024
     mask_head_channels: tuple[int, ...] = (256, 256, 256, 256)
+    # ROIAlign's FPN level mapping: a box of sqrt(area) = canonical scale goes to P4
+    # (torchvision: 224, tuned for ~800 px images). Scale it with the input size so larger
+    # boxes pool from coarser levels.
+    roi_canonical_scale: int = 224
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     detections_per_image: int = 100
@@ -82,6 +86,9 @@ class ModelConfig:
     trans_offset_hidden: int = 256
     noc_hidden: int = 256
     weight_hidden: int = 256
+    # Give the NOC head each pixel's own features besides the centred point and the shape
+    # code (the paper's head sees only the point and the code).
+    noc_pixel_features: bool = False
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7

@@ -12,13 +12,16 @@ GRID = 32
 
 
 class VoxelEncoder(nn.Module):
-    """(M, 32, 32, 32) -> (M, D): three stride-2 3D convs (32 -> 16 -> 8 -> 4) and a linear."""
+    """(M, 32, 32, 32) -> (M, D): three stride-2 3D convs (32 -> 16 -> 8 -> 4) and a linear.
+
+    Every conv is normalised: without a norm after the first one, its few ReLUs died within
+    ~100 steps on sparse occupancy grids and all CADs embedded to the same point."""
 
     def __init__(self, channels: tuple[int, ...], dim: int) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.convs = nn.Sequential(
-            nn.Conv3d(1, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv3d(1, c1, 4, stride=2, padding=1), nn.GroupNorm(min(8, c1), c1), nn.ReLU(inplace=True),
             nn.Conv3d(c1, c2, 4, stride=2, padding=1), nn.GroupNorm(min(8, c2), c2), nn.ReLU(inplace=True),
             nn.Conv3d(c2, c3, 4, stride=2, padding=1), nn.GroupNorm(min(8, c3), c3), nn.ReLU(inplace=True))
         self.fc = nn.Linear(c3 * 4 ** 3, dim)
@@ -62,9 +65,13 @@ class RetrievalHead(nn.Module):
 
     def embed_noc(self, noc: torch.Tensor, weights: torch.Tensor,
                   shape_code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> query embeddings z (R, D) and the NOC grids (R, 32, 32, 32)."""
-        grid = self.voxelize(noc, weights).to(shape_code.dtype)
-        return self.noc_encoder(grid) + self.shape_mlp(shape_code), grid
+        """-> query embeddings z (R, D) and the NOC grids (R, 32, 32, 32).
+
+        NOCs and shape code enter detached: retrieval learns to read them but does not push
+        the alignment head or the trunk (its random early objective would, with the largest
+        gradient of all heads)."""
+        grid = self.voxelize(noc.detach(), weights.detach()).to(shape_code.dtype)
+        return self.noc_encoder(grid) + self.shape_mlp(shape_code.detach()), grid
 
     def embed_cad(self, voxels: torch.Tensor) -> torch.Tensor:
         return self.cad_encoder(voxels)

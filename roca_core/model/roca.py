@@ -72,11 +72,12 @@ class RocaModel(nn.Module):
             dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test),
             dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test), 0.7)
         mask_ch = list(cfg.mask_head_channels)
+        levels = dict(canonical_scale=cfg.roi_canonical_scale, canonical_level=4)
         self.roi_heads = RocaRoIHeads(
-            MultiScaleRoIAlign(_FPN_LEVELS, 7, cfg.roi_sampling_ratio), TwoMLPHead(ch * 49, cfg.box_head_dim),
+            MultiScaleRoIAlign(_FPN_LEVELS, 7, cfg.roi_sampling_ratio, **levels), TwoMLPHead(ch * 49, cfg.box_head_dim),
             FastRCNNPredictor(cfg.box_head_dim, c + 1), 0.5, 0.5, cfg.box_batch_size_per_image,
             cfg.box_positive_fraction, None, cfg.box_score_thresh, cfg.box_nms_thresh,
-            cfg.detections_per_image, MultiScaleRoIAlign(_FPN_LEVELS, 14, cfg.roi_sampling_ratio),
+            cfg.detections_per_image, MultiScaleRoIAlign(_FPN_LEVELS, 14, cfg.roi_sampling_ratio, **levels),
             MaskRCNNHeads(ch, mask_ch, 1), MaskRCNNPredictor(mask_ch[-1], mask_ch[-1], c + 1))
         self.depth_head = DepthHead(ch, cfg.depth_level_channels, cfg.depth_init, cfg.norm,
                                     ray_input=cfg.depth_ray_input)
@@ -147,15 +148,25 @@ class RocaModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: list[torch.Tensor], targets: "list[dict] | None" = None,
-                intrinsics: "list[torch.Tensor] | None" = None, min_score: "float | None" = None):
+                intrinsics: "list[torch.Tensor] | None" = None, min_score: "float | None" = None,
+                *, gt_boxes: "list[torch.Tensor] | None" = None,
+                gt_labels: "list[torch.Tensor] | None" = None):
         """Train: ``(images, targets) -> dict`` of weighted losses. Eval: ``(images,
         intrinsics=[K]) -> list[dict]`` per image with boxes (given image's pixels), labels
         (1-based), scores, masks (N, H, W) probabilities, rotations, translations, scales,
         valid, noc_embeddings (N, D), depth (H, W). ``min_score`` drops weaker detections
-        before the 3D heads run (the Predictor passes its score threshold)."""
+        before the 3D heads run (the Predictor passes its score threshold).
+
+        Eval diagnosis: ``gt_boxes`` ((N_i, 4) xyxy in each given image's pixels) and
+        ``gt_labels`` ((N_i,) 1-based) replace the detector's output: one detection per box,
+        in the given order, score 1, mask probabilities from the mask head on that box. The
+        3D heads then run on the true boxes and classes, so their errors show without
+        detection errors."""
         if self.training:
             if targets is None:
                 raise ValueError("RocaModel in train mode needs targets")
+            if gt_boxes is not None or gt_labels is not None:
+                raise ValueError("gt_boxes / gt_labels are an eval-mode option")
             return self._forward_train(images, targets)
         if intrinsics is None:
             if targets is not None and all("K" in t for t in targets):
@@ -164,7 +175,12 @@ class RocaModel(nn.Module):
                 raise ValueError("RocaModel in eval mode needs intrinsics=[K (3, 3) per image]")
         if len(intrinsics) != len(images):
             raise ValueError(f"{len(images)} images but {len(intrinsics)} intrinsics")
-        return self._forward_eval(images, intrinsics, min_score)
+        if (gt_boxes is None) != (gt_labels is None):
+            raise ValueError("gt_boxes and gt_labels go together")
+        if gt_boxes is not None and not (len(gt_boxes) == len(gt_labels) == len(images)):
+            raise ValueError(f"{len(images)} images but {len(gt_boxes)} gt_boxes and "
+                             f"{len(gt_labels)} gt_labels")
+        return self._forward_eval(images, intrinsics, min_score, gt_boxes, gt_labels)
 
     def _features(self, imgs: list[torch.Tensor], targets: "list[dict] | None"):
         image_list, _ = self.transform(imgs)
@@ -261,15 +277,46 @@ class RocaModel(nn.Module):
                           class_weight=cw)
 
     @torch.no_grad()
-    def _forward_eval(self, images, intrinsics, min_score=None) -> list[dict[str, torch.Tensor]]:
+    def _detections_from_boxes(self, feats, image_sizes, orig_hw, gt_boxes, gt_labels
+                               ) -> list[dict[str, torch.Tensor]]:
+        """Ground-truth boxes (given image's pixels) and labels -> the detector's per-image
+        output format at the network input: score 1, mask head probabilities on each box."""
+        h, w = self.cfg.image_size
+        heads = self.roi_heads
+        boxes, labels = [], []
+        for i, ((oh, ow), b, lab) in enumerate(zip(orig_hw, gt_boxes, gt_labels)):
+            b = torch.as_tensor(b, dtype=torch.float32, device=self.class_weights.device).reshape(-1, 4)
+            lab = torch.as_tensor(lab, dtype=torch.int64, device=b.device).reshape(-1)
+            if lab.shape[0] != b.shape[0]:
+                raise ValueError(f"image {i}: {b.shape[0]} gt_boxes but {lab.shape[0]} gt_labels")
+            if lab.numel() and (lab.min() < 1 or lab.max() > self.cfg.num_classes):
+                raise ValueError(f"image {i}: gt_labels must be 1-based class ids in "
+                                 f"1..{self.cfg.num_classes}, got {lab.tolist()}")
+            scale = b.new_tensor([w / ow, h / oh, w / ow, h / oh])
+            boxes.append((b * scale).clamp_min(0).minimum(b.new_tensor([w, h, w, h])))
+            labels.append(lab)
+        logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(feats, boxes, image_sizes)))
+        lab = torch.cat(labels)
+        probs = logits[torch.arange(lab.shape[0], device=logits.device), lab].sigmoid()  # (N, M, M)
+        per_image = probs.split([b.shape[0] for b in boxes])
+        return [{"boxes": b, "scores": torch.ones_like(lab_i, dtype=b.dtype), "labels": lab_i,
+                 "mask_probs": p} for b, lab_i, p in zip(boxes, labels, per_image)]
+
+    @torch.no_grad()
+    def _forward_eval(self, images, intrinsics, min_score=None, gt_boxes=None,
+                      gt_labels=None) -> list[dict[str, torch.Tensor]]:
         cfg = self.cfg
         orig = [tuple(img.shape[-2:]) for img in images]
         imgs, Ks, _ = self._resize_inputs(images, intrinsics, None)
         with self._stage("backbone_rpn"):
             image_list, feats, proposals, _ = self._features(imgs, None)
         with self._stage("roi_heads"):
-            dets = self.roi_heads.forward_eval(feats, proposals, image_list.image_sizes)
-            if min_score is not None:
+            if gt_boxes is not None:
+                dets = self._detections_from_boxes(feats, image_list.image_sizes, orig, gt_boxes,
+                                                   gt_labels)
+            else:
+                dets = self.roi_heads.forward_eval(feats, proposals, image_list.image_sizes)
+            if min_score is not None and gt_boxes is None:
                 dets = [{k: v[d["scores"] >= min_score] for k, v in d.items()} for d in dets]
         with self._stage("depth"):
             depth, feat_d = self._depth(feats, Ks)

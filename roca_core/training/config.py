@@ -53,8 +53,17 @@ class TrainConfig:
     # The learning rate is multiplied by gamma at each of these iterations.
     lr_steps: tuple[int, ...] = (60000,)
     gamma: float = 0.1
-    # Max global gradient L2 norm; <= 0 disables clipping.
+    # Max gradient L2 norm; <= 0 disables clipping.
     clip_grad_norm: float = 10.0
+    # Clip each top-level module (backbone, rpn, roi_heads, depth_head, alignment_head,
+    # retrieval_head) to clip_grad_norm on its own instead of all parameters together: at
+    # initialisation the retrieval encoders' gradient is ~10x the rest, and one global clip
+    # then shrinks every other head's step to a few percent.
+    clip_per_head: bool = False
+    # An inference checkpoint (.safetensors) whose weights start this run, e.g. the second
+    # stage of a curriculum. Tensors with a matching name and shape are copied, the others
+    # keep their initialisation (the log lists them). Ignored when --resume finds a checkpoint.
+    init_weights: str = ""
     # Per-class loss weights 1/log(frequency) from the training split (paper); retrieval
     # losses are never weighted (the model decides which losses use them).
     class_weighting: bool = True

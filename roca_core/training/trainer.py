@@ -31,7 +31,8 @@ from roca_core.atomic_io import atomic_write_text, atomic_write_with
 from roca_core.training.class_weights import (apply_class_weights, class_weights_from_counts,
                                               dataset_class_counts, format_class_weights)
 from roca_core.training.config import ExperimentConfig, TrainConfig
-from roca_core.training.logging import CsvLossLogger, plot_loss_curves
+from roca_core.training.grad_clip import clip_gradients, head_parameters
+from roca_core.training.logging import EVAL_CSV, CsvLossLogger, CsvMetricsLogger, plot_loss_curves
 from roca_core.training.schedule import build_lr_scheduler
 from roca_core.training.seeded_samples import SeededSamples
 from roca_core.training.train_state import (TrainStateError, capture_rng_state, find_last_checkpoint,
@@ -332,8 +333,12 @@ class Trainer:
         kwargs: dict[str, Any] = {}
         params = inspect.signature(evaluate_model).parameters
         accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        from roca_core.evaluation.alignment_metric import AlignmentThresholds
+        # Detections down to 0.05 as roca-eval (box AP needs them); the alignment metric
+        # keeps those above train.eval_score_threshold.
         wanted = {"max_images": self.tcfg.eval_max_images or None, "device": self.device,
-                  "progress": False, "score_threshold": self.tcfg.eval_score_threshold,
+                  "progress": False, "score_threshold": min(0.05, self.tcfg.eval_score_threshold),
+                  "thresholds": AlignmentThresholds(score=self.tcfg.eval_score_threshold),
                   "cad_database": self._eval_cad_database()}
         kwargs = {k: v for k, v in wanted.items() if k in params or accepts_any}
         model.eval()
@@ -350,11 +355,25 @@ class Trainer:
         eval_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(result, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
         atomic_write_text(eval_dir / f"iter_{iteration:07d}.json", text)
-        summary = {k: v for k, v in result.items() if isinstance(v, dict) and "class_mean" in v}
-        line = ", ".join(f"{k}: class {v['class_mean']:.1f} / inst {v.get('instance_mean', math.nan):.1f}"
-                         for k, v in summary.items())
-        self.log(f"validation at iteration {iteration}: {line or text[:200]}")
+        self._log_eval_metrics(iteration, result)
         return result
+
+    def _log_eval_metrics(self, iteration: int, result: dict) -> None:
+        """One row of held-out metrics in eval_metrics.csv, the loss plot redrawn with them,
+        and a log line."""
+        from roca_core.evaluation.report import summary_metrics
+        metrics = summary_metrics(result)
+        if getattr(self, "eval_csv", None) is not None:
+            self.eval_csv.log(iteration, metrics)
+            plot_loss_curves(self.out_dir / LOSS_CSV, self.out_dir / LOSS_PNG)
+        fmt = lambda v, scale=1.0, d=1: "—" if v is None else f"{v * scale:.{d}f}"  # noqa: E731
+        self.log(f"validation at iteration {iteration}: alignment {fmt(metrics['alignment_class_mean'])} % "
+                 f"(class mean), retrieval-aware {fmt(metrics['retrieval_aware_class_mean'])} %, "
+                 f"box AP50 {fmt(metrics['box_ap50'])} %, retrieval top-1 "
+                 f"{fmt(metrics['retrieval_top1_pred_noc'])} % (GT NOCs {fmt(metrics['retrieval_top1_gt_noc'])} %, "
+                 f"chance {fmt(metrics['retrieval_top1_chance'])} %), median errors "
+                 f"{fmt(metrics['median_rotation_deg'])} deg / {fmt(metrics['median_translation_m'], 100)} cm / "
+                 f"{fmt(metrics['median_scale_error'], 100)} % scale")
 
     # ------------------------------------------------------------------ the loop
     def setup(self) -> None:
@@ -393,6 +412,12 @@ class Trainer:
         model = self._build_model()
         self.class_counts: list[int] | None = None
         self.class_weights = self._setup_class_weights(model, self.train_dataset)
+        if self.tcfg.init_weights and not (self.resume and find_last_checkpoint(self.ckpt_root)):
+            from roca_core.training.warm_start import load_matching_weights
+            missing, unused = load_matching_weights(model, self.tcfg.init_weights)
+            self.log(f"initial weights from {self.tcfg.init_weights}; left at initialisation: "
+                     f"{len(missing)} tensor(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}; "
+                     f"unused: {len(unused)}")
         model.to(self.device)
 
         params = [p for p in model.parameters() if p.requires_grad]
@@ -419,6 +444,9 @@ class Trainer:
         self.csv = CsvLossLogger(self.out_dir / LOSS_CSV,
                                  resume_from=self.start_iter if self.resume else None) \
             if self.info.is_main else None
+        self.eval_csv = CsvMetricsLogger(self.out_dir / EVAL_CSV,
+                                         resume_from=self.start_iter if self.resume else None) \
+            if self.info.is_main else None
 
     def train(self) -> TrainResult:
         """Run (or continue) training up to ``train.max_iter`` iterations."""
@@ -427,7 +455,8 @@ class Trainer:
         self.log(f"training on {self.device} x {self.info.world_size} process(es), "
                  f"{len(self.train_dataset)} training images, batch {t.ims_per_batch}/process, "
                  f"iterations {self.start_iter} -> {t.max_iter}, out dir {self.out_dir}")
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        heads = head_parameters(self.model)
+        self.head_grad_norms: dict[str, float] = {}
         step_times: list[float] = []
         data_times: list[float] = []
         running: dict[str, deque] = {}
@@ -467,9 +496,8 @@ class Trainer:
                             f"{ {k: float(v) for k, v in loss_dict.items()} } (lower train.base_lr?)")
                     self.optimizer.zero_grad(set_to_none=True)
                     total.backward()
-                    grad_norm = math.nan
-                    if t.clip_grad_norm > 0:
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm))
+                    grad_norm, self.head_grad_norms = clip_gradients(heads, t.clip_grad_norm,
+                                                                     t.clip_per_head)
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.optimizer.step()
                     self.scheduler.step()
@@ -485,7 +513,8 @@ class Trainer:
                     stop_now = values.pop(_STOP_KEY) > 0
                     last_losses = values
                     if self.info.is_main:
-                        self.csv.log(iteration, lr, t2 - t0, values, grad_norm)
+                        self.csv.log(iteration, lr, t2 - t0, values, grad_norm,
+                                     head_grad_norms=self.head_grad_norms)
                         for k, v in values.items():
                             running.setdefault(k, deque(maxlen=20)).append(v)
                         shown = {"loss": f"{sum(np.mean(d) for d in running.values()):.3g}",
