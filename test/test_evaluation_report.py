@@ -372,11 +372,23 @@ def test_evaluate_model_with_retrieval_from_a_cad_database():
     assert report["retrieval_aware"]["instance_mean"] == 100.0
     assert report["detection"]["mask_ap50"] == pytest.approx(100.0)
     assert report["depth"]["mae_m"] == pytest.approx(0.1, abs=1e-6)
+    # Same-CAD retrieval per GT object: exact embeddings rank the right CAD first among the
+    # two of its class (chance 50 %); the stand-in has no alignment head: no GT-NOC queries.
+    ret = report["retrieval"]
+    assert ret["num_gt"] == 3 and ret["pred_noc"]["num"] == 3 and ret["gt_noc"]["num"] == 0
+    assert ret["pred_noc"]["top1"] == 100.0 and ret["pred_noc"]["chance_top1"] == 50.0
+    # Embeddings that point at the other CAD of the class: top-1 fails, top-5 still hits.
+    model.calls = 0
+    model.cad_ids = ["chair_b", "chair_a", "table_b", "table_a"]
+    ret = evaluate_model(model, ds, db, progress=False)["retrieval"]["pred_noc"]
+    assert ret["top1"] == 0.0 and ret["top5"] == 100.0
+    model.cad_ids = cad_ids
     # Without a database, nothing is retrieved: retrieval-aware accuracy is 0.
     model.calls = 0
     report = evaluate_model(model, ds, None, progress=False)
     assert report["alignment"]["instance_mean"] == 100.0
     assert report["retrieval_aware"]["instance_mean"] == 0.0
+    assert "retrieval" not in report
 
 
 def test_frame_pose_is_read_from_the_coco_image_entry():

@@ -1,11 +1,15 @@
-"""roca-eval: Scan2CAD alignment accuracy, AP50 and depth error of a checkpoint on a dataset.
+"""roca-eval: Scan2CAD alignment accuracy, AP50, retrieval and depth error of a checkpoint on a dataset.
 
     roca-eval --checkpoint models/roca_demo.safetensors --data DIR --split val \
         --out eval.json --md eval.md
+
+Diagnosis: ``--gt-depth`` and ``--gt-boxes`` (combinable) feed ground-truth depth resp. boxes
+and classes to the 3D heads, so the report shows what depth and detection errors cost.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="model checkpoint (default: the shipped demo model)")
     p.add_argument("--data", required=True, help="dataset root (RocaDataset layout)")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default=None,
+                   help="annotation split to evaluate (default: val; a data set without one "
+                        "falls back to its only split, with a warning that it is not held out)")
     p.add_argument("--cad-db", default=None,
                    help="CAD database folder (default: DATA/cad_db, the CADs the data set was "
                         "built from, when present; else the embedded CAD library)")
@@ -50,8 +56,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-depth", action="store_true",
                    help="diagnosis: use the dataset's depth instead of the predicted one (an "
                         "upper bound showing how much depth errors cost)")
+    p.add_argument("--gt-boxes", action="store_true",
+                   help="diagnosis: run the depth, alignment and retrieval heads on the "
+                        "ground-truth boxes and classes (alignment without detection errors; "
+                        "no box AP)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def available_splits(root: Path) -> list[str]:
+    """Splits with an annotation file in ``root`` (synthetic or reference layout)."""
+    names = set()
+    for pattern, regex in (("annotations_*.json", r"annotations_(.+)\.json"),
+                           ("scan2cad_instances_*.json", r"scan2cad_instances_(.+)\.json"),
+                           ("Dataset/scan2cad_instances_*.json", r"scan2cad_instances_(.+)\.json")):
+        for path in root.glob(pattern):
+            m = re.fullmatch(regex, path.name)
+            if m:
+                names.add(m.group(1))
+    return sorted(names)
+
+
+def choose_split(root: Path, requested: "str | None") -> tuple[str, "str | None"]:
+    """(split, warning): the requested split, else val, else the data set's only split.
+
+    Raises ValueError naming the splits that exist when the choice is impossible."""
+    splits = available_splits(root)
+    if requested is not None:
+        if splits and requested not in splits:
+            raise ValueError(f"no annotations for split {requested!r} in {root}; it has "
+                             f"{', '.join(map(repr, splits))}")
+        return requested, None
+    if "val" in splits or not splits:
+        return "val", None
+    if len(splits) == 1:
+        return splits[0], (f"{root} has no val split, evaluating its {splits[0]!r} split: these "
+                           f"numbers are not held out (roca-make-dataset writes a val split by "
+                           f"default; --split chooses one)")
+    raise ValueError(f"{root} has no val split; choose one of {', '.join(map(repr, splits))} "
+                     "with --split")
 
 
 def main(argv: "Sequence[str] | None" = None) -> int:
@@ -78,23 +121,29 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     if cad_db is None and (Path(args.data) / "cad_db" / "header.json").is_file():
         cad_db = str(Path(args.data) / "cad_db")
     try:
-        dataset = RocaDataset(args.data, split=args.split, augment=False)
+        split, warning = choose_split(Path(args.data), args.split)
+        if warning:
+            print(f"roca-eval: WARNING: {warning}", file=sys.stderr)
+        dataset = RocaDataset(args.data, split=split, augment=False)
         predictor = Predictor(checkpoint=args.checkpoint, cad_database=cad_db,
                               device=args.device, score_threshold=args.det_threshold)
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
-                                    gt_depth=args.gt_depth)
+                                    gt_depth=args.gt_depth, gt_boxes=args.gt_boxes)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # bad input, not a bug
         print(f"roca-eval: {exc}", file=sys.stderr)
         return 1
-    report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=args.split,
-                  cad_database=cad_db or "embedded", gt_depth=args.gt_depth)
-    oracle = " with ground-truth depth" if args.gt_depth else ""
-    print(format_markdown(report, title=f"ROCA evaluation: {args.split} split of {args.data}{oracle}"))
+    report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=split,
+                  cad_database=cad_db or "embedded", gt_depth=args.gt_depth,
+                  gt_boxes=args.gt_boxes)
+    oracle = " and ".join(x for x, on in (("ground-truth depth", args.gt_depth),
+                                          ("ground-truth boxes", args.gt_boxes)) if on)
+    oracle = f" with {oracle}" if oracle else ""
+    print(format_markdown(report, title=f"ROCA evaluation: {split} split of {args.data}{oracle}"))
     if args.out:
         print(f"wrote {write_json(report, args.out)}")
     if args.md:
-        print(f"wrote {write_markdown(report, args.md, title=f'ROCA evaluation: {args.split}{oracle}')}")
+        print(f"wrote {write_markdown(report, args.md, title=f'ROCA evaluation: {split}{oracle}')}")
     return 0
 
 

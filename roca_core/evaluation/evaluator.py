@@ -19,8 +19,11 @@ from roca_core.evaluation.alignment_metric import (AlignmentThresholds, GtObject
                                                    evaluate_alignment)
 from roca_core.evaluation.depth_metric import DepthErrorAccumulator
 from roca_core.evaluation.detection_metric import DetectionAPAccumulator
+from roca_core.evaluation.model_tap import ModelTap, gt_box_hook, retrieved_objects
 from roca_core.evaluation.pose_errors import pose_error_summary
 from roca_core.evaluation.report import build_report
+from roca_core.evaluation.retrieval_metric import (RetrievalAccumulator, RetrievedObject,
+                                                   SameClassRanker)
 from roca_core.geometry.rotations import matrix_to_quat_np
 
 
@@ -38,6 +41,9 @@ class FrameOutput:
     cad_ids: list["str | None"] = field(default_factory=list)
     symmetries: list[Symmetry] = field(default_factory=list)  # of the retrieved CADs
     depth: "np.ndarray | None" = None  # (H, W) metres
+    # Per ground-truth object of the frame: retrieval rankings (None: no matched detection);
+    # None for the whole frame when retrieval was not measured.
+    retrieval: "list[RetrievedObject | None] | None" = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -108,22 +114,36 @@ def _image_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def spread_indices(num_items: int, count: "int | None") -> list[int]:
+    """``count`` indices spread evenly over ``range(num_items)`` (all when count is None or
+    larger): a fixed subset that samples every part of a split, e.g. every held-out room,
+    instead of its first few scenes."""
+    if count is None or count >= num_items:
+        return list(range(num_items))
+    if count <= 0:
+        return []
+    return np.unique(np.floor(np.arange(count) * num_items / count).astype(np.int64)).tolist()
+
+
 def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] | None" = None,
                     classes: "Sequence[str] | None" = None,
                     mode: Literal["auto", "frame", "scene"] = "auto",
                     thresholds: "AlignmentThresholds | None" = None,
                     max_images: "int | None" = None, progress: bool = True,
-                    desc: str = "evaluating") -> dict[str, Any]:
+                    desc: str = "evaluating", gt_boxes: bool = False) -> dict[str, Any]:
     """Score ``infer`` over ``dataset`` and return the report dict (see ``report.py``).
 
     class_names: the dataset's class list (default ``dataset.class_names`` or CLASS_NAMES).
     classes: classes counted by the alignment metric (default: all with ground truth).
     mode: ``auto`` adds the per-scene evaluation when every frame has a camera pose.
+    max_images: evaluate this many images spread evenly over the dataset (:func:`spread_indices`).
+    gt_boxes: ``infer`` ran on the ground-truth boxes; box AP is then meaningless and left out.
     """
     if mode not in ("auto", "frame", "scene"):
         raise ValueError(f"mode must be auto, frame or scene; got {mode!r}")
     class_names = tuple(class_names or getattr(dataset, "class_names", None) or CLASS_NAMES)
-    total = len(dataset) if max_images is None else min(len(dataset), int(max_images))
+    indices = spread_indices(len(dataset), None if max_images is None else int(max_images))
+    total = len(indices)
     if total <= 0:
         raise ValueError(f"nothing to evaluate: the dataset has {len(dataset)} images "
                          f"(max_images={max_images})")
@@ -134,9 +154,11 @@ def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] |
     det_acc = DetectionAPAccumulator(class_names)
     depth_acc = DepthErrorAccumulator()
     have_depth = False
+    retrieval_acc = RetrievalAccumulator()
+    have_retrieval = False
     num_dets = 0
     infer_seconds = 0.0
-    for i in tqdm(range(total), desc=desc, disable=not progress, unit="img"):
+    for i in tqdm(indices, desc=desc, disable=not progress, unit="img"):
         image, target = dataset[i]
         t0 = time.perf_counter()
         out = infer(i, image, target)
@@ -167,6 +189,13 @@ def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] |
         if out.depth is not None and "depth" in target:
             depth_acc.add(out.depth, _np(target["depth"]))
             have_depth = True
+        if out.retrieval is not None:
+            have_retrieval = True
+            for obj in out.retrieval:
+                if obj is None:
+                    retrieval_acc.add_missing()
+                else:
+                    retrieval_acc.add(obj)
 
     if mode == "scene" and missing_pose:
         raise ValueError("mode='scene' needs a camera pose for every frame; the dataset lacks some")
@@ -176,12 +205,18 @@ def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] |
     if mode in ("auto", "scene") and not missing_pose:
         scene_res = evaluate_alignment(preds, gts, mode="scene", poses=poses,
                                        classes=frame_res.classes, thresholds=th)
-    return build_report(frame_res, scene_res, det_acc.result(),
+    detection = det_acc.result()
+    if gt_boxes:  # boxes are the ground truth: box AP would be 100 % by construction
+        detection.box_ap50, detection.per_class_box = float("nan"), {}
+    extra: dict[str, Any] = {"gt_boxes": bool(gt_boxes)}
+    if have_retrieval:
+        extra["retrieval"] = retrieval_acc.result()
+    return build_report(frame_res, scene_res, detection,
                         depth_acc.result() if have_depth else None,
                         num_images=total, num_detections=num_dets,
                         seconds_per_image=infer_seconds / total,
                         score_threshold=th.score,
-                        pose_errors=pose_error_summary(preds, gts, th).to_dict())
+                        pose_errors=pose_error_summary(preds, gts, th).to_dict(), **extra)
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,16 +280,33 @@ def gt_depth_hook(model: torch.nn.Module, source: Mapping[str, Any]) -> Any:
     return head.register_forward_hook(swap)
 
 
+def _frame_retrieval(model: Any, tap: "ModelTap | None", ranker: "SameClassRanker | None",
+                     target: Mapping[str, Any], class_names: tuple[str, ...], score: float,
+                     gt_boxes: bool) -> "list[RetrievedObject | None] | None":
+    if tap is None or ranker is None or tap.output is None or "noc_embeddings" not in tap.output:
+        return None
+    return retrieved_objects(model, tap, target, ranker, class_names, score, gt_boxes)
+
+
+def _score_threshold(kwargs: Mapping[str, Any]) -> float:
+    return (kwargs.get("thresholds") or AlignmentThresholds()).score
+
+
 def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
-                       **kwargs: Any) -> dict[str, Any]:
+                       gt_boxes: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Evaluate a :class:`roca_core.Predictor` (or anything with the same ``predict``).
 
     ``gt_depth`` replaces the predicted depth by the dataset's (see :func:`gt_depth_hook`):
-    an upper bound that shows how much depth errors cost.
+    an upper bound that shows how much depth errors cost. ``gt_boxes`` runs the depth,
+    alignment and retrieval heads on the ground-truth boxes and classes (see
+    :func:`roca_core.evaluation.model_tap.gt_box_hook`), so alignment is measured without
+    detection errors. Both need ``predictor.model`` to be a RocaModel and combine.
 
     Depth error needs the predicted depth map, which ``predict`` does not return: it is read
     from ``predictor.last_depth`` ((H, W) metres) when the predictor sets one, else caught
     with a forward hook on ``predictor.model`` (eval outputs ``[{"depth": (H, W), ...}]``).
+    The same hook feeds the retrieval accuracy (``report["retrieval"]``) when the predictor
+    has a CAD database with embeddings.
     Keyword arguments go to :func:`evaluate_frames`; give the Predictor a low
     ``score_threshold`` (e.g. 0.05) for meaningful AP, the alignment metric applies its own 0.5.
     """
@@ -262,38 +314,50 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
                         or CLASS_NAMES)
     db = getattr(predictor, "cad_database", None)
     model = getattr(predictor, "model", None)
+    if gt_boxes and not isinstance(model, torch.nn.Module):
+        raise ValueError("ground-truth boxes need a predictor with a RocaModel (predictor.model)")
     depth_source: dict[str, Any] = {}
-    swap = gt_depth_hook(model, depth_source) if gt_depth else None  # raises before any hook is set
-    captured: dict[str, Any] = {}
-    hook = None
-    if not hasattr(predictor, "last_depth") and isinstance(model, torch.nn.Module):
-        def grab_depth(_m: Any, _inp: Any, out: Any) -> None:
-            if isinstance(out, (list, tuple)) and out and isinstance(out[0], Mapping):
-                captured["depth"] = out[0].get("depth")
-        hook = model.register_forward_hook(grab_depth)
-
-    def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
-        rgb = _image_uint8(image)
-        captured.clear()
-        if swap is not None:
-            if "depth" not in target:
-                raise ValueError("ground-truth depth was asked for but the dataset has no depth maps")
-            depth_source["gt_depth"] = target["depth"]
-        dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64))
-        depth = getattr(predictor, "last_depth", None)
-        if depth is None:
-            depth = captured.get("depth")
-        if depth is not None:
-            depth = _np(depth).astype(np.float32)
-            depth = depth.reshape(depth.shape[-2:])
-        return detections_to_frame(dets, class_names, rgb.shape[:2], db, depth)
-
+    box_source: dict[str, Any] = {}
+    handles: list[Any] = []
+    tap = None
     try:
-        return evaluate_frames(infer, dataset, class_names=class_names, **kwargs)
+        if gt_depth:  # raises before any hook is set
+            handles.append(gt_depth_hook(model, depth_source))
+        if gt_boxes:
+            handles.append(gt_box_hook(model, box_source))
+        if isinstance(model, torch.nn.Module):
+            tap = ModelTap(model)
+        ranker = (SameClassRanker.from_database(db)
+                  if tap is not None and getattr(db, "embeddings", None) is not None else None)
+        score = _score_threshold(kwargs)
+
+        def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
+            rgb = _image_uint8(image)
+            if tap is not None:
+                tap.clear()
+            if gt_depth:
+                if "depth" not in target:
+                    raise ValueError("ground-truth depth was asked for but the dataset has no depth maps")
+                depth_source["gt_depth"] = target["depth"]
+            if gt_boxes:
+                box_source.update(boxes=target["boxes"], labels=target["labels"])
+            dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64))
+            depth = getattr(predictor, "last_depth", None)
+            if depth is None and tap is not None and tap.output is not None:
+                depth = tap.output.get("depth")
+            if depth is not None:
+                depth = _np(depth).astype(np.float32)
+                depth = depth.reshape(depth.shape[-2:])
+            frame = detections_to_frame(dets, class_names, rgb.shape[:2], db, depth)
+            frame.retrieval = _frame_retrieval(model, tap, ranker, target, class_names, score, gt_boxes)
+            return frame
+
+        return evaluate_frames(infer, dataset, class_names=class_names, gt_boxes=gt_boxes, **kwargs)
     finally:
-        for h in (hook, swap):
-            if h is not None:
-                h.remove()
+        if tap is not None:
+            tap.remove()
+        for h in handles:
+            h.remove()
 
 
 @torch.no_grad()
@@ -308,13 +372,16 @@ def _embed_database(model: torch.nn.Module, voxels: np.ndarray, device: torch.de
 
 def evaluate_model(model: torch.nn.Module, dataset: Any, cad_database: Any = None, *,
                    score_threshold: float = 0.05, mask_threshold: float = 0.7,
-                   device: "str | torch.device | None" = None, **kwargs: Any) -> dict[str, Any]:
+                   device: "str | torch.device | None" = None, gt_boxes: bool = False,
+                   **kwargs: Any) -> dict[str, Any]:
     """Evaluate an in-memory :class:`roca_core.model.RocaModel` (e.g. during training).
 
     The CAD database (``CadDatabase``-like: ids, model_classes, symmetries, voxels) is
     embedded with the model's current CAD encoder, without touching its stored embeddings;
-    retrieval is nearest neighbour within the predicted class. Without a database the
-    retrieval-aware accuracy is 0. The model's train/eval mode is restored afterwards.
+    retrieval is nearest neighbour within the predicted class, and ``report["retrieval"]``
+    scores it per ground-truth object (top-1/top-5 from predicted and ground-truth NOCs).
+    Without a database the retrieval-aware accuracy is 0. ``gt_boxes`` runs the 3D heads on
+    the ground-truth boxes and classes. The model's train/eval mode is restored afterwards.
     """
     class_names = tuple(kwargs.pop("class_names", None) or getattr(dataset, "class_names", None)
                         or CLASS_NAMES)
@@ -323,15 +390,22 @@ def evaluate_model(model: torch.nn.Module, dataset: Any, cad_database: Any = Non
     device = torch.device(device)
     was_training = model.training
     model.eval()
+    tap = ModelTap(model)
     try:
         cad_emb = cad_cls = None
+        ranker = None
         if cad_database is not None and len(cad_database) > 0:
             cad_emb = _embed_database(model, cad_database.voxels, device)
             cad_cls = np.asarray(cad_database.model_classes)
+            ranker = SameClassRanker(cad_emb, list(cad_database.model_classes), list(cad_database.ids))
+        score = _score_threshold(kwargs)
 
         @torch.no_grad()
         def infer(_i: int, image: torch.Tensor, target: Mapping[str, Any]) -> FrameOutput:
-            out = model([image.to(device)], intrinsics=[target["K"].to(device)])[0]
+            tap.clear()
+            extra = ({"gt_boxes": [target["boxes"].to(device)], "gt_labels": [target["labels"].to(device)]}
+                     if gt_boxes else {})
+            out = model([image.to(device)], intrinsics=[target["K"].to(device)], **extra)[0]
             keep = (out["scores"] >= score_threshold).cpu()
             o = {k: (v.detach().cpu()[keep] if isinstance(v, torch.Tensor) and v.dim() > 0
                      and len(v) == len(keep) and k != "depth" else v)
@@ -361,8 +435,10 @@ def evaluate_model(model: torch.nn.Module, dataset: Any, cad_database: Any = Non
                 translations=o["translations"].double().numpy().reshape(n, 3),
                 scales=o["scales"].double().numpy().reshape(n, 3),
                 masks=(masks >= mask_threshold).numpy(), cad_ids=cad_ids, symmetries=syms,
-                depth=None if depth is None else _np(depth).reshape(depth.shape[-2:]))
+                depth=None if depth is None else _np(depth).reshape(depth.shape[-2:]),
+                retrieval=_frame_retrieval(model, tap, ranker, target, class_names, score, gt_boxes))
 
-        return evaluate_frames(infer, dataset, class_names=class_names, **kwargs)
+        return evaluate_frames(infer, dataset, class_names=class_names, gt_boxes=gt_boxes, **kwargs)
     finally:
+        tap.remove()
         model.train(was_training)

@@ -14,6 +14,7 @@ from roca_core.atomic_io import atomic_write_text
 from roca_core.evaluation.alignment_metric import AlignmentResult
 from roca_core.evaluation.depth_metric import DepthResult
 from roca_core.evaluation.detection_metric import DetectionResult
+from roca_core.evaluation.retrieval_metric import format_retrieval_line
 
 
 def build_report(frame: AlignmentResult, scene: "AlignmentResult | None" = None,
@@ -58,7 +59,9 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
     classes = list(report.get("classes") or report["alignment"]["per_class"].keys())
     lines = [f"## {title}", ""]
     info = [f"images: {report['num_images']}" if "num_images" in report else None,
-            f"primary mode: {report.get('mode', 'frame')}"]
+            f"primary mode: {report.get('mode', 'frame')}",
+            "3D heads on the ground-truth boxes and classes (no box AP)" if report.get("gt_boxes") else None,
+            "ground-truth depth" if report.get("gt_depth") else None]
     lines += [", ".join(i for i in info if i), ""]
     header = ["metric (%)", *classes, "class mean", "instance mean"]
     lines.append("| " + " | ".join(header) + " |")
@@ -73,7 +76,8 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
                               s["class_mean"], s["instance_mean"]))
     det = report.get("detection")
     if det:
-        lines.append(_row("box AP50", det["per_class_box_ap50"], classes, det["box_ap50"], None))
+        if not report.get("gt_boxes"):
+            lines.append(_row("box AP50", det["per_class_box_ap50"], classes, det["box_ap50"], None))
         lines.append(_row("mask AP50", det["per_class_mask_ap50"], classes, det["mask_ap50"], None))
     counts = report["alignment"].get("num_gt", {})
     if counts:
@@ -88,12 +92,49 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
                       f"({_fmt(pe['within_rotation'])} %), scale error median "
                       f"{_fmt(100 * pe['median_scale_error'])} % ({_fmt(pe['within_scale'])} %); "
                       f"all three {_fmt(pe['within_all'])} %"]
+    retrieval = report.get("retrieval")
+    line = format_retrieval_line(retrieval) if retrieval else None
+    if line:
+        lines += ["", line]
     depth = report.get("depth")
     if depth and depth.get("num_pixels"):
         lines += ["", f"Depth: abs rel {_fmt(depth['abs_rel'], 3)}, RMSE {_fmt(depth['rmse_m'], 3)} m, "
                       f"MAE {_fmt(depth['mae_m'], 3)} m, delta<1.25 {_fmt(depth['delta_1_25'])} % "
                       f"over {depth['num_pixels']} pixels"]
     return "\n".join(lines) + "\n"
+
+
+def summary_metrics(report: Mapping[str, Any]) -> dict[str, "float | None"]:
+    """The numbers to watch during training, flat (one CSV row): alignment and
+    retrieval-aware accuracy (class mean, %), box AP50 (%), same-CAD retrieval top-1/top-5
+    from predicted and ground-truth NOCs (%), the medians of the closest same-class
+    prediction's errors and the share of GT objects that have one (%)."""
+    def get(*path: str) -> "float | None":
+        node: Any = report
+        for key in path:
+            if not isinstance(node, Mapping) or node.get(key) is None:
+                return None
+            node = node[key]
+        return float(node)
+
+    pe = report.get("pose_errors") or {}
+    with_pred = (100.0 * pe["num_with_prediction"] / pe["num_gt"]) if pe.get("num_gt") else None
+    return {
+        "alignment_class_mean": get("alignment", "class_mean"),
+        "alignment_instance_mean": get("alignment", "instance_mean"),
+        "retrieval_aware_class_mean": get("retrieval_aware", "class_mean"),
+        "box_ap50": get("detection", "box_ap50"),
+        "retrieval_top1_pred_noc": get("retrieval", "pred_noc", "top1"),
+        "retrieval_top5_pred_noc": get("retrieval", "pred_noc", "top5"),
+        "retrieval_top1_gt_noc": get("retrieval", "gt_noc", "top1"),
+        "retrieval_top1_chance": get("retrieval", "pred_noc", "chance_top1"),
+        "gt_with_prediction": with_pred,
+        "median_rotation_deg": get("pose_errors", "median_rotation_deg"),
+        "median_translation_m": get("pose_errors", "median_translation_m"),
+        "median_scale_error": get("pose_errors", "median_scale_error"),
+        "depth_abs_rel": get("depth", "abs_rel"),
+    }
+
 
 def _json_safe(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):

@@ -1,0 +1,179 @@
+"""roca-make-dataset -> roca-eval with defaults, and the diagnosis modes of roca-eval
+(--gt-boxes, --gt-depth, retrieval accuracy) on a tiny rendered data set and a tiny model."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from roca_core.checkpoint import save_checkpoint
+from roca_core.cli.eval import choose_split, main as eval_main
+from roca_core.data.loader import RocaDataset
+from roca_core.evaluation.evaluator import evaluate_predictor
+from roca_core.evaluation.model_tap import gt_box_hook
+from roca_core.model.roca import RocaModel
+from roca_core.predictor import Predictor
+
+from training_fixtures import tiny_model_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """6 rendered 48x64 images in 2 rooms, made by the CLI with its default split.
+
+    A subprocess keeps the renderer's EGL context out of this process (importing
+    torchvision after an EGL context was created crashes in this environment)."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "render.yaml").write_text("min_visible_pixels: 20\n")
+    cmd = [sys.executable, "-m", "roca_core.cli.make_dataset", "--out", str(root / "data"),
+           "--images", "6", "--height", "48", "--width", "64", "--focal", "58",
+           "--images-per-scene", "3", "--config", str(root / "render.yaml"), "--workers", "1",
+           "--seed", "4", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = tiny_model_config()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", RocaModel(cfg), cfg)
+
+
+def _run_eval(args: list[str], capsys) -> tuple[int, str]:
+    rc = eval_main(args + ["--no-progress", "--device", "cpu"])
+    return rc, capsys.readouterr().err
+
+
+def test_make_dataset_writes_a_held_out_val_split_that_eval_reads_by_default(tiny_data, checkpoint,
+                                                                              tmp_path, capsys):
+    train = json.loads((tiny_data / "annotations_train.json").read_text())
+    val = json.loads((tiny_data / "annotations_val.json").read_text())
+    assert len(train["images"]) == 3 and len(val["images"]) == 3  # one room each
+    assert not {im["scene_id"] for im in train["images"]} & {im["scene_id"] for im in val["images"]}
+    rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(tiny_data),
+                         "--out", str(tmp_path / "r.json")], capsys)
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["split"] == "val" and report["num_images"] == 3 and "WARNING" not in err
+
+
+def test_eval_without_a_val_split_falls_back_loudly_or_names_the_splits(tiny_data, checkpoint,
+                                                                        tmp_path, capsys):
+    only_train = tmp_path / "only_train"
+    only_train.mkdir()
+    for name in ("images", "rendering", "cad_db", "annotations_train.json"):
+        (only_train / name).symlink_to(tiny_data / name)
+    assert choose_split(only_train, None)[0] == "train"
+    rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(only_train),
+                         "--out", str(tmp_path / "r.json"), "--max-images", "1"], capsys)
+    assert rc == 0 and "no val split" in err and "not held out" in err
+    assert json.loads((tmp_path / "r.json").read_text())["split"] == "train"
+    rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(only_train),
+                         "--split", "val"], capsys)
+    assert rc == 1 and "no annotations for split 'val'" in err and "'train'" in err
+
+
+def test_gt_boxes_give_every_object_exactly_one_prediction_of_its_class(tiny_data, checkpoint):
+    dataset = RocaDataset(tiny_data, split="val")
+    predictor = Predictor(checkpoint, cad_database=tiny_data / "cad_db", device="cpu",
+                          score_threshold=0.05)
+    source: dict = {}
+    hook = gt_box_hook(predictor.model, source)
+    try:
+        total = 0
+        for i in range(len(dataset)):
+            image, target = dataset[i]
+            source.update(boxes=target["boxes"], labels=target["labels"])
+            rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            dets = predictor.predict(rgb, target["K"].numpy())
+            want = sorted(zip((int(c) - 1 for c in target["labels"]), target["boxes"].tolist()))
+            got = sorted((d.class_index, d.box.tolist()) for d in dets)
+            assert [c for c, _ in got] == [c for c, _ in want]
+            np.testing.assert_allclose([b for _, b in got], [b for _, b in want], atol=1e-3)
+            assert all(d.score == 1.0 and d.cad_id is not None for d in dets)
+            total += len(dets)
+        assert total > 0
+    finally:
+        hook.remove()
+    # The hook is gone: the detector answers again (an untrained one, so not the same boxes).
+    image, target = dataset[0]
+    rgb = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert all(d.score < 1.0 for d in predictor.predict(rgb, target["K"].numpy()))
+
+
+def test_eval_gt_boxes_and_gt_depth_report(tiny_data, checkpoint, tmp_path, capsys):
+    dataset = RocaDataset(tiny_data, split="val")
+    num_gt = int(sum(len(dataset.annotations(i)) for i in range(len(dataset))))
+    rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(tiny_data), "--gt-boxes",
+                         "--gt-depth", "--out", str(tmp_path / "r.json"),
+                         "--md", str(tmp_path / "r.md")], capsys)
+    assert rc == 0, err
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["gt_boxes"] is True and r["gt_depth"] is True
+    assert r["num_detections"] == num_gt == sum(r["alignment"]["num_gt"].values())
+    pe = r["pose_errors"]
+    assert pe["num_gt"] == pe["num_with_prediction"] == num_gt
+    assert r["detection"]["box_ap50"] is None and r["detection"]["mask_ap50"] is not None
+    ret = r["retrieval"]
+    assert ret["num_gt"] == num_gt and ret["num_cad_not_in_database"] == 0
+    for source in ("pred_noc", "gt_noc"):
+        assert ret[source]["num"] == num_gt
+        assert 0.0 <= ret[source]["top1"] <= ret[source]["top5"] <= 100.0
+        assert 0.0 < ret[source]["chance_top1"] <= ret[source]["chance_top5"] <= 100.0
+    assert r["depth"]["abs_rel"] < 0.05  # the ground-truth map, resized to the network and back
+    md = (tmp_path / "r.md").read_text()
+    assert "ground-truth boxes" in md and "| box AP50 |" not in md and "| mask AP50 |" in md
+    assert f"Retrieval of the ground-truth CAD among its class ({num_gt} GT objects)" in md
+
+    # Without --gt-boxes, retrieval counts only objects the (untrained) detector found.
+    rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(tiny_data),
+                         "--out", str(tmp_path / "d.json")], capsys)
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["gt_boxes"] is False and d["detection"]["box_ap50"] is not None
+    assert d["retrieval"]["num_gt"] == num_gt
+    assert d["retrieval"]["pred_noc"]["num"] <= d["pose_errors"]["num_with_prediction"]
+    assert d["depth"]["abs_rel"] > r["depth"]["abs_rel"]
+
+
+def test_gt_boxes_need_a_model(tiny_data):
+    class NoModel:
+        def predict(self, image, K):
+            return []
+    with pytest.raises(ValueError, match="RocaModel"):
+        evaluate_predictor(NoModel(), RocaDataset(tiny_data, split="val"), gt_boxes=True,
+                           progress=False)
+
+
+def test_retrieval_chance_level_counts_the_same_class_cads_of_the_database(tiny_data, checkpoint):
+    """Against the 56-model embedded library (6-7 CADs per class) instead of the data set's
+    own few CADs: the chance level is the mean of 1 / (CADs of the object's class)."""
+    dataset = RocaDataset(tiny_data, split="val")
+    predictor = Predictor(checkpoint, cad_database=None, device="cpu", score_threshold=0.05)
+    report = evaluate_predictor(predictor, dataset, gt_boxes=True, progress=False)
+    db = predictor.cad_database
+    classes = [dataset.class_names[int(c) - 1] for i in range(len(dataset))
+               for c in dataset[i][1]["labels"]]
+    per_class = Counter(db.model_classes)
+    ret = report["retrieval"]
+    assert ret["num_cad_not_in_database"] == 0 and ret["pred_noc"]["num"] == len(classes)
+    expected = 100.0 * np.mean([1.0 / per_class[c] for c in classes])
+    assert ret["pred_noc"]["chance_top1"] == pytest.approx(expected)
+    assert ret["gt_noc"]["chance_top1"] == pytest.approx(expected) and expected < 20.0
+    expected5 = 100.0 * np.mean([min(5, per_class[c]) / per_class[c] for c in classes])
+    assert ret["gt_noc"]["chance_top5"] == pytest.approx(expected5)
