@@ -139,7 +139,8 @@ def test_eval_gt_boxes_and_gt_depth_report(tiny_data, checkpoint, tmp_path, caps
     assert r["depth"]["abs_rel"] < 0.05  # the ground-truth map, resized to the network and back
     md = (tmp_path / "r.md").read_text()
     assert "ground-truth boxes" in md and "| box AP50 |" not in md and "| mask AP50 |" in md
-    assert f"Retrieval of the ground-truth CAD among its class ({num_gt} GT objects)" in md
+    assert (f"Retrieval of the ground-truth CAD among its class ({num_gt} GT objects, queried on "
+            "the ground-truth boxes)") in md
 
     # Without --gt-boxes, retrieval counts only objects the (untrained) detector found.
     rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(tiny_data),

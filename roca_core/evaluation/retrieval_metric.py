@@ -142,8 +142,10 @@ def format_retrieval_line(result: Mapping[str, Any]) -> "str | None":
         return None
     missing = result.get("num_cad_not_in_database") or 0
     note = f"; {missing} objects' CADs are not in the database" if missing else ""
+    boxes = {"ground_truth": ", queried on the ground-truth boxes",
+             "detections": ", queried on the matched detections"}.get(result.get("boxes"), "")
     return (f"Retrieval of the ground-truth CAD among its class ({result.get('num_gt', 0)} GT "
-            f"objects{note}): " + "; ".join(parts))
+            f"objects{note}{boxes}): " + "; ".join(parts))
 
 
 def _fmt(x: Any) -> str:

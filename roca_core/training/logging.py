@@ -240,7 +240,8 @@ def plot_loss_curves(csv_path: "str | Path", png_path: "str | Path",
     has_eval = bool(eval_data) and eval_data["iteration"].size > 0
     it = data["iteration"]
     window = smooth_window or max(1, min(50, it.size // 20))
-    grads = [n for n in data if n.startswith(GRAD_PREFIX) and np.isfinite(data[n]).any()]
+    grads = [n for n in data if n.startswith(GRAD_PREFIX) and n != "grad_norm"
+             and np.isfinite(data[n]).any()]
     names = [n for n in data if n not in ("iteration", *skip) and not n.startswith(GRAD_PREFIX)]
     panels = ["loss"] + (["eval"] if has_eval else []) + (["grad"] if grads else []) + ["lr"]
     heights = {"loss": 4, "eval": 3, "grad": 2, "lr": 1}
@@ -263,12 +264,15 @@ def plot_loss_curves(csv_path: "str | Path", png_path: "str | Path",
     if has_eval:
         _plot_eval_panel(ax["eval"], eval_data)
     if grads:
-        for k, name in enumerate(grads):
-            curve = _smooth(data[name], window)
+        for k, name in enumerate(["grad_norm"] + grads):
+            curve = _smooth(data.get(name, np.full(it.shape, np.nan)), window)
             if np.any(np.isfinite(curve) & (curve > 0)):
-                ax["grad"].plot(it, curve, label=name[len(GRAD_PREFIX):], color=colours[(2 * k) % len(colours)])
+                total = name == "grad_norm"
+                ax["grad"].plot(it, curve, label="total" if total else name[len(GRAD_PREFIX):],
+                                color="black" if total else colours[(2 * k) % len(colours)],
+                                linewidth=2.0 if total else 1.0)
         ax["grad"].set_yscale("log")
-        ax["grad"].set_ylabel("gradient norm")
+        ax["grad"].set_ylabel("gradient norm\n(before clipping)")
         ax["grad"].grid(True, which="both", alpha=0.3)
         ax["grad"].legend(fontsize=7, ncol=3)
     if "lr" in data:

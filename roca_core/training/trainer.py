@@ -339,7 +339,7 @@ class Trainer:
         wanted = {"max_images": self.tcfg.eval_max_images or None, "device": self.device,
                   "progress": False, "score_threshold": min(0.05, self.tcfg.eval_score_threshold),
                   "thresholds": AlignmentThresholds(score=self.tcfg.eval_score_threshold),
-                  "cad_database": self._eval_cad_database()}
+                  "cad_database": self._eval_cad_database(), "retrieval_on_gt_boxes": True}
         kwargs = {k: v for k, v in wanted.items() if k in params or accepts_any}
         model.eval()
         try:
