@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "built from, when present; else the embedded CAD library)")
     p.add_argument("--out", default=None, help="write the JSON report here")
     p.add_argument("--md", default=None, help="write the Markdown table here")
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None,
+                   help="evaluate this many images, spread evenly over the split (all rooms)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--classes", default="all",
                    help="classes the alignment metric counts: all (with ground truth), "
