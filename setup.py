@@ -30,6 +30,7 @@ setup(
     entry_points={
         "console_scripts": [
             "roca_node = roca_ros.node:main",
+            "roca_lifecycle_node = roca_ros.lifecycle_node:main",
             "roca-demo = roca_ros.demo:main",
             "roca-predict = roca_core.cli.predict:main",
             "roca-train = roca_core.cli.train:main",

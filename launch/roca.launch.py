@@ -5,6 +5,8 @@
 
 checkpoint, cad_database and device override the parameter file only when given (an empty
 argument leaves the file's value), so an edited params_file is not silently overruled.
+lifecycle:=true starts the managed variant (roca_lifecycle_node), unconfigured: drive it with
+``ros2 lifecycle set /roca/roca_node configure`` (then ``activate``).
 """
 import os
 
@@ -13,7 +15,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = "roca_ros"
 
@@ -27,13 +29,14 @@ def _roca_node(context, *args, **kwargs):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {name: arg(name) for name in ("checkpoint", "cad_database", "device") if arg(name)}
-    parameters = [arg("params_file")] + ([overrides] if overrides else [])
-    return [Node(
+    managed = arg("lifecycle").lower() in ("true", "1", "yes")
+    node_action, executable = (LifecycleNode, "roca_lifecycle_node") if managed else (Node, "roca_node")
+    return [node_action(
         package=PACKAGE,
-        executable="roca_node",
+        executable=executable,
         name="roca_node",
         namespace=arg("namespace"),
-        parameters=parameters,
+        parameters=[arg("params_file")] + ([overrides] if overrides else []),
         remappings=[("image", arg("image_topic")), ("camera_info", arg("camera_info_topic"))],
         output="screen",
         emulate_tty=True,
@@ -56,6 +59,8 @@ def generate_launch_description():
                               description="CAD database; empty keeps the parameter file's value (embedded library)."),
         DeclareLaunchArgument("device", default_value="",
                               description="auto, cpu, cuda or cuda:N; empty keeps the parameter file's value."),
+        DeclareLaunchArgument("lifecycle", default_value="false",
+                              description="Start the managed node (roca_lifecycle_node), unconfigured."),
         DeclareLaunchArgument("use_rviz", default_value="false",
                               description="Also start RViz with config/roca.rviz."),
         OpaqueFunction(function=_roca_node),

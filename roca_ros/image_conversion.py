@@ -11,6 +11,7 @@ plain dataclass as well as the real message).
 """
 from __future__ import annotations
 
+import array as pyarray
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,26 @@ def image_to_rgb(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, list(info.to_rgb)])
 
 
+def rgb_pixels(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """(H, W, 3) uint8 RGB for the model, sharing the message's buffer when it already is that.
+
+    Unpadded rgb8 (what most drivers send) costs no copy: the result is a view that lives as
+    long as the message and must not be written to. Every other case is :func:`image_to_rgb`.
+    """
+    check_image_header(msg, max_side)
+    height, width = int(msg.height), int(msg.width)
+    if msg.encoding == "rgb8" and int(msg.step) == width * 3:
+        return _data_buffer(msg.data).reshape(height, width, 3)
+    return image_to_rgb(msg, max_side)
+
+
+def _byte_array(array: np.ndarray) -> "pyarray.array":
+    """The bytes of ``array`` as array.array('B'), the type rosidl keeps for uint8[] (one copy)."""
+    out = pyarray.array("B")
+    out.frombytes(np.ascontiguousarray(array).data.cast("B"))
+    return out
+
+
 def rgb_to_image_msg(rgb: np.ndarray, header: Any = None) -> Any:
     """(H, W, 3) uint8 RGB -> sensor_msgs/Image rgb8 (imports ROS messages lazily)."""
     from sensor_msgs.msg import Image
@@ -162,7 +183,7 @@ def rgb_to_image_msg(rgb: np.ndarray, header: Any = None) -> Any:
     msg.encoding = "rgb8"
     msg.is_bigendian = 0
     msg.step = int(array.shape[1] * 3)
-    msg.data = array.tobytes()
+    msg.data = _byte_array(array)
     return msg
 
 

@@ -36,7 +36,16 @@ class StageStats:
         return {"count": self.count, "mean_ms": round(self.mean * 1e3, 3), "max_ms": round(self.maximum * 1e3, 3)}
 
 
-STAGES: tuple[str, ...] = ("convert", "predict", "publish", "latency")
+# Where a frame's time goes, in order (seconds; reported as mean/max milliseconds):
+# transport  header stamp -> image callback (DDS and driver; only for wall-clock stamps)
+# sync       image callback -> paired with its camera_info
+# handoff    paired -> the worker starts on it (waits for the frame in flight)
+# convert    Image message -> RGB array (a view for unpadded rgb8)
+# predict    the model (Predictor.predict)
+# build      ObjectAlignmentArray, MarkerArray (and debug image) messages
+# publish    rclpy publish calls (serialisation, hand-over to DDS)
+# latency    image callback -> all results published (the node's part of end-to-end latency)
+STAGES: tuple[str, ...] = ("transport", "sync", "handoff", "convert", "predict", "build", "publish", "latency")
 
 
 @dataclass

@@ -24,7 +24,7 @@ trap 'fail "command failed at line $LINENO: $BASH_COMMAND (see the output above)
 
 # Everything the result depends on; any change re-runs the full setup.
 fingerprint() {
-  cat requirements/lock.txt setup.py scripts/setup_env.sh \
+  cat requirements/lock.txt setup.py setup.cfg scripts/setup_env.sh \
       roca_msgs/CMakeLists.txt roca_msgs/package.xml roca_msgs/msg/*.msg roca_msgs/srv/*.srv \
     | sha256sum | cut -d' ' -f1
 }
@@ -39,9 +39,33 @@ if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
 PY
 }
 
+# Editable wheels install neither setup.py's data_files nor scripts where ROS tools look, so
+# lay them out as colcon --symlink-install does: real directories under share/roca_ros holding
+# one link per file (ros2launch walks share/<pkg> with os.walk, which does not enter directory
+# links), and lib/roca_ros/<script> -> bin/<script> (launch_ros and `ros2 run` run
+# <prefix>/lib/<pkg>/<executable>). Re-run on every call: cheap, and picks up new files.
+install_ros_layout() {
+  local share="$VENV/share/roca_ros" libexec="$VENV/lib/roca_ros" folder src name
+  mkdir -p "$VENV/share/ament_index/resource_index/packages" "$share"
+  cp resource/roca_ros "$VENV/share/ament_index/resource_index/packages/roca_ros"
+  ln -sfn "$ROOT/package.xml" "$share/package.xml"
+  for folder in launch config models; do
+    rm -rf "${share:?}/$folder"
+    mkdir -p "$share/$folder"
+    for src in "$ROOT/$folder"/*; do
+      if [[ -f "$src" ]]; then ln -sfn "$src" "$share/$folder/$(basename "$src")"; fi
+    done
+  done
+  rm -rf "$libexec"; mkdir -p "$libexec"
+  "$VENV/bin/python" -c 'from importlib import metadata
+for ep in metadata.distribution("roca_ros").entry_points.select(group="console_scripts"): print(ep.name)' \
+    | while read -r name; do ln -sfn "$VENV/bin/$name" "$libexec/$name"; done
+}
+
 WANT="$(fingerprint)"
 if [[ "${ROCA_SETUP_FORCE:-0}" != 1 && -x "$VENV/bin/python" && -f "$STAMP" \
       && "$(cat "$STAMP")" == "$WANT" ]] && check_env 2>/dev/null; then
+  install_ros_layout
   echo "[setup] environment up to date: $VENV"
   exit 0
 fi
@@ -98,11 +122,8 @@ cmake --install "$BUILD" >> "$ROOT/build/roca_msgs.log" 2>&1 \
 step "installing roca (editable)"
 pipq install --no-deps --no-build-isolation -e .
 
-# Editable wheels do not install setup.py's data_files; link them like colcon --symlink-install,
-# so ament_index_python finds launch/ and config/ and edits show up at once.
-mkdir -p "$VENV/share/ament_index/resource_index/packages" "$VENV/share/roca_ros"
-cp resource/roca_ros "$VENV/share/ament_index/resource_index/packages/roca_ros"
-for item in package.xml launch config models; do ln -sfn "$ROOT/$item" "$VENV/share/roca_ros/$item"; done
+step "installing the ROS layout: share/roca_ros (launch, config, models) and lib/roca_ros (executables)"
+install_ros_layout
 
 step "defaulting ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and AMENT_PREFIX_PATH for processes in $VENV"
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"

@@ -6,6 +6,7 @@ checked by syntax and by the arguments it declares.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import yaml
@@ -34,24 +35,28 @@ def _declared_arguments(tree: ast.Module) -> dict[str, str]:
 def test_launch_file_declares_the_documented_arguments():
     args = _declared_arguments(_launch_tree())
     assert set(args) == {"namespace", "image_topic", "camera_info_topic", "params_file", "checkpoint",
-                         "cad_database", "device", "use_rviz"}
+                         "cad_database", "device", "lifecycle", "use_rviz"}
+    assert args["lifecycle"] == "false"
     assert args["namespace"] == "roca"
     assert (args["image_topic"], args["camera_info_topic"]) == ("image", "camera_info")
     assert args["use_rviz"] == "false"
     assert args["params_file"] is None  # computed: the installed share/roca_ros/config/roca.yaml
 
 
-def test_launch_file_starts_the_console_entry_point_and_rviz():
+def test_launch_file_names_only_installed_console_scripts():
+    """Every executable string in the launch file is a console script of setup.py (or rviz2);
+    which one runs for which arguments is tested in test_launch_ros2.py."""
+    from importlib import metadata
+
     tree = _launch_tree()
-    source = LAUNCH.read_text()
     imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert {"launch", "launch_ros.actions", "launch.actions", "ament_index_python.packages"} <= imports
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
-    executables = [k.value.value for n in ast.walk(tree) if isinstance(n, ast.Call)
-                   for k in n.keywords if k.arg == "executable" and isinstance(k.value, ast.Constant)]
-    assert executables == ["roca_node", "rviz2"]
-    assert '"roca.rviz"' in source and "get_package_share_directory" in source
-    assert 'IfCondition(LaunchConfiguration("use_rviz"))' in source
+    scripts = {ep.name for ep in metadata.distribution("roca_ros").entry_points if ep.group == "console_scripts"}
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and re.fullmatch(r"roca_\w*node|rviz2", n.value)}
+    assert named == {"roca_node", "roca_lifecycle_node", "rviz2"}
+    assert named - {"rviz2"} <= scripts
 
 
 def test_params_yaml_lists_every_parameter_with_its_default_and_a_comment():

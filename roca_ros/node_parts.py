@@ -1,0 +1,457 @@
+"""The parts both roca nodes are made of: parameters, model, input, inference worker, output.
+
+:class:`RocaParts` is a mixin over an rclpy ``Node`` (``roca_ros.node.RocaNode``) or
+``LifecycleNode`` (``roca_ros.lifecycle_node.RocaLifecycleNode``). Each group of parts comes
+with its opposite, so the managed node can map them onto its transitions:
+
+===========================  ==========================================  ================
+``declare_roca_parameters``  parameters, validation, live updates        (once, __init__)
+``load_model``               CAD database, predictor, reload service     ``unload_model``
+``open_io``                  publishers, subscriptions, stats timer,     ``close_io``
+                             inference worker
+===========================  ==========================================  ================
+
+Threading: the executor thread only checks headers, pairs image with camera_info and hands
+the pair to a :class:`LatestWorker`; conversion, inference, message building and publishing
+all run on that worker, which keeps just the newest pair while busy. A camera faster than the
+model therefore costs dropped frames (counted), never growing latency or memory, and
+parameters, services and the stats timer stay responsive during inference. ``close_io``
+lets the frame in flight finish (objects and markers both go out) and drops the pending one.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.duration import Duration
+from rclpy.parameter import Parameter
+from rclpy.qos import (
+    QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
+)
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from roca_msgs.msg import CadDatabaseInfo, ObjectAlignmentArray
+from roca_msgs.srv import ReloadCadDatabase
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
+
+from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_for_image, intrinsics_from_k
+from roca_ros.conversions import cad_database_to_msg, detections_to_msg
+from roca_ros.image_conversion import ImageConversionError, check_image_header, rgb_pixels, rgb_to_image_msg
+from roca_ros.latest_worker import LatestWorker
+from roca_ros.markers import MARKER_NAMESPACE, build_marker_array
+from roca_ros.params import PARAM_SPECS, SPECS_BY_NAME, NodeSettings, ParameterError
+from roca_ros.stats import NodeStats, ThrottledReporter, format_report, rejection_kind
+from roca_ros.time_sync import NS_PER_S, ApproximateTimeSync, Pair, stamp_to_ns
+
+WARN_THROTTLE_S = 5.0
+STATS_TICK_S = 0.25
+# On shutdown, how long reliable subscribers get to acknowledge the last frame's results.
+FINAL_ACK_TIMEOUT_S = 2.0
+WORKER_STOP_TIMEOUT_S = 30.0
+# Image age (header stamp -> callback) is only a transport time when stamps are wall-clock.
+PLAUSIBLE_AGE_S = 60.0
+
+# Results are small and every one matters to a consumer: reliable, a short history.
+RESULT_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE,
+                        history=QoSHistoryPolicy.KEEP_LAST)
+# Latched: a late subscriber (RViz, a logger) still gets the database description.
+LATCHED_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                         durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+# Reliable with depth 1 matches both reliable (RViz default) and best-effort subscribers.
+DEBUG_IMAGE_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE)
+
+
+class StartupError(RuntimeError):
+    """The model or CAD database cannot be loaded, or a parameter is invalid."""
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """An input message and when its callback ran (``time.perf_counter()``)."""
+
+    msg: Any
+    at: float
+
+
+@dataclass
+class Frame:
+    """A validated image + intrinsics pair on its way to the worker."""
+
+    image: Image
+    K: np.ndarray
+    arrived: float  # perf_counter() in the image callback (the node's latency starts here)
+    paired: float  # perf_counter() when the pair was complete and handed to the worker
+    age_s: Optional[float]  # header stamp -> image callback (wall clock), None if not plausible
+
+
+def load_cad_database(path: str):
+    """(CadDatabase, path shown in CadDatabaseInfo) of ``path``; "" is the embedded library."""
+    from roca_core.data.cad_database import CadDatabase
+
+    if not path:
+        from roca_core.data.cad_library import embedded_cad_database, embedded_cad_library_dir
+        return embedded_cad_database(), str(embedded_cad_library_dir() / "cad_db")
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise FileNotFoundError(f"CAD database not found: {resolved}")
+    return CadDatabase.load(resolved), str(resolved.resolve())
+
+
+def default_predictor_factory(settings: NodeSettings, cad_database: Any):
+    """roca_core.Predictor from the parameters (torch is imported only here)."""
+    checkpoint = settings.checkpoint or None
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise FileNotFoundError(f"checkpoint not found: {Path(checkpoint).expanduser()}")
+    from roca_core.predictor import Predictor
+    return Predictor(checkpoint=str(Path(checkpoint).expanduser()) if checkpoint else None,
+                     cad_database=cad_database, device=settings.device,
+                     score_threshold=settings.score_threshold, mask_threshold=settings.mask_threshold,
+                     max_detections=settings.max_objects)
+
+
+PredictorFactory = Callable[[NodeSettings, Any], Any]
+
+
+class RocaParts:
+    """Mixin for an rclpy Node: see the module docstring for the parts and their order."""
+
+    _worker: Optional[LatestWorker[Frame]] = None
+    _predictor: Any = None
+
+    # ------------------------------------------------------------------ parameters
+    def declare_roca_parameters(self, predictor_factory: Optional[PredictorFactory]) -> None:
+        """Declare every parameter (with its description) and validate the start values."""
+        self.stats = NodeStats()
+        self._warn = ThrottledReporter(lambda text: self.get_logger().warning(text), WARN_THROTTLE_S)
+        self._error = ThrottledReporter(lambda text: self.get_logger().error(text), WARN_THROTTLE_S)
+        self._predictor_factory = predictor_factory or default_predictor_factory
+        self._predictor_lock = threading.Lock()
+        self._accepting = False
+        self._warned_distortion = False
+        self._cad_db, self._cad_db_path = None, ""
+        self._sync: Optional[ApproximateTimeSync[Arrival, Arrival]] = None
+        self._outputs: dict[str, Any] = {}
+        self._inputs: list[Any] = []
+        self._stats_timer = None
+        self._reload_service = None
+        values = {}
+        for spec in PARAM_SPECS:
+            descriptor = ParameterDescriptor(
+                description=spec.description, read_only=spec.read_only,
+                additional_constraints=spec.constraints, dynamic_typing=True)
+            values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor).value
+        try:
+            self._settings = NodeSettings.from_values(values)
+        except ParameterError as exc:
+            raise StartupError(f"invalid parameter: {exc}") from exc
+        self.add_on_set_parameters_callback(self._validate_parameter_change)
+        self.add_post_set_parameters_callback(self._apply_parameter_change)
+        unknown = sorted(n for n in getattr(self, "_parameter_overrides", {}) if not self.has_parameter(n))
+        if unknown:
+            self.get_logger().warning(f"ignoring unknown parameters {unknown}; known: {sorted(SPECS_BY_NAME)}")
+
+    def _validate_parameter_change(self, params: list[Parameter]) -> SetParametersResult:
+        changes = {p.name: p.value for p in params if p.name in SPECS_BY_NAME}
+        try:
+            self._settings.updated(changes)
+        except ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameter_change(self, params: list[Parameter]) -> None:
+        changes = {p.name: p.value for p in params if p.name in SPECS_BY_NAME}
+        if not changes:
+            return
+        settings = self._settings.updated(changes)
+        if "sync_slop" in changes and self._sync is not None:
+            self._sync.slop_s = settings.sync_slop
+        self._settings = settings  # the worker reads it at the start of each frame
+        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+
+    def _apply_thresholds(self, settings: NodeSettings) -> None:
+        """Push thresholds into the predictor (on the worker, before each frame)."""
+        for attribute, value in (("score_threshold", settings.score_threshold),
+                                 ("mask_threshold", settings.mask_threshold),
+                                 ("max_detections", settings.max_objects)):
+            if hasattr(self._predictor, attribute) and getattr(self._predictor, attribute) != value:
+                setattr(self._predictor, attribute, value)
+        # roca_core.Predictor reads the alignment mask threshold from its model config.
+        cfg = getattr(self._predictor, "cfg", None)
+        if cfg is not None and hasattr(cfg, "align_mask_threshold"):
+            cfg.align_mask_threshold = settings.mask_threshold
+
+    # ------------------------------------------------------------------ model
+    def load_model(self) -> None:
+        """Load the CAD database and the model (seconds); serve ``reload_cad_database``."""
+        settings = self._settings
+        model_name = settings.checkpoint or "the demo model"
+        database_name = settings.cad_database or "the embedded CAD library"
+        self.get_logger().info(f"loading {model_name} and {database_name} (device {settings.device})")
+        try:
+            cad_db, cad_db_path = load_cad_database(settings.cad_database)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a start-up error
+            raise StartupError(f"cannot load CAD database {database_name}: {exc}") from exc
+        try:
+            predictor = self._predictor_factory(settings, cad_db)
+        except Exception as exc:  # noqa: BLE001
+            raise StartupError(f"cannot start the model ({model_name}, device {settings.device}): {exc}") from exc
+        with self._predictor_lock:
+            self._predictor, self._cad_db, self._cad_db_path = predictor, cad_db, cad_db_path
+            self._autocast = self._half_precision_context()
+            self._apply_thresholds(settings)
+        if self._reload_service is None:
+            self._reload_service = self.create_service(ReloadCadDatabase, "reload_cad_database", self._on_reload)
+
+    def unload_model(self) -> None:
+        """Free the model and the CAD database (call after :meth:`close_io`)."""
+        if self._reload_service is not None:
+            self.destroy_service(self._reload_service)
+            self._reload_service = None
+        with self._predictor_lock:
+            device = str(getattr(self._predictor, "device", ""))
+            self._predictor, self._cad_db = None, None
+        gc.collect()
+        if device.startswith("cuda"):
+            import torch
+            torch.cuda.empty_cache()
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._predictor is not None
+
+    def _half_precision_context(self):
+        if not self._settings.half_precision:
+            return contextlib.nullcontext
+        device = str(getattr(self._predictor, "device", self._settings.device))
+        if not device.startswith("cuda"):
+            self.get_logger().warning(f"half_precision needs a CUDA device; running in float32 on {device}")
+            return contextlib.nullcontext
+        import torch
+        return lambda: torch.autocast("cuda", dtype=torch.float16)
+
+    # ------------------------------------------------------------------ topics
+    def open_io(self) -> None:
+        """Publishers, subscriptions, stats timer and a fresh worker: frames flow from now on."""
+        self._sync = ApproximateTimeSync(self._settings.sync_slop)
+        self._worker = LatestWorker(self._process_frame, self._on_worker_error, name="roca-inference")
+        self._outputs = {
+            "objects": self.create_publisher(ObjectAlignmentArray, "objects", RESULT_QOS),
+            "markers": self.create_publisher(MarkerArray, "markers", RESULT_QOS),
+            "debug_image": self.create_publisher(Image, "debug_image", DEBUG_IMAGE_QOS),
+            "cad_database": self.create_publisher(CadDatabaseInfo, "cad_database", LATCHED_QOS),
+            "stats": self.create_publisher(String, "~/stats", RESULT_QOS),
+        }
+        overrides = QoSOverridingOptions.with_default_policies()
+        self._inputs = [
+            self.create_subscription(Image, "image", self._guarded(self._on_image), qos_profile_sensor_data,
+                                     qos_overriding_options=overrides),
+            self.create_subscription(CameraInfo, "camera_info", self._guarded(self._on_camera_info),
+                                     qos_profile_sensor_data, qos_overriding_options=overrides),
+        ]
+        self._last_report = time.monotonic()
+        self._last_reported_received = -1
+        self._stats_timer = self.create_timer(STATS_TICK_S, self._on_stats_tick)
+        self._publish_cad_database_info()
+        self._accepting = True
+        self.get_logger().info(
+            f"ready: {len(self._cad_db)} CAD models; listening on "
+            f"{self.resolve_topic_name('image')} + {self.resolve_topic_name('camera_info')}")
+
+    def close_io(self) -> None:
+        """Stop taking frames, let the frame in flight finish, then remove topics and timer."""
+        self._accepting = False
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        dropped_before = worker.dropped
+        if not worker.close(timeout=WORKER_STOP_TIMEOUT_S, drop_pending=True):
+            self.get_logger().warning(f"inference worker did not stop within {WORKER_STOP_TIMEOUT_S:.0f} s")
+        if worker.dropped > dropped_before:  # the pending frame, never started
+            self.stats.count("dropped", worker.dropped - dropped_before)
+        # Reliable subscribers get the last frame's results before the publishers go away.
+        for name in ("objects", "markers"):
+            self._outputs[name].wait_for_all_acked(Duration(seconds=FINAL_ACK_TIMEOUT_S))
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        for publisher in self._outputs.values():
+            self.destroy_publisher(publisher)
+        if self._stats_timer is not None:
+            self.destroy_timer(self._stats_timer)
+        self._inputs, self._outputs, self._stats_timer, self._sync = [], {}, None, None
+        snapshot = self.stats.snapshot(reset_stages=False)
+        self.get_logger().info(
+            f"stopped: worker finished its last frame; {snapshot['processed']} frames processed, "
+            f"{snapshot['dropped']} dropped, {snapshot['rejected']} rejected")
+
+    # ------------------------------------------------------------------ input (executor thread)
+    def _guarded(self, callback):
+        """Wrap an executor callback: an unexpected exception is logged and counted, never fatal."""
+        def run(msg):
+            try:
+                callback(msg)
+            except Exception as exc:  # noqa: BLE001 - bad input must not stop the node
+                self.stats.count("errors")
+                self._error.report(f"callback {callback.__name__}",
+                                   f"unexpected error in {callback.__name__}: {type(exc).__name__}: {exc}")
+        return run
+
+    def _reject(self, source: str, exc: Exception, stamp_ns: Optional[int] = None) -> None:
+        kind = rejection_kind(source, str(exc))
+        self.stats.reject(kind)
+        when = f" (stamp {stamp_ns / 1e9:.3f})" if stamp_ns is not None else ""
+        self._warn.report(kind, f"rejected {source}{when}: {exc}")
+
+    def _on_image(self, msg: Image) -> None:
+        arrived = time.perf_counter()
+        self.stats.count("received")
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            check_image_header(msg)
+        except ImageConversionError as exc:
+            self._reject("image", exc, stamp)
+            return
+        sync = self._sync
+        if sync is not None and self._accepting:
+            self._submit_pairs(sync.add_image(stamp, Arrival(msg, arrived)))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        arrived = time.perf_counter()
+        try:
+            intrinsics_from_k(msg.k)
+        except CameraInfoError as exc:
+            self._reject("camera_info", exc, stamp_to_ns(msg.header.stamp))
+            return
+        if not self._warned_distortion and any(abs(float(d)) > 1e-9 for d in msg.d):
+            self._warned_distortion = True  # once: a property of the camera, not of a frame
+            self.get_logger().warning("camera_info has distortion coefficients but the model assumes a pinhole "
+                                      "camera: subscribe to a rectified image (image_rect) for exact poses")
+        sync = self._sync
+        if sync is not None and self._accepting:
+            self._submit_pairs(sync.add_info(stamp_to_ns(msg.header.stamp), Arrival(msg, arrived)))
+
+    def _submit_pairs(self, pairs: list[Pair[Arrival, Arrival]]) -> None:
+        for pair in pairs:
+            image, info = pair.image.msg, pair.info.msg
+            try:
+                check_frame_ids(image.header.frame_id, info.header.frame_id)
+                K = intrinsics_for_image(info, image.width, image.height)
+            except CameraInfoError as exc:
+                self._reject("frame", exc, pair.image_stamp_ns)
+                continue
+            self.stats.count("paired")
+            worker = self._worker
+            if worker is None or not self._accepting:
+                return
+            age = time.time() - pair.image_stamp_ns / NS_PER_S - (time.perf_counter() - pair.image.at)
+            frame = Frame(image, K, pair.image.at, time.perf_counter(),
+                          age if 0.0 <= age < PLAUSIBLE_AGE_S else None)
+            try:
+                if not worker.submit(frame):
+                    self.stats.count("dropped")
+            except RuntimeError:  # closed between the check and the hand-off (shutdown)
+                return
+
+    # ------------------------------------------------------------------ worker thread
+    def _process_frame(self, frame: Frame) -> None:
+        settings = self._settings
+        t_start = time.perf_counter()
+        try:
+            rgb = rgb_pixels(frame.image)  # rgb8: a view of the message, no copy
+        except ImageConversionError as exc:
+            self._reject("image", exc, stamp_to_ns(frame.image.header.stamp))
+            return
+        t_converted = time.perf_counter()
+        with self._predictor_lock:
+            if self._predictor is None:
+                return
+            self._apply_thresholds(settings)
+            with self._autocast():
+                detections = self._predictor.predict(rgb, frame.K)
+        t_predicted = time.perf_counter()
+        detections = sorted((d for d in detections if float(d.score) >= settings.score_threshold),
+                            key=lambda d: -float(d.score))[: settings.max_objects]
+        header = frame.image.header
+        outputs = [("objects", detections_to_msg(detections, header, t_predicted - t_converted))]
+        if settings.publish_markers:
+            outputs.append(("markers", build_marker_array(detections, header, MARKER_NAMESPACE,
+                                                          settings.marker_lifetime)))
+        debug_pub = self._outputs["debug_image"]
+        if settings.publish_debug_image and debug_pub.get_subscription_count() > 0:
+            from roca_core.visualize import draw_overlay
+            overlay = draw_overlay(rgb, detections, frame.K, db=self._cad_db)
+            outputs.append(("debug_image", rgb_to_image_msg(overlay, header)))
+        t_built = time.perf_counter()
+        for name, msg in outputs:
+            self._outputs[name].publish(msg)
+        t_published = time.perf_counter()
+        self.stats.count("processed")
+        stages = dict(sync=frame.paired - frame.arrived, handoff=t_start - frame.paired,
+                      convert=t_converted - t_start, predict=t_predicted - t_converted,
+                      build=t_built - t_predicted, publish=t_published - t_built,
+                      latency=t_published - frame.arrived)
+        if frame.age_s is not None:
+            stages["transport"] = frame.age_s
+        self.stats.record(**stages)
+
+    def _on_worker_error(self, frame: Frame, exc: BaseException) -> None:
+        self.stats.count("errors")
+        stamp = stamp_to_ns(frame.image.header.stamp) / 1e9
+        self._error.report(f"error: {type(exc).__name__}",
+                           f"inference failed on frame stamp {stamp:.3f}: {type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ CAD database
+    def _publish_cad_database_info(self) -> None:
+        publisher = self._outputs.get("cad_database")
+        if publisher is None or self._cad_db is None:
+            return  # published on the next open_io
+        header = Header(stamp=self.get_clock().now().to_msg())
+        publisher.publish(cad_database_to_msg(self._cad_db, self._cad_db_path, header))
+
+    def reload_cad_database(self, path: str = "") -> tuple[bool, str]:
+        """Load ``path`` (or the current one) and switch to it; on failure keep the old one."""
+        requested = path or self._cad_db_path
+        try:
+            db, shown_path = load_cad_database(requested)
+            with self._predictor_lock:
+                if self._predictor is None:
+                    raise RuntimeError("no model loaded")
+                self._predictor.set_cad_database(db)
+                self._cad_db, self._cad_db_path = db, shown_path
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, old database kept
+            message = f"could not load CAD database {requested}: {exc}; keeping {self._cad_db_path}"
+            self.get_logger().error(message)
+            return False, message
+        self._publish_cad_database_info()
+        message = f"loaded CAD database {shown_path} ({len(db)} models)"
+        self.get_logger().info(message)
+        return True, message
+
+    def _on_reload(self, request: ReloadCadDatabase.Request,
+                   response: ReloadCadDatabase.Response) -> ReloadCadDatabase.Response:
+        response.success, response.message = self.reload_cad_database(request.database_path)
+        response.num_models = len(self._cad_db) if self._cad_db is not None else 0
+        return response
+
+    # ------------------------------------------------------------------ stats
+    def _on_stats_tick(self) -> None:
+        period = self._settings.stats_period
+        now = time.monotonic()
+        if period <= 0 or now - self._last_report < period:
+            return
+        self._last_report = now
+        if self._sync is not None:
+            self.stats.unpaired = self._sync.unpaired_images
+        snapshot = self.stats.snapshot()
+        if snapshot["received"] != self._last_reported_received:  # stay quiet while idle
+            self.get_logger().info(format_report(snapshot))
+            self._last_reported_received = snapshot["received"]
+        self._outputs["stats"].publish(String(data=json.dumps(snapshot)))
