@@ -178,3 +178,27 @@ def test_retrieval_chance_level_counts_the_same_class_cads_of_the_database(tiny_
     assert ret["gt_noc"]["chance_top1"] == pytest.approx(expected) and expected < 20.0
     expected5 = 100.0 * np.mean([min(5, per_class[c]) / per_class[c] for c in classes])
     assert ret["gt_noc"]["chance_top5"] == pytest.approx(expected5)
+
+
+def test_model_gt_boxes_keep_order_map_to_the_image_and_refuse_bad_input():
+    torch.manual_seed(1)
+    cfg = tiny_model_config()
+    model = RocaModel(cfg).eval()
+    image = torch.rand(3, 96, 128)  # twice the network input: boxes are scaled there and back
+    K = torch.tensor([[116.0, 0, 63.5], [0, 116.0, 47.5], [0, 0, 1]])
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 90.0], [70.0, 4.0, 126.0, 50.0], [0.0, 0.0, 30.0, 30.0]])
+    labels = torch.tensor([6, 9, 6])
+    out = model([image], intrinsics=[K], gt_boxes=[boxes], gt_labels=[labels])[0]
+    assert torch.allclose(out["boxes"], boxes, atol=1e-4) and torch.equal(out["labels"], labels)
+    assert out["scores"].tolist() == [1.0, 1.0, 1.0] and out["masks"].shape == (3, 96, 128)
+    assert out["rotations"].shape == (3, 3, 3) and out["noc_embeddings"].shape == (3, cfg.embedding_dim)
+    empty = model([image], intrinsics=[K], gt_boxes=[boxes[:0]], gt_labels=[labels[:0]])[0]
+    assert empty["boxes"].shape == (0, 4) and empty["noc_embeddings"].shape[0] == 0
+    with pytest.raises(ValueError, match="1-based"):
+        model([image], intrinsics=[K], gt_boxes=[boxes], gt_labels=[labels - 6])
+    with pytest.raises(ValueError, match="gt_boxes but"):
+        model([image], intrinsics=[K], gt_boxes=[boxes], gt_labels=[labels[:2]])
+    with pytest.raises(ValueError, match="go together"):
+        model([image], intrinsics=[K], gt_boxes=[boxes])
+    with pytest.raises(ValueError, match="eval-mode"):
+        model.train()([image], [{"K": K}], gt_boxes=[boxes], gt_labels=[labels])
