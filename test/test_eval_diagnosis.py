@@ -202,3 +202,13 @@ def test_model_gt_boxes_keep_order_map_to_the_image_and_refuse_bad_input():
         model([image], intrinsics=[K], gt_boxes=[boxes])
     with pytest.raises(ValueError, match="eval-mode"):
         model.train()([image], [{"K": K}], gt_boxes=[boxes], gt_labels=[labels])
+
+
+def test_default_val_split_holds_out_a_tenth_of_the_rooms_and_at_least_one():
+    from roca_core.cli.make_dataset import default_val_fraction
+    assert default_val_fraction(5, 10) == 0.0  # a single room cannot be split
+    for rooms in range(2, 60):
+        # make_dataset holds out int(round(rooms * fraction)) rooms
+        val_rooms = int(round(rooms * default_val_fraction(rooms * 10, 10)))
+        assert 1 <= val_rooms <= max(1, round(rooms * 0.1)), rooms
+    assert int(round(800 * default_val_fraction(8000, 10))) == 80
