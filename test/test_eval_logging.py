@@ -124,7 +124,6 @@ class _ValData(torch.utils.data.Dataset):
 
 
 def test_trainer_writes_held_out_metrics_and_head_gradients_every_eval_period(tmp_path):
-    from roca_core.model.config import ModelConfig  # noqa: F401  (config classes load lazily)
     from roca_core.training.config import DataConfig, ExperimentConfig, TrainConfig
     from roca_core.training.trainer import LOSS_CSV, LOSS_PNG, Trainer
 
