@@ -383,6 +383,15 @@ def test_evaluate_model_with_retrieval_from_a_cad_database():
     ret = evaluate_model(model, ds, db, progress=False)["retrieval"]["pred_noc"]
     assert ret["top1"] == 0.0 and ret["top5"] == 100.0
     model.cad_ids = cad_ids
+    # A database without the table's CAD: that object is counted apart, not as a miss.
+    model.calls = 0
+    keep = [0, 1, 3]
+    partial = FakeCadDatabase(ids=[cad_ids[k] for k in keep], voxels=voxels[keep],
+                              model_classes=["chair", "chair", "table"],
+                              symmetries=[db.symmetries[k] for k in keep])
+    ret = evaluate_model(model, ds, partial, progress=False)["retrieval"]
+    assert ret["num_gt"] == 3 and ret["num_cad_not_in_database"] == 1
+    assert ret["pred_noc"]["num"] == 2 and ret["pred_noc"]["top1"] == 100.0
     # Without a database, nothing is retrieved: retrieval-aware accuracy is 0.
     model.calls = 0
     report = evaluate_model(model, ds, None, progress=False)

@@ -35,13 +35,14 @@ def test_top1_top5_chance_and_objects_outside_the_database():
 
     def obj(cls, cad, query_pred, query_gt=None):
         return RetrievedObject(cls, cad, r.num_candidates(cls), r.rank(cls, np.array(query_pred)),
-                               None if query_gt is None else r.rank(cls, np.array(query_gt)))
+                               None if query_gt is None else r.rank(cls, np.array(query_gt)),
+                               in_database=cad in r.id_set)
 
-    acc.add(obj("chair", "c2", [2.1, 0], [2.0, 0]), r.id_set)   # pred: top-1; gt: top-1
-    acc.add(obj("chair", "c5", [3.1, 0], [5.0, 0]), r.id_set)   # pred: rank 4 (top-5); gt: top-1
-    acc.add(obj("chair", "c0", [5.0, 0]), r.id_set)             # pred: rank 6 (miss); no gt query
-    acc.add(obj("table", "t0", [9.0, 9.0]), r.id_set)           # one candidate: always a hit
-    acc.add(obj("chair", "c_unknown", [0, 0]), r.id_set)        # not in the database
+    acc.add(obj("chair", "c2", [2.1, 0], [2.0, 0]))   # pred: top-1; gt: top-1
+    acc.add(obj("chair", "c5", [3.1, 0], [5.0, 0]))   # pred: rank 4 (top-5); gt: top-1
+    acc.add(obj("chair", "c0", [5.0, 0]))             # pred: rank 6 (miss); no gt query
+    acc.add(obj("table", "t0", [9.0, 9.0]))           # one candidate: always a hit
+    acc.add(obj("chair", "c_unknown", [0, 0]))        # not in the database
     acc.add_missing(2)                                          # two objects never detected
     res = acc.result()
     assert res["num_gt"] == 7 and res["num_cad_not_in_database"] == 1

@@ -156,7 +156,7 @@ def retrieved_objects(model: torch.nn.Module, tap: ModelTap, target: Mapping[str
     result: list[RetrievedObject | None] = [None] * g
     for j, k in pairs:
         cls = class_names[labels[j] - 1]
-        result[j] = RetrievedObject(cls, None if cad_ids[j] is None else str(cad_ids[j]),
-                                    ranker.num_candidates(cls), ranker.rank(cls, queries[k]),
-                                    gt_ranked.get(j))
+        cad = None if cad_ids[j] is None else str(cad_ids[j])
+        result[j] = RetrievedObject(cls, cad, ranker.num_candidates(cls), ranker.rank(cls, queries[k]),
+                                    gt_ranked.get(j), in_database=cad in ranker.id_set)
     return result

@@ -66,6 +66,7 @@ class RetrievedObject:
     num_candidates: int  # CADs of the class in the database
     pred_noc: "list[str] | None" = None
     gt_noc: "list[str] | None" = None
+    in_database: bool = True  # False: the object's CAD cannot be retrieved at all
 
 
 def _pct(hits: int, n: int) -> "float | None":
@@ -92,9 +93,9 @@ class RetrievalAccumulator:
         """Ground-truth objects without a matched prediction (no query at all)."""
         self.num_gt += int(count)
 
-    def add(self, obj: RetrievedObject, db_ids: "set[str] | None" = None) -> None:
+    def add(self, obj: RetrievedObject) -> None:
         self.num_gt += 1
-        if obj.gt_cad_id is None or (db_ids is not None and obj.gt_cad_id not in db_ids):
+        if obj.gt_cad_id is None or not obj.in_database:
             self.num_not_in_db += 1
             return
         for source in QUERY_SOURCES:
