@@ -9,10 +9,7 @@ Network safety: localhost discovery only, and a ROS domain of this module's own.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import random
 import shutil
 import signal
 import subprocess
@@ -27,81 +24,34 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("roca_msgs.msg")
 from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.parameter import Parameter, parameter_value_to_python  # noqa: E402
-from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from roca_msgs.msg import CadDatabaseInfo, ObjectAlignmentArray  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from roca_msgs.srv import ReloadCadDatabase  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
-from std_msgs.msg import String  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from roca_ros.image_conversion import image_to_rgb, rgb_to_image_msg  # noqa: E402
+from ros_helpers import (  # noqa: E402
+    HEIGHT, K_LIST, START_TIMEOUT_S, WIDTH, Client, NodeProcess, executable_command, make_frame, node_env,
+    private_domain_id, save_random_checkpoint,
+)
+from roca_ros.image_conversion import image_to_rgb  # noqa: E402
 from roca_ros.time_sync import stamp_to_ns  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "roca_demo.safetensors"
-# A domain of this module's own (not the one conftest gave the rest of the suite).
-DOMAIN_ID = random.SystemRandom().choice(
-    [d for d in range(100, 201) if str(d) != os.environ.get("ROS_DOMAIN_ID")])
-NODE_FQN = "/roca/roca_node"
-WIDTH, HEIGHT = 320, 240
-K_LIST = [300.0, 0.0, 159.5, 0.0, 300.0, 119.5, 0.0, 0.0, 1.0]
-START_TIMEOUT_S = 120.0
+DOMAIN_ID = private_domain_id()
 CAMERA_INFO_TOPIC = "/roca/camera/camera_info"  # remapped on the command line
 
 
-def node_command() -> list[str]:
-    exe = Path(sys.executable).with_name("roca_node")
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "roca_ros.node"]
-
-
-def node_env() -> dict[str, str]:
-    return dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0", OMP_NUM_THREADS="2")
-
-
-class NodeProcess:
-    """A roca_node subprocess whose log goes to a file (no pipe to fill up)."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.proc = subprocess.Popen(node_command() + args, cwd=REPO, env=node_env(),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return True
-            if self.proc.poll() is not None:
-                return text in self.log()
-            time.sleep(0.1)
-        return False
-
-    def stop(self, sig=signal.SIGINT, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+def start_node(args: list[str], log_path: Path) -> NodeProcess:
+    """roca_node as users start it (the console entry point), in this module's domain."""
+    return NodeProcess(executable_command() + args, log_path, node_env(DOMAIN_ID))
 
 
 def run_to_exit(args: list[str], tmp_path: Path, timeout: float = 90.0) -> tuple[int, str]:
     """Run roca_node expecting it to exit by itself; returns (exit code, log)."""
-    proc = NodeProcess(args, tmp_path / "node.log")
+    proc = start_node(args, tmp_path / "node.log")
     try:
         code = proc.proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -116,18 +66,8 @@ def run_to_exit(args: list[str], tmp_path: Path, timeout: float = 90.0) -> tuple
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised small model (config/small.yaml) saved as a checkpoint."""
-    torch = pytest.importorskip("torch")
-    from roca_core.checkpoint import save_checkpoint
-    from roca_core.model import RocaModel
-    from roca_core.model.config import ModelConfig
-
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    cfg = ModelConfig.from_yaml(REPO / "config" / "small.yaml")
-    path = tmp_path_factory.mktemp("ckpt") / "small_random.safetensors"
-    save_checkpoint(path, RocaModel(cfg), cfg)
-    return path
+    pytest.importorskip("torch")
+    return save_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "small_random.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +81,8 @@ def roca_node(checkpoint, tmp_path_factory):
         assert old in text
         text = text.replace(old, new)
     (folder / "params.yaml").write_text(text)
-    proc = NodeProcess(["--ros-args", "--params-file", str(folder / "params.yaml"), "-p", "device:=cpu",
-                        "-r", f"camera_info:={CAMERA_INFO_TOPIC}"], folder / "roca_node.log")
+    proc = start_node(["--ros-args", "--params-file", str(folder / "params.yaml"), "-p", "device:=cpu",
+                       "-r", f"camera_info:={CAMERA_INFO_TOPIC}"], folder / "roca_node.log")
     if not proc.wait_for_log("ready:", START_TIMEOUT_S):
         proc.stop(signal.SIGKILL)
         pytest.fail(f"roca_node did not become ready:\n{proc.log()}")
@@ -150,123 +90,9 @@ def roca_node(checkpoint, tmp_path_factory):
     proc.stop()
 
 
-def make_frame(rgb: np.ndarray, stamp, frame_id: str = "camera", K=None) -> tuple[Image, CameraInfo]:
-    image = rgb_to_image_msg(rgb)
-    image.header.stamp = stamp
-    image.header.frame_id = frame_id
-    info = CameraInfo()
-    info.header.stamp = stamp
-    info.header.frame_id = frame_id
-    info.height, info.width = rgb.shape[:2]
-    info.k = list(K_LIST if K is None else K)
-    return image, info
-
-
-class Client:
-    """Test-side ROS node: publishes camera frames, collects everything roca_node publishes."""
-
-    def __init__(self, namespace: str = "/roca", camera_info_topic: str = CAMERA_INFO_TOPIC) -> None:
-        """Talks to the node in ``namespace`` (the module's node by default, whose camera_info
-        is remapped to CAMERA_INFO_TOPIC)."""
-        ns = namespace.rstrip("/")
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
-        self.node = Node("roca_node_test_client", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.objects: dict[int, ObjectAlignmentArray] = {}
-        self.objects_arrival: dict[int, float] = {}
-        self.markers: dict[int, MarkerArray] = {}
-        self.debug_images: dict[int, Image] = {}
-        self.stats: list[dict] = []
-        self.databases: list[CadDatabaseInfo] = []
-        n = self.node
-        self.image_pub = n.create_publisher(Image, f"{ns}/image", qos_profile_sensor_data)
-        self.info_pub = n.create_publisher(CameraInfo, camera_info_topic, qos_profile_sensor_data)
-        n.create_subscription(ObjectAlignmentArray, f"{ns}/objects", self._on_objects, 50)
-        n.create_subscription(MarkerArray, f"{ns}/markers", self._on_markers, 50)
-        n.create_subscription(String, NODE_FQN + "/stats", lambda m: self.stats.append(json.loads(m.data)), 50)
-        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        n.create_subscription(CadDatabaseInfo, "/roca/cad_database", self.databases.append, latched)
-        self.params = AsyncParameterClient(n, NODE_FQN)
-        self.reload = n.create_client(ReloadCadDatabase, "/roca/reload_cad_database")
-        self.rgb = (np.random.default_rng(0).random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)
-        self._last_stamp_ns = 0
-
-    def _on_objects(self, msg: ObjectAlignmentArray) -> None:
-        key = stamp_to_ns(msg.header.stamp)
-        self.objects[key] = msg
-        self.objects_arrival[key] = time.time()
-
-    def _on_markers(self, msg: MarkerArray) -> None:
-        if msg.markers:
-            self.markers[stamp_to_ns(msg.markers[0].header.stamp)] = msg
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-    def spin_until(self, predicate, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            self.executor.spin_once(timeout_sec=0.02)
-        return bool(predicate())
-
-    def wait_future(self, future, timeout: float = 20.0):
-        assert self.spin_until(future.done, timeout), "no answer from roca_node"
-        return future.result()
-
-    def new_stamp(self):
-        """Wall-clock stamp (ROS time = system time in both processes), strictly increasing."""
-        now = self.node.get_clock().now()
-        ns = max(now.nanoseconds, self._last_stamp_ns + 1_000_000)
-        self._last_stamp_ns = ns
-        msg = now.to_msg()
-        msg.sec, msg.nanosec = divmod(ns, 1_000_000_000)
-        return msg
-
-    def frame(self, frame_id: str = "camera", rgb: np.ndarray | None = None, K=None):
-        """A matching (Image, CameraInfo) pair with a fresh stamp."""
-        return make_frame(self.rgb if rgb is None else rgb, self.new_stamp(), frame_id, K)
-
-    def publish(self, image: Image, info: CameraInfo) -> int:
-        self.image_pub.publish(image)
-        self.info_pub.publish(info)
-        return stamp_to_ns(image.header.stamp)
-
-    def request_objects(self, timeout: float = 30.0, **frame_kwargs) -> tuple[int, ObjectAlignmentArray, Image]:
-        """Publish fresh frames (every 0.5 s) until one of them comes back as objects."""
-        sent: dict[int, Image] = {}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            image, info = self.frame(**frame_kwargs)
-            sent[self.publish(image, info)] = image
-            if self.spin_until(lambda: any(s in self.objects for s in sent), 0.5):
-                stamp = next(s for s in sent if s in self.objects)
-                return stamp, self.objects[stamp], sent[stamp]
-        raise AssertionError(f"no objects for any of {len(sent)} frames within {timeout} s")
-
-    def latest_stats(self, timeout: float = 5.0) -> dict:
-        count = len(self.stats)
-        assert self.spin_until(lambda: len(self.stats) > count, timeout), "no ~/stats message"
-        return self.stats[-1]
-
-    def set_params(self, **values):
-        future = self.params.set_parameters([Parameter(k, value=v) for k, v in values.items()])
-        return self.wait_future(future).results
-
-    def get_param(self, name: str):
-        response = self.wait_future(self.params.get_parameters([name]))
-        return parameter_value_to_python(response.values[0])
-
-
 @pytest.fixture(scope="module")
 def client(roca_node):
-    c = Client()
+    c = Client(DOMAIN_ID, camera_info_topic=CAMERA_INFO_TOPIC)
     assert c.params.wait_for_services(timeout_sec=30.0), "parameter services of roca_node not found"
     yield c
     c.close()
@@ -490,12 +316,12 @@ def test_demo_model_poses_near_ground_truth_on_an_easy_frame(tmp_path):
         generator.release()
     # its own namespace: the module's node (random weights) listens on /roca
     ns = "/roca_demo_model"
-    proc = NodeProcess(["--ros-args", "-r", f"__ns:={ns}", "-p", "device:=cpu"], tmp_path / "demo.log")
+    proc = start_node(["--ros-args", "-r", f"__ns:={ns}", "-p", "device:=cpu"], tmp_path / "demo.log")
     c = None
     results = []
     try:
         assert proc.wait_for_log("ready:", START_TIMEOUT_S), proc.log()
-        c = Client(ns, f"{ns}/camera_info")
+        c = Client(DOMAIN_ID, ns)
         for frame in frames:
             _, objects, _ = c.request_objects(rgb=frame.rgb, K=frame.K.reshape(-1).tolist(), timeout=60.0)
             results.append(objects)
@@ -550,7 +376,7 @@ def test_no_arguments_use_demo_model_and_default_namespace(tmp_path):
         code, log = run_to_exit([], tmp_path)
         assert code != 0 and "roca_demo.safetensors" in log and "Traceback" not in log
         return
-    proc = NodeProcess([], tmp_path / "n.log")
+    proc = start_node([], tmp_path / "n.log")
     try:
         assert proc.wait_for_log("ready:", START_TIMEOUT_S), proc.log()
         assert "listening on /roca/image + /roca/camera_info" in proc.log()
