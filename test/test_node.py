@@ -278,6 +278,51 @@ def test_parameter_changes_are_validated_and_applied(client):
         client.set_params(score_threshold=0.0, max_objects=5)
 
 
+def test_output_parameters_apply_from_the_next_frame_and_bad_values_say_why(client):
+    """publish_markers, publish_debug_image, marker_lifetime, mask_threshold at run time."""
+    debug_sub = client.node.create_subscription(
+        Image, "/roca/debug_image", lambda m: client.debug_images.__setitem__(stamp_to_ns(m.header.stamp), m), 5)
+    try:
+        assert client.spin_until(lambda: client.node.count_publishers("/roca/debug_image") > 0, 5.0)
+        time.sleep(0.5)  # the node sees the debug subscriber
+        rejected = {
+            ("publish_markers", "yes"): "publish_markers must be a bool",
+            ("publish_debug_image", 1): "publish_debug_image must be a bool",
+            ("marker_lifetime", -1.0): "marker_lifetime must be >= 0.0",
+            ("mask_threshold", 1.5): "mask_threshold must be <= 1.0",
+            ("max_objects", 2.5): "max_objects must be an integer",
+        }
+        for (name, value), reason in rejected.items():
+            (result,) = client.set_params(**{name: value})
+            assert not result.successful and reason in result.reason, (name, result.reason)
+        for name, value in (("checkpoint", ""), ("cad_database", "/x"), ("device", "cpu"), ("half_precision", True)):
+            (result,) = client.set_params(**{name: value})
+            assert not result.successful and "read-only" in result.reason, (name, result.reason)
+
+        results = client.set_params(marker_lifetime=2.5, mask_threshold=0.3)
+        assert all(r.successful for r in results), [r.reason for r in results]
+        assert client.get_param("mask_threshold") == 0.3
+        stamp, objects, _ = client.request_objects()
+        assert client.spin_until(lambda: stamp in client.markers and stamp in client.debug_images, 10.0)
+        lifetimes = {(m.lifetime.sec, m.lifetime.nanosec) for m in client.markers[stamp].markers[1:]}
+        assert objects.objects and lifetimes == {(2, 500_000_000)}
+
+        results = client.set_params(publish_markers=False, publish_debug_image=False)
+        assert all(r.successful for r in results), [r.reason for r in results]
+        stamp, _, _ = client.request_objects()
+        client.spin_until(lambda: False, 1.0)
+        assert stamp not in client.markers and stamp not in client.debug_images
+
+        results = client.set_params(publish_markers=True, publish_debug_image=True, marker_lifetime=0.0)
+        assert all(r.successful for r in results), [r.reason for r in results]
+        stamp, _, _ = client.request_objects()
+        assert client.spin_until(lambda: stamp in client.markers and stamp in client.debug_images, 10.0)
+        assert {(m.lifetime.sec, m.lifetime.nanosec) for m in client.markers[stamp].markers} == {(0, 0)}
+    finally:
+        client.node.destroy_subscription(debug_sub)
+        client.set_params(publish_markers=True, publish_debug_image=True, marker_lifetime=0.0, mask_threshold=0.7)
+
+
 def test_reload_service_keeps_old_database_on_failure(client, tmp_path):
     assert client.reload.wait_for_service(timeout_sec=10.0)
     client.spin_until(lambda: bool(client.databases), 10.0)
