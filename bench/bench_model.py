@@ -1,17 +1,16 @@
-"""Benchmark the ROCA network: forward latency per stage, training-step time, and batched vs
-per-object weighted Procrustes. Prints one table.
+"""Benchmark the ROCA network: forward latency per stage and images/s per batch size, peak GPU
+memory, training-step time, and batched vs per-object weighted Procrustes. Prints one table.
 
     python bench/bench_model.py --device cpu                      # both presets, fp32
-    python bench/bench_model.py --device cuda --amp bf16 --presets paper
+    python bench/bench_model.py --device cuda --amp bf16 --presets paper --batches 1,8
 
 Models are randomly initialised, so the number of detections is capped (``--max-dets``,
 a typical ScanNet frame has a handful of objects) to keep the 3D heads' load realistic.
+The measurements are :mod:`roca_core.gpu_job.benchmark`'s, which the GPU job also runs.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import statistics
 import sys
 import time
@@ -22,82 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from roca_core.geometry.procrustes import weighted_procrustes  # noqa: E402
-from roca_core.model import RocaModel, load_preset  # noqa: E402
+from roca_core.gpu_job.benchmark import AMP_DTYPES, forward_bench, sync, train_step_bench  # noqa: E402
+from roca_core.model import load_preset  # noqa: E402
 from roca_core.model.roca import STAGES  # noqa: E402
-from roca_core.model.synthetic import make_batch  # noqa: E402
-
-AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, amp: str):
-    if AMP[amp] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=AMP[amp])
-
-
-def _to(batch, device):
-    images, targets = batch
-    images = [i.to(device) for i in images]
-    targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-    return images, targets
-
-
-def bench_forward(cfg, device, amp, iters, warmup, max_dets):
-    cfg = dataclasses.replace(cfg, detections_per_image=max_dets)
-    torch.manual_seed(0)
-    model = RocaModel(cfg).to(device).eval()
-    images, targets = _to(make_batch(cfg.image_height, cfg.image_width, 1, 3, cfg.num_classes, seed=0), device)
-    Ks = [t["K"] for t in targets]
-    totals, per_stage, ndet = [], {k: [] for k in STAGES}, 0
-    model.profile = True
-    for i in range(warmup + iters):
-        model.stage_times.clear()
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.no_grad(), _autocast(device, amp):
-            out = model(images, intrinsics=Ks)
-        _sync(device)
-        if i >= warmup:
-            totals.append(time.perf_counter() - t0)
-            ndet = int(out[0]["boxes"].shape[0])
-            for k in STAGES:
-                per_stage[k].append(model.stage_times[k])
-    stages = {k: 1000 * statistics.median(v) for k, v in per_stage.items()}  # medians, like the total
-    return stages, 1000 * statistics.median(totals), ndet
-
-
-def bench_train(cfg, device, amp, iters, warmup, batch):
-    torch.manual_seed(0)
-    model = RocaModel(cfg).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    scaler = torch.amp.GradScaler(device.type, enabled=(amp == "fp16"))
-    data = _to(make_batch(cfg.image_height, cfg.image_width, batch, 3, cfg.num_classes, seed=1), device)
-    times, fwd = [], []
-    for i in range(warmup + iters):
-        _sync(device)
-        t0 = time.perf_counter()
-        with _autocast(device, amp):
-            losses = model(*data)
-        loss = sum(losses.values())
-        _sync(device)
-        t_fwd = time.perf_counter() - t0
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        scaler.step(opt)
-        scaler.update()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-            fwd.append(t_fwd)
-    return 1000 * statistics.median(times), 1000 * statistics.median(fwd)
-
 
 def bench_procrustes(device, n_objects, n_points, iters):
     g = torch.Generator().manual_seed(0)
@@ -119,12 +45,12 @@ def bench_procrustes(device, n_objects, n_points, iters):
     res = []
     for fn in (batched, loop):
         fn()
-        _sync(device)
+        sync(device)
         samples = []
         for _ in range(iters):
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             samples.append(time.perf_counter() - t0)
         res.append(1000 * statistics.median(samples))
     return res
@@ -133,10 +59,11 @@ def bench_procrustes(device, n_objects, n_points, iters):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", choices=list(AMP), default="none")
+    p.add_argument("--amp", choices=list(AMP_DTYPES), default="none")
     p.add_argument("--presets", default="small,paper")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--batches", default="1", help="forward batch sizes, e.g. 1,8")
     p.add_argument("--train-batch", type=int, default=2)
     p.add_argument("--max-dets", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -149,18 +76,27 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
     rows: list[tuple[str, str, str, str]] = []
+    def mem(row: dict) -> str:
+        return "" if row["peak_mem_mb"] is None else f", peak {row['peak_mem_mb']:.0f} MB"
+
+    batches = [int(b) for b in args.batches.split(",") if b]
     for preset in [s for s in args.presets.split(",") if s]:
         cfg = load_preset(preset)
         size = f"{cfg.image_height}x{cfg.image_width}"
-        stages, total, ndet = bench_forward(cfg, device, args.amp, args.iters, args.warmup, args.max_dets)
-        for k in STAGES:
-            rows.append(("forward", f"{preset} {size}", f"{k} (ms)", f"{stages[k]:.1f}"))
-        rows.append(("forward", f"{preset} {size}", f"total ms ({ndet} dets)", f"{total:.1f}"))
-        rows.append(("forward", f"{preset} {size}", "images/s", f"{1000 / total:.2f}"))
+        for batch in batches:
+            r = forward_bench(cfg, device, args.amp, batch, args.iters, args.warmup, args.max_dets,
+                              stage_iters=args.iters if batch == 1 else 0)
+            where = f"{preset} {size} x{batch}"
+            for k in STAGES if "stages_ms" in r else ():
+                rows.append(("forward", where, f"{k} (ms)", f"{r['stages_ms'][k]:.1f}"))
+            rows.append(("forward", where, f"total ms ({r['dets_per_image']:g} dets/image)",
+                         f"{r['ms']:.1f}{mem(r)}"))
+            rows.append(("forward", where, "images/s", f"{r['images_per_s']:.2f}"))
         if not args.skip_train:
-            step, fwd = bench_train(cfg, device, args.amp, args.iters, args.warmup, args.train_batch)
-            rows.append(("train", f"{preset} {size}", f"step ms (batch {args.train_batch})", f"{step:.1f}"))
-            rows.append(("train", f"{preset} {size}", "  of which forward + losses ms", f"{fwd:.1f}"))
+            r = train_step_bench(cfg, device, args.amp, args.train_batch, args.iters, args.warmup)
+            rows.append(("train", f"{preset} {size}", f"step ms (batch {args.train_batch})",
+                         f"{r['ms']:.1f}{mem(r)}"))
+            rows.append(("train", f"{preset} {size}", "  of which forward + losses ms", f"{r['forward_ms']:.1f}"))
     for n in (1, 10, 100):
         b, lo = bench_procrustes(device, n, 1024, max(args.iters, 5))
         rows.append(("procrustes", f"{n} obj x 1024 pts", "batched / loop ms (fwd+bwd)",

@@ -44,3 +44,206 @@ def test_cad_database_retrieval_without_faiss(monkeypatch):
     db.set_embeddings(emb, "test")
     ids, dist = db.lookup("table", emb[4] + 1e-3, k=2)
     assert ids[0][0] == "m4" and dist.shape == (1, 2) and dist[0, 0] < 0.01 < dist[0, 1]
+
+
+# ---------------------------------------------------------------- schedule, parts, config
+def _experiment(max_iter=4000, warmup=300, steps=(3200, 3700), batch=4):
+    from roca_core.model.config import ModelConfig
+    from roca_core.training.config import ExperimentConfig, TrainConfig
+
+    return ExperimentConfig(model=ModelConfig(), train=TrainConfig(
+        max_iter=max_iter, warmup_iters=warmup, lr_steps=steps, ims_per_batch=batch))
+
+
+def test_fit_schedule_keeps_the_recipe_shape():
+    from roca_core.gpu_job.config import TrainJob
+    from roca_core.gpu_job.schedule_fit import fit_schedule
+
+    exp, plan = fit_schedule(_experiment(), seconds=300.0, step_s=0.05,
+                             tj=TrainJob(step_time_margin=1.25, checkpoints=4))
+    assert plan["iterations"] == exp.train.max_iter == 4800  # 300 s / (0.05 s x 1.25)
+    assert exp.train.warmup_iters == 360 and exp.train.lr_steps == (3840, 4440)
+    assert exp.train.checkpoint_period == 1200 and plan["images_seen"] == 4800 * 4
+    # Too little time: the floor, and decay points stay inside the run.
+    exp, plan = fit_schedule(_experiment(), seconds=1.0, step_s=1.0, tj=TrainJob(min_iterations=3))
+    assert exp.train.max_iter == 3 and all(0 < s < 3 for s in exp.train.lr_steps)
+    exp, _ = fit_schedule(_experiment(), seconds=1e6, step_s=0.01, tj=TrainJob(max_iterations=100))
+    assert exp.train.max_iter == 100
+    with pytest.raises(ValueError, match="step time"):
+        fit_schedule(_experiment(), 10.0, float("nan"), TrainJob())
+
+
+def test_split_and_join_round_trip(tmp_path):
+    from roca_core.gpu_job.file_split import join_file, split_file
+
+    blob = np.random.default_rng(0).bytes(10_000)
+    src = tmp_path / "model.safetensors"
+    src.write_bytes(blob)
+    manifest = split_file(src, tmp_path / "out", max_bytes=3000)
+    parts = sorted((tmp_path / "out").glob("model.safetensors.part[0-9][0-9][0-9]"))
+    assert [p.stat().st_size for p in parts] == [3000, 3000, 3000, 1000]
+    assert join_file(manifest, tmp_path / "joined").read_bytes() == blob
+    damaged = bytearray(parts[1].read_bytes())
+    damaged[5] ^= 1
+    parts[1].write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match="part001 is damaged"):
+        join_file(manifest, tmp_path / "joined2")
+    assert not (tmp_path / "joined2").exists()
+    whole = split_file(src, tmp_path / "whole", max_bytes=20_000)  # fits: one file, same name
+    assert join_file(whole).read_bytes() == blob
+
+
+def test_job_config_profiles_and_validation(tmp_path):
+    from roca_core.config_io import ConfigError
+    from roca_core.gpu_job.config import load_job_config
+
+    gpu, dry = load_job_config("gpu"), load_job_config("dry_run")
+    assert gpu.device == "cuda" and dry.device == "cpu" and dry.budget_minutes <= 3.0
+    assert gpu.train.preset == dry.train.preset == "config/small.yaml" and gpu.train.amp == "bf16"
+    assert gpu.part_mb <= 16 and "paper" in gpu.bench.presets and 8 in gpu.bench.batches
+    bad = tmp_path / "job.yaml"
+    bad.write_text("gpu: {part_mb: 20}\n")
+    with pytest.raises(ConfigError, match="part_mb"):
+        load_job_config("gpu", bad)
+    bad.write_text("gpu: {render: {imagez: 3}}\n")
+    with pytest.raises(ConfigError, match="imagez"):
+        load_job_config("gpu", bad)
+
+
+def test_train_amp_is_validated():
+    from roca_core.config_io import ConfigError
+    from roca_core.training.config import TrainConfig
+
+    TrainConfig(amp="bf16").validate()
+    with pytest.raises(ConfigError, match="train.amp"):
+        TrainConfig(amp="fp8").validate()
+
+
+# ---------------------------------------------------------------- the job itself
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+DRY_RUN_LIMIT_S = 180.0
+
+
+def _run(args, env_extra, timeout):
+    import os
+    import subprocess
+
+    env = dict(os.environ, PYTHON=sys.executable, **env_extra)
+    env.pop("ROCA_GPU_JOB_T0", None)
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _demo_model_loads() -> bool:
+    from roca_core.checkpoint import load_checkpoint
+    try:
+        load_checkpoint(REPO / "models" / "roca_demo.safetensors")
+    except Exception:  # noqa: BLE001 - e.g. the model code changed and the demo is not retrained yet
+        return False
+    return True
+
+
+def test_gpu_run_without_cuda_says_so(tmp_path, roca_home):
+    import json
+    import os
+
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = _run([sys.executable, "-m", "roca_core.cli.gpu_job", str(tmp_path / "out"),
+                "--work", str(tmp_path / "work")], {"ROCA_HOME": os.environ["ROCA_HOME"]}, 120)
+    assert res.returncode == 3, res.stderr[-2000:]
+    assert "CUDA is not available" in res.stderr and "--dry-run" in res.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "CUDA is not available" in summary["failures"][0]
+    res = _run(["bash", "scripts/gpu_run.sh"], {}, 30)
+    assert res.returncode == 2 and "usage" in res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home):
+    """The whole job on the CPU with tiny sizes, through scripts/gpu_run.sh."""
+    import json
+    import math
+    import os
+
+    import torch
+    import yaml
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    res = _run(["bash", "scripts/gpu_run.sh", str(out), "--dry-run", "--work", str(work)],
+               {"ROCA_HOME": os.environ["ROCA_HOME"]}, 400)
+    log = (out / "job.log").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    demo_ok = _demo_model_loads()
+    expected = [] if demo_ok else ["evaluation of the demo model"]
+    assert summary["failures"] == expected, log[-4000:]
+    assert res.returncode == (0 if demo_ok else 1), log[-4000:]
+    assert summary["total_s"] <= DRY_RUN_LIMIT_S + 5, summary["phases_s"]
+
+    env = json.loads((out / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["voxeliser"] and env["egl_renderer"]
+    assert f"torch {torch.__version__}" in log and "voxeliser backend:" in log
+
+    # Benchmark: every configured row measured, with plausible numbers.
+    rows = json.loads((out / "bench.json").read_text())
+    fwd = {(r["preset"], r["amp"], r["batch"]): r for r in rows if r["section"] == "forward"}
+    assert set(fwd) == {("small", "none", 1), ("paper", "none", 1)}
+    for r in rows:
+        assert "error" not in r, r
+        assert math.isfinite(r["ms"]) and r["ms"] > 0 and r["images_per_s"] > 0
+    for r in fwd.values():
+        assert r["input"] == "96x128" and set(r["stages_ms"]) == {
+            "backbone_rpn", "roi_heads", "depth", "alignment", "retrieval"}
+        assert sum(r["stages_ms"].values()) > 0 and 0 <= r["dets_per_image"] <= 5
+    (step,) = [r for r in rows if r["section"] == "train_step"]
+    assert step["preset"] == "train" and step["amp"] == "bf16" and math.isfinite(step["loss"])
+    (pred,) = [r for r in rows if r["section"] == "predict"]
+    assert pred["input"] == "480x640" and "held-out image" in pred["note"]
+    assert "| forward | paper | 96x128 | none | 1 |" in (out / "bench.md").read_text()
+
+    # Data: the render in the work folder, its last room held out.
+    info = json.loads((work / "data" / "dataset_info.json").read_text())
+    assert info["splits"]["train"]["images"] == 20 and info["splits"]["val"]["images"] == 10
+
+    # Training: the preset's recipe, fitted and run with bf16 autocast.
+    cfg = yaml.safe_load((out / "train_config.yaml").read_text())
+    preset = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
+    assert cfg["train"]["amp"] == "bf16" and 2 <= cfg["train"]["max_iter"] <= 3
+    assert cfg["train"]["base_lr"] == preset["train"]["base_lr"]
+    assert cfg["model"]["image_height"] == 96 and cfg["data"]["root"] == str(work / "data")
+    trained = summary["train"]
+    assert 1 <= trained["final_iteration"] <= cfg["train"]["max_iter"]
+    losses = (out / "losses.csv").read_text().strip().splitlines()
+    assert len(losses) == trained["final_iteration"] + 1
+    assert all(math.isfinite(v) for v in trained["last_losses"].values()) and trained["last_losses"]
+
+    # Evaluation on the held-out room, like roca-eval.
+    report = json.loads((out / "eval_trained.json").read_text())
+    assert report["num_images"] == 10
+    assert 0.0 <= report["alignment"]["class_mean"] <= 100.0
+    assert 0.0 <= report["detection"]["box_ap50"] <= 100.0
+    assert math.isfinite(report["depth"]["abs_rel"]) and report["depth"]["abs_rel"] > 0
+    if demo_ok:
+        assert json.loads((out / "eval_demo.json").read_text())["num_images"] == 10
+        assert summary["beats_demo"] in (True, False)
+    md = (out / "summary.md").read_text()
+    assert "## Benchmark" in md and "## Training" in md and "## Held-out evaluation" in md
+
+    # The model, in parts no larger than the profile's part_mb, joins back to the trained file.
+    from roca_core.checkpoint import load_checkpoint
+    from roca_core.gpu_job.file_split import join_file
+
+    manifest = out / summary["model_manifest"]
+    parts = json.loads(manifest.read_text())["parts"]
+    assert len(parts) >= 2 and all(p["size"] <= 4 * 2 ** 20 for p in parts)
+    joined = join_file(manifest, tmp_path / "joined.safetensors")
+    trained_file = work / "train" / trained["model"]
+    assert joined.read_bytes() == trained_file.read_bytes()
+    model, model_cfg, _ = load_checkpoint(joined)
+    assert model_cfg.image_height == 96
+
+    # Only small files come back: no data, nothing over 16 MB.
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert all(p.stat().st_size <= 16 * 2 ** 20 for p in files)
+    assert not [p for p in files if p.suffix in (".jpg", ".npy")]

@@ -1,0 +1,70 @@
+"""GPU job: benchmark, train and evaluate roca on one CUDA machine in one command.
+
+    scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small.yaml]   # on the GPU machine
+    python -m roca_core.cli.gpu_job OUT_DIR --dry-run                        # CPU check, tiny sizes
+
+Sizes and limits: config/gpu_job.yaml (profiles gpu and dry_run). Everything written to
+OUT_DIR is at most 16 MB per file; data and checkpoints stay in --work.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from roca_core.config_io import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpu_job", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("out_dir", help="output folder (only small files: tables, log, model parts)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="the dry_run profile: CPU, tiny sizes, about 3 minutes")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="training minutes (default: the profile's train_minutes); shortened to fit the budget")
+    p.add_argument("--preset", default=None,
+                   help="preset YAML to train (default: the profile's train.preset, config/small.yaml)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="limit of the whole job (default: the profile's budget_minutes)")
+    p.add_argument("--work", default=None,
+                   help="folder for data and checkpoints (default: a new temporary folder)")
+    p.add_argument("--config", default=None, help="job config file (default: config/gpu_job.yaml)")
+    return p
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
+    # The shell wrapper passes its start time, so installing wheels counts against the budget.
+    t0 = float(os.environ.get("ROCA_GPU_JOB_T0") or time.time())
+    from roca_core.gpu_job.config import JOB_CONFIG, load_job_config, resolve_repo_path
+    from roca_core.gpu_job.job import JobRequest, run_job
+
+    profile = "dry_run" if args.dry_run else "gpu"
+    try:
+        job = load_job_config(profile, args.config or JOB_CONFIG)
+        if args.budget_minutes is not None:
+            job.budget_minutes = args.budget_minutes
+        if args.preset:
+            job.train.preset = args.preset
+        minutes = job.train_minutes if args.minutes is None else args.minutes
+        job.validate()
+        if minutes <= 0:
+            raise ConfigError(f"--minutes must be > 0, got {minutes}")
+        preset = Path(args.preset).resolve() if args.preset else resolve_repo_path(job.train.preset)
+        if not preset.is_file():
+            raise ConfigError(f"preset file not found: {preset}")
+    except ConfigError as exc:
+        print(f"gpu_job: bad config: {exc}", file=sys.stderr)
+        return 2
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="roca_gpu_job_"))
+    req = JobRequest(out_dir=Path(args.out_dir).resolve(), work_dir=work.resolve(), job=job,
+                     profile=profile, minutes=minutes, preset=preset, t0=t0)
+    return run_job(req)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
