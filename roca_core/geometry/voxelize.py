@@ -47,6 +47,10 @@ def voxelize_points_torch(points: torch.Tensor, weights: torch.Tensor,
                           grid_size: int = GRID_SIZE, normalize: bool = True) -> torch.Tensor:
     """Pure-torch trilinear splat; differentiable wrt points and weights. -> (B, G, G, G)."""
     _check(points, weights)
+    # One dtype for index_add, at least float32: autocast hands in float16/bfloat16 NOCs next
+    # to float32 weights, and half-precision sums of many small votes lose them.
+    dtype = torch.promote_types(torch.promote_types(points.dtype, weights.dtype), torch.float32)
+    points, weights = points.to(dtype), weights.to(dtype)
     b, n, _ = points.shape
     g = grid_size
     coords = (points + 0.5) * g - 0.5  # continuous cell index; cell centre i at i
