@@ -247,3 +247,48 @@ def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home
     files = [p for p in out.rglob("*") if p.is_file()]
     assert all(p.stat().st_size <= 16 * 2 ** 20 for p in files)
     assert not [p for p in files if p.suffix in (".jpg", ".npy")]
+
+
+# ---------------------------------------------------------------- the GPU image's code paths
+def test_pure_torch_voxeliser_takes_autocast_dtypes():
+    """Without pytorch3d (the GPU image) autocast hands the voxeliser half-precision NOCs."""
+    import torch
+
+    from roca_core.geometry.voxelize import voxelize_points_torch
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(2, 500, 3, generator=g) - 0.5
+    w = torch.rand(2, 500, generator=g)
+    for dtype in (torch.float16, torch.bfloat16):
+        grid = voxelize_points_torch(pts.to(dtype), w)
+        assert grid.dtype == torch.float32  # splatted in float32 from the rounded points
+        torch.testing.assert_close(grid, voxelize_points_torch(pts.to(dtype).float(), w))
+    assert voxelize_points_torch(pts.double(), w.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_model_runs_under_autocast_with_the_pure_torch_voxeliser(dtype):
+    """The node's half_precision (float16 autocast) and the job's bf16, on the GPU image's
+    backends (pure-torch voxeliser); CPU autocast stands in for CUDA's here."""
+    import dataclasses
+
+    import torch
+
+    from roca_core.model import RocaModel, load_preset
+    from roca_core.model.synthetic import make_batch
+
+    cfg = dataclasses.replace(load_preset("small"), image_height=96, image_width=128,
+                              voxelize_backend="torch", detections_per_image=5)
+    torch.manual_seed(0)
+    model = RocaModel(cfg)
+    images, targets = make_batch(96, 128, 2, 3, cfg.num_classes, seed=0)
+    with torch.autocast("cpu", dtype=getattr(torch, dtype)):
+        model.train()
+        losses = model(images, targets)
+        sum(losses.values()).backward()
+        model.eval()
+        with torch.no_grad():
+            out = model(images, intrinsics=[t["K"] for t in targets])
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    assert all(torch.isfinite(o["translations"]).all() and o["noc_embeddings"].dtype == torch.float32
+               for o in out)
