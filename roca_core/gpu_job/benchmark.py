@@ -234,10 +234,8 @@ def run_benchmarks(job: Any, train_exp: Any, device: torch.device, log: Callable
     from roca_core.training.config import load_experiment_config
 
     b = job.bench
-    if device.type == "cuda":
+    if device.type == "cuda":  # float32 rows keep torch's TF32 defaults, as roca-train does
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     rows: list[Row] = []
 
     def add(row: Row, **ident: Any) -> None:
