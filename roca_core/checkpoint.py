@@ -58,7 +58,10 @@ def read_checkpoint(path: "str | Path") -> tuple[dict[str, torch.Tensor], ModelC
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')!r}, "
                               f"this roca reads version {FORMAT_VERSION}")
     try:
-        cfg = ModelConfig.from_dict(json.loads(meta["model_config"]))
+        stored = json.loads(meta["model_config"])
+        if "arch_version" not in stored:  # written before arch_version existed: tell by weights
+            stored["arch_version"] = 2 if "alignment_head.pool_norm.weight" in state else 1
+        cfg = ModelConfig.from_dict(stored)
         extra = json.loads(meta.get("extra", "{}"))
     except (KeyError, json.JSONDecodeError, ConfigError, TypeError) as exc:
         raise CheckpointError(f"{path}: the stored model config is unusable: {exc}") from exc

@@ -45,7 +45,8 @@ class AlignmentHead(nn.Module):
         # The max-pooled pixel features of different ROIs differ little in scale and a lot in
         # pattern; normalising them (LayerNorm) keeps the shape code's ReLUs alive and its
         # variation across ROIs comparable with the point term in the NOC head.
-        self.pool_norm = nn.LayerNorm(p)
+        self.pool_norm = nn.LayerNorm(p) if cfg.arch_version >= 2 else nn.Identity()
+        self.centre_noc_input = cfg.arch_version >= 2
         self.shape_mlp = nn.Sequential(nn.Linear(p, e), nn.ReLU(inplace=True), nn.Linear(e, e),
                                        nn.ReLU(inplace=True), nn.Dropout(cfg.shape_dropout))
         for mlp in (self.pixel_mlp, self.shape_mlp):
@@ -112,7 +113,7 @@ class AlignmentHead(nn.Module):
         pts = points.detach()
         n_valid = vm.sum(dim=(1, 2)).clamp_min(1)  # (R, 1)
         centroid = (pts * vm).sum(dim=(1, 2)) / n_valid  # (R, 3)
-        p_c = pts - centroid[:, None, None]  # (R, S, S, 3)
+        p_c = pts - (centroid if self.centre_noc_input else t_init.detach())[:, None, None]  # (R, S, S, 3)
         noc_in = torch.cat([p_c, pix], dim=-1) if self.noc_pixel_features else p_c
         h = self.noc_pix(noc_in) + self.noc_roi(torch.cat([scale.detach(), e], dim=1))[:, None, None]
         noc_all = self.noc_out(h).view(r, s, s, c, 3)

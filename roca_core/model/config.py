@@ -100,6 +100,11 @@ class ModelConfig:
     triplet_margin: float = 0.5
     voxelize_backend: str = "auto"
     loss_weights: LossWeights = field(default_factory=LossWeights)
+    # Architecture revision, so checkpoints written before a change keep loading with the
+    # network they were trained as. 1: no norm after the voxel encoders' first conv, no
+    # LayerNorm on the pooled pixel features, NOC head input relative to t_init.
+    # 2: the learning fixes of issue #10 (norms, NOC input centred on the masked centroid).
+    arch_version: int = 2
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
@@ -121,6 +126,8 @@ class ModelConfig:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:
             raise ConfigError("model.roi_sampling_ratio must be >= 1")
+        if self.arch_version not in (1, 2):
+            raise ConfigError(f"model.arch_version={self.arch_version}; this roca builds 1 or 2")
         if self.roi_size % 4 != 0:
             raise ConfigError("model.roi_size must be a multiple of 4")
 

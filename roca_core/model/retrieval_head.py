@@ -17,11 +17,12 @@ class VoxelEncoder(nn.Module):
     Every conv is normalised: without a norm after the first one, its few ReLUs died within
     ~100 steps on sparse occupancy grids and all CADs embedded to the same point."""
 
-    def __init__(self, channels: tuple[int, ...], dim: int) -> None:
+    def __init__(self, channels: tuple[int, ...], dim: int, first_norm: bool = True) -> None:
         super().__init__()
         c1, c2, c3 = channels
+        first = [nn.GroupNorm(min(8, c1), c1)] if first_norm else []  # False: arch_version 1
         self.convs = nn.Sequential(
-            nn.Conv3d(1, c1, 4, stride=2, padding=1), nn.GroupNorm(min(8, c1), c1), nn.ReLU(inplace=True),
+            nn.Conv3d(1, c1, 4, stride=2, padding=1), *first, nn.ReLU(inplace=True),
             nn.Conv3d(c1, c2, 4, stride=2, padding=1), nn.GroupNorm(min(8, c2), c2), nn.ReLU(inplace=True),
             nn.Conv3d(c2, c3, 4, stride=2, padding=1), nn.GroupNorm(min(8, c3), c3), nn.ReLU(inplace=True))
         self.fc = nn.Linear(c3 * 4 ** 3, dim)
@@ -52,8 +53,9 @@ class RetrievalHead(nn.Module):
         super().__init__()
         d = cfg.embedding_dim
         self.backend = cfg.voxelize_backend
-        self.noc_encoder = VoxelEncoder(cfg.voxel_channels, d)
-        self.cad_encoder = VoxelEncoder(cfg.voxel_channels, d)  # same shape, separate weights
+        first_norm = cfg.arch_version >= 2
+        self.noc_encoder = VoxelEncoder(cfg.voxel_channels, d, first_norm)
+        self.cad_encoder = VoxelEncoder(cfg.voxel_channels, d, first_norm)  # separate weights
         self.shape_mlp = nn.Sequential(nn.Linear(cfg.shape_code_dim, cfg.retrieval_mlp_hidden),
                                        nn.ReLU(inplace=True), nn.Linear(cfg.retrieval_mlp_hidden, d),
                                        nn.ReLU(inplace=True))
