@@ -87,7 +87,7 @@ class EvalJob:
     # Held-out images evaluated; 0: all.
     max_images: int = 0
     # Seconds kept free after training for evaluation and writing the outputs.
-    reserve_seconds: float = 90.0
+    reserve_seconds: float = 100.0
     # Also evaluated on the same rooms, to compare against (skipped when missing).
     compare_checkpoint: str = "models/roca_demo.safetensors"
 
@@ -101,7 +101,7 @@ class GpuJobConfig:
     # Wall-clock limit of the whole job from its start (the shell script's start when set).
     budget_minutes: float = 9.0
     # Training time unless --minutes says otherwise; shortened when the budget needs it.
-    train_minutes: float = 5.0
+    train_minutes: float = 4.0
     # ModelConfig fields overridden in every benchmarked and trained preset (dry run: tiny input).
     model_overrides: dict[str, Any] = field(default_factory=dict)
     render: RenderJob = field(default_factory=RenderJob)

@@ -264,21 +264,23 @@ def run_job(req: JobRequest) -> int:
             fail(f"training exited with {train_rc}")
         phase_done("train")
 
-        # Evaluate the new model and the one to beat on the same held-out rooms.
+        # Evaluate the new model and the one to beat on the same held-out rooms, side by side
+        # (each is half GPU, half Python; together they take about the time of one).
         models = {"trained": model}
         demo = resolve_repo_path(job.eval.compare_checkpoint)
         if demo.is_file():
             models["demo"] = demo
         summary["eval"] = {}
-        for i, (name, ckpt) in enumerate(models.items()):
-            left = deadline - time.time() - 10.0
+        evals = {}
+        for name, ckpt in models.items():
             args = ["-m", "roca_core.cli.eval", "--checkpoint", str(ckpt), "--data", str(data), "--split", "val",
                     "--device", job.device, "--out", str(out / f"eval_{name}.json"),
                     "--md", str(out / f"eval_{name}.md"), "--no-progress"]
             if job.eval.max_images:
                 args += ["--max-images", str(job.eval.max_images)]
-            share = 0.6 if i == 0 and len(models) > 1 else 1.0
-            rc = Child(f"eval-{name}", args, log, None, child_env).wait(max(5.0, share * left))
+            evals[name] = Child(f"eval-{name}", args, log, None, child_env)
+        for name, child in evals.items():
+            rc = child.wait(max(5.0, deadline - time.time() - 10.0))
             report = out / f"eval_{name}.json"
             if rc != 0 or not report.is_file():
                 fail(f"evaluation of the {name} model")
