@@ -183,7 +183,8 @@ def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home
 
     env = json.loads((out / "environment.json").read_text())
     assert env["torch"] == torch.__version__ and env["voxeliser"] and env["egl_renderer"]
-    assert f"torch {torch.__version__}" in log and "voxeliser backend:" in log
+    assert f"torch {torch.__version__}" in log and "voxeliser backend" in log
+    assert summary["train_voxeliser"].startswith("torch")  # the GPU image's backend
 
     # Benchmark: every configured row measured, with plausible numbers.
     rows = json.loads((out / "bench.json").read_text())

@@ -226,8 +226,10 @@ def _guarded(fn: Callable[[], Any], label: str, log: Callable[[str], None]) -> "
 
 
 def run_benchmarks(job: Any, train_exp: Any, device: torch.device, log: Callable[[str], None],
-                   data_root: "Path | None" = None, wait_for_data_s: float = 0.0) -> list[Row]:
-    """Every row the job config asks for; ``train_exp`` is the preset being trained."""
+                   data_root: "Path | None" = None, wait_for_data_s: float = 0.0,
+                   on_row: "Callable[[list[Row]], None] | None" = None) -> list[Row]:
+    """Every row the job config asks for; ``train_exp`` is the preset being trained.
+    ``on_row(rows)`` after each row (the job saves them, so a timeout keeps what was measured)."""
     from roca_core.gpu_job.config import resolve_repo_path
     from roca_core.gpu_job.schedule_fit import model_with_overrides
     from roca_core.model import load_preset
@@ -240,6 +242,8 @@ def run_benchmarks(job: Any, train_exp: Any, device: torch.device, log: Callable
 
     def add(row: Row, **ident: Any) -> None:
         rows.append({**ident, **row})
+        if on_row is not None:
+            on_row(rows)
         ms = row.get("ms")
         log(f"bench: {ident} -> " + (f"{ms:.2f} ms, {row['images_per_s']:.1f} images/s, "
                                      f"peak {row.get('peak_mem_mb')} MB" if ms is not None else row["error"]))
@@ -336,12 +340,15 @@ def main(argv: "list[str] | None" = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    rows = run_benchmarks(job, train_exp, device, log, Path(args.data) if args.data else None,
-                          args.wait_for_data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(rows, indent=1))
-    (out / "bench.md").write_text(markdown_table(rows))
+
+    def save(rows: list[Row]) -> None:
+        (out / "bench.json").write_text(json.dumps(rows, indent=1))
+        (out / "bench.md").write_text(markdown_table(rows))
+
+    save(run_benchmarks(job, train_exp, device, log, Path(args.data) if args.data else None,
+                        args.wait_for_data, on_row=save))
     return 0
 
 

@@ -56,6 +56,15 @@ def egl_renderer(timeout_s: float = 60.0) -> str:
     return res.stdout.strip()
 
 
+def voxeliser_backend(configured: str) -> str:
+    """The backend a model with ``voxelize_backend: configured`` uses on this machine."""
+    from roca_core.geometry import voxelize
+
+    if configured == "torch" or (configured == "auto" and not voxelize.HAVE_PYTORCH3D):
+        return "torch (pure-torch scatter)"
+    return "pytorch3d (compiled points_to_volumes, torch at the border)"
+
+
 def check_environment(device: str, probe_egl: bool = True) -> dict[str, Any]:
     """Versions and backends as a dict; raises :class:`JobEnvironmentError` when the job
     cannot run (``device == "cuda"`` without CUDA, a missing required package, no EGL)."""
@@ -74,8 +83,8 @@ def check_environment(device: str, probe_egl: bool = True) -> dict[str, Any]:
         "torchvision": torchvision.__version__, "torch_cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
         "packages": {m: _version(m) for m in REQUIRED if m not in ("torch", "torchvision")},
-        "voxeliser": ("pytorch3d (compiled points_to_volumes, torch at the border)"
-                      if voxelize.HAVE_PYTORCH3D else "torch (pure-torch scatter; pytorch3d not importable)"),
+        "voxeliser": voxeliser_backend("auto") + ("" if voxelize.HAVE_PYTORCH3D
+                                                   else "; pytorch3d not importable"),
         "retrieval_index": "faiss IndexFlatL2" if _version("faiss") else "numpy exact L2 (faiss not installed)",
         "optional": {m: _version(m) or f"absent -> {fallback}" for m, fallback in OPTIONAL.items()},
     }
@@ -102,7 +111,7 @@ def describe(info: dict[str, Any]) -> str:
         f"python {info['python']} on {info['platform']}, {info['cpu_cores']} usable cores",
         f"torch {info['torch']} (CUDA {info['torch_cuda']}), torchvision {info['torchvision']}",
         f"GPU: {gpu}",
-        f"voxeliser backend: {info['voxeliser']}",
+        f"voxeliser backend (voxelize_backend: auto): {info['voxeliser']}",
         f"retrieval index: {info['retrieval_index']}",
         f"EGL renderer: {info.get('egl_renderer', 'not probed')}",
         "packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()),

@@ -25,7 +25,8 @@ import yaml
 from roca_core.config_io import to_dict
 from roca_core.gpu_job.children import Child, JobLog
 from roca_core.gpu_job.config import GpuJobConfig, resolve_repo_path
-from roca_core.gpu_job.environment import JobEnvironmentError, check_environment, describe
+from roca_core.gpu_job.environment import (JobEnvironmentError, check_environment, describe,
+                                           voxeliser_backend)
 from roca_core.gpu_job.file_split import MANIFEST_SUFFIX, split_file
 from roca_core.gpu_job.report import summary_markdown
 from roca_core.gpu_job.schedule_fit import base_experiment, fit_schedule
@@ -174,6 +175,9 @@ def run_job(req: JobRequest) -> int:
         phase_done("environment")
 
         exp = base_experiment(job, req.preset)
+        summary["train_voxeliser"] = voxeliser_backend(exp.model.voxelize_backend)
+        log(f"voxeliser backend of the trained preset (voxelize_backend: {exp.model.voxelize_backend}): "
+            f"{summary['train_voxeliser']}")
         (out / "job_config.json").write_text(json.dumps(to_dict(job), indent=1))
         base_yaml = _write_yaml(work / "train_base.yaml", to_dict(exp))
         data = work / "data"

@@ -47,7 +47,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lines += [f"- device: {env.get('gpu', 'CPU')}; torch {env.get('torch')}, torchvision "
               f"{env.get('torchvision')}, CUDA {env.get('torch_cuda')}, python {env.get('python')}, "
               f"{env.get('cpu_cores')} cores",
-              f"- voxeliser: {env.get('voxeliser')}; retrieval index: {env.get('retrieval_index')}; "
+              f"- voxeliser: {s.get('train_voxeliser') or env.get('voxeliser')} (trained preset); "
+              f"retrieval index: {env.get('retrieval_index')}; "
               f"EGL: {env.get('egl_renderer')}",
               f"- code: {s.get('git')}; total {_fmt(s.get('total_s'))} s; phases (s): {s.get('phases_s')}",
               f"- reproduce: `{s.get('repro')}`", ""]
