@@ -32,16 +32,21 @@ class VoxelEncoder(nn.Module):
 
 
 class VoxelDecoder(nn.Module):
-    """(M, D) -> (M, 32, 32, 32) occupancy logits, mirroring the encoder."""
+    """(M, D) -> (M, 32, 32, 32) occupancy logits, mirroring the encoder.
 
-    def __init__(self, channels: tuple[int, ...], dim: int) -> None:
+    Normalised like the encoder (``norm``): without it the default init shrinks the signal
+    at every layer, the logits start flat and the gradient reaching the decoder is ~1e-2,
+    so completion never got past a constant guess."""
+
+    def __init__(self, channels: tuple[int, ...], dim: int, norm: bool = True) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.c3 = c3
+        gn = (lambda c: [nn.GroupNorm(min(8, c), c)]) if norm else (lambda c: [])  # noqa: E731
         self.fc = nn.Sequential(nn.Linear(dim, c3 * 4 ** 3), nn.ReLU(inplace=True))
         self.deconvs = nn.Sequential(
-            nn.ConvTranspose3d(c3, c2, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-            nn.ConvTranspose3d(c2, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.ConvTranspose3d(c3, c2, 4, stride=2, padding=1), *gn(c2), nn.ReLU(inplace=True),
+            nn.ConvTranspose3d(c2, c1, 4, stride=2, padding=1), *gn(c1), nn.ReLU(inplace=True),
             nn.ConvTranspose3d(c1, 1, 4, stride=2, padding=1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -59,7 +64,7 @@ class RetrievalHead(nn.Module):
         self.shape_mlp = nn.Sequential(nn.Linear(cfg.shape_code_dim, cfg.retrieval_mlp_hidden),
                                        nn.ReLU(inplace=True), nn.Linear(cfg.retrieval_mlp_hidden, d),
                                        nn.ReLU(inplace=True))
-        self.decoder = VoxelDecoder(cfg.voxel_channels, d)
+        self.decoder = VoxelDecoder(cfg.voxel_channels, d, first_norm)
 
     def voxelize(self, noc: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """noc (R, N, 3), weights (R, N) -> (R, 32, 32, 32) density in [0, 1]."""

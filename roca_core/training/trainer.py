@@ -129,13 +129,26 @@ class StopRequest:
                 signal.signal(sig, handler)
 
 
-def build_optimizer(params: list[torch.nn.Parameter], tcfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper) or AdamW, from ``train.optimizer``."""
+def build_optimizer(params: "list[torch.nn.Parameter] | list[dict]", tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper) or AdamW, from ``train.optimizer``. ``params`` may be
+    parameter groups with their own ``lr`` (see :func:`param_groups`)."""
     if tcfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=tcfg.base_lr, betas=(tcfg.momentum, 0.999),
                                  weight_decay=tcfg.weight_decay)
     return torch.optim.SGD(params, lr=tcfg.base_lr, momentum=tcfg.momentum,
                            weight_decay=tcfg.weight_decay)
+
+
+def param_groups(model: torch.nn.Module, tcfg: TrainConfig) -> list[dict]:
+    """One optimiser group per top-level module, at ``base_lr`` times its ``lr_multipliers``
+    entry (the warm-up/step schedule scales every group alike)."""
+    groups = head_parameters(model)
+    unknown = sorted(set(tcfg.lr_multipliers) - set(groups))
+    if unknown:
+        raise ValueError(f"train.lr_multipliers names {unknown}, not modules of the model "
+                         f"({sorted(groups)})")
+    return [{"params": ps, "lr": tcfg.base_lr * tcfg.lr_multipliers.get(name, 1.0), "name": name}
+            for name, ps in groups.items()]
 
 
 def _worker_init(worker_id: int) -> None:
@@ -420,8 +433,7 @@ class Trainer:
                      f"unused: {len(unused)}")
         model.to(self.device)
 
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, self.tcfg)
+        self.optimizer = build_optimizer(param_groups(model, self.tcfg), self.tcfg)
         self.scheduler = build_lr_scheduler(self.optimizer, self.tcfg.warmup_iters,
                                             self.tcfg.warmup_factor, self.tcfg.lr_steps,
                                             self.tcfg.gamma)
