@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from roca_core.config_io import ConfigError
+from roca_core.gpu_job.report import markdown_table
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 Row = dict[str, Any]
@@ -290,30 +291,6 @@ def _wait_for(path: Path, seconds: float, log: Callable[[str], None]) -> bool:
     while not path.exists() and time.monotonic() < t_end:
         time.sleep(1.0)
     return path.exists()
-
-
-def markdown_table(rows: list[Row]) -> str:
-    """One Markdown table of all rows (stage breakdown and notes in the last column)."""
-    head = "| section | preset | input | amp | batch | ms / batch | images/s | peak GPU MB | notes |"
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r.get('section')} | {r.get('preset')} | | {r.get('amp', '')} | "
-                         f"{r.get('batch', '')} | | | | error: {r['error'][:120]} |")
-            continue
-        notes = []
-        if "stages_ms" in r:
-            notes.append(", ".join(f"{k} {v:.1f}" for k, v in r["stages_ms"].items()) + " ms")
-        if "forward_ms" in r:
-            notes.append(f"forward+losses {r['forward_ms']:.1f} ms")
-        if "dets_per_image" in r:
-            notes.append(f"{r['dets_per_image']} dets/image")
-        if r.get("note"):
-            notes.append(f"{r['note']}, {r.get('retrieved', 0)} retrieved")
-        mem = "" if r.get("peak_mem_mb") is None else f"{r['peak_mem_mb']:.0f}"
-        lines.append(f"| {r['section']} | {r['preset']} | {r['input']} | {r['amp']} | {r['batch']} | "
-                     f"{r['ms']:.2f} | {r['images_per_s']:.1f} | {mem} | {'; '.join(notes)} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: "list[str] | None" = None) -> int:

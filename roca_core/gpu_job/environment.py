@@ -71,8 +71,8 @@ def check_environment(device: str, probe_egl: bool = True) -> dict[str, Any]:
     missing = [m for m in REQUIRED if _version(m) is None]
     if missing:
         raise JobEnvironmentError(
-            f"missing Python packages {missing}: bring their wheels (scripts/gpu_bundle.sh, "
-            "requirements/gpu.txt) and pass the folder to scripts/gpu_run.sh")
+            f"missing Python packages {missing}: bring their wheels (scripts/gpu_bundle.sh "
+            "downloads requirements/gpu.txt) in ROCA_WHEELS (default .whl/gpu) for scripts/gpu_run.sh")
     import torch
     import torchvision
     from roca_core.geometry import voxelize
