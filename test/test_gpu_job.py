@@ -293,3 +293,27 @@ def test_model_runs_under_autocast_with_the_pure_torch_voxeliser(dtype):
     assert all(torch.isfinite(v).all() for v in losses.values())
     assert all(torch.isfinite(o["translations"]).all() and o["noc_embeddings"].dtype == torch.float32
                for o in out)
+
+
+def test_cores_split_between_benchmark_and_render(monkeypatch, tmp_path):
+    """16 cores (the GPU machine): 2 pinned to the benchmark, 14 render workers on the rest;
+    a machine without cores to spare pins nothing."""
+    import os
+
+    from roca_core.gpu_job import job as job_mod
+    from roca_core.gpu_job.children import Child, JobLog
+    from roca_core.gpu_job.config import load_job_config
+
+    gpu = load_job_config("gpu")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    bench, render, workers = job_mod._core_split(gpu)
+    assert bench == {0, 1} and render == set(range(2, 16)) and workers == 14
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert job_mod._core_split(gpu) == (set(), set(), 2)
+    monkeypatch.undo()
+
+    log = JobLog(tmp_path / "job.log", 0.0)
+    child = Child("probe", ["-c", "import os; print('cores', sorted(os.sched_getaffinity(0)))"], log, {0})
+    assert child.wait(60) == 0
+    log.close()
+    assert "probe| cores [0]" in (tmp_path / "job.log").read_text()
