@@ -1,146 +1,151 @@
-"""End-to-end latency of roca_node against the bare Predictor, and the node's memory over time.
+"""End-to-end latency of roca_node against the bare Predictor, where the rest goes, and memory.
 
-    .venv/bin/python bench/bench_node.py [--checkpoint C] [--frames 30] [--memory-frames 1000]
+    .venv/bin/python bench/bench_node.py [--size 640x480] [--frames 40] [--checkpoint C | --random-model]
+                                         [--memory-frames 1000] [--threads 2]
 
-1. The bare ``Predictor.predict`` on N frames of a synthetic sweep (median, p95).
-2. The same frames through ROS: published by this process, one at a time (the next frame goes
-   out when the objects of the previous one arrived, so nothing is dropped), into ``roca_node``
-   started as users start it; latency = image published -> objects received. The ratio to (1)
-   is the cost of the ROS adapter (conversion, sync, worker hand-off, publishing, DDS).
-3. The node's resident memory after 10 frames and after ``--memory-frames`` frames.
-All in one run, printed as one table. Discovery stays on localhost.
+Interleaved in one run, frame by frame (alternating which goes first), so a load that
+changes over time (a training run on the same cores) hits both sides alike:
+
+* bare: ``Predictor.predict`` in this process, on a worker thread like the node's;
+* node: the same frame published to ``roca_node`` (started as users start it), one at a time
+  (the next goes out after the previous frame's objects arrived, so nothing is dropped);
+  latency = image published -> objects received, messages built before the clock starts.
+
+The ratio node / bare is the cost of the ROS adapter and DDS. The node's own per-stage times
+come from its ``~/stats``; "outside the node" is end-to-end minus the node's latency stage
+(serialisation, DDS both ways, the client's callback). Last, the node's resident memory
+after 10 and after ``--memory-frames`` frames. Discovery stays on localhost.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import signal
-import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+from bench_node_common import (  # noqa: E402
+    BenchClient, NodeUnderTest, merge_stage_windows, parse_size, render_frames, resolve_checkpoint, rss_mib,
+    stage_table,
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="", help="default: the demo model")
-    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--random-model", action="store_true",
+                        help="a randomly initialised small model (config/small.yaml) instead of a checkpoint")
+    parser.add_argument("--size", default="640x480", help="frame size WIDTHxHEIGHT")
+    parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--memory-frames", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="for node and bare alike (e.g. 0 makes a random model report max_objects objects)")
     args = parser.parse_args()
 
-    import cv2
     import torch
 
-    from roca_core.data.sequence import load_sequence
-    from roca_core.predictor import Predictor, default_checkpoint
-
-    torch.set_num_threads(args.threads)
-    checkpoint = args.checkpoint or str(default_checkpoint())
-    # Rendered in a child process: Mesa's EGL context and torch's CPU kernels in one process
-    # have crashed here (segfault), so the renderer never shares a process with inference.
-    seq_dir = Path("/tmp") / f"roca_bench_seq_{os.getpid()}"
-    subprocess.run([sys.executable, "-c", "import sys; from roca_core.data.sequence import render_sequence; "
-                    f"render_sequence(sys.argv[1], num_frames={args.frames}, seed=11)", str(seq_dir)], check=True)
-    seq = load_sequence(seq_dir)
-    frames = [cv2.cvtColor(cv2.imread(str(seq_dir / f["file"])), cv2.COLOR_BGR2RGB) for f in seq["frames"]]
-    K = seq["K"]
-
-    predictor = Predictor(checkpoint, device="cpu")
-    predictor.predict(frames[0], K)  # warm-up
-    bare = []
-    for rgb in frames:
-        t = time.perf_counter()
-        predictor.predict(rgb, K)
-        bare.append((time.perf_counter() - t) * 1000)
-    del predictor
-
-    import rclpy
-    from rclpy.node import Node
-    from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
-    from roca_msgs.msg import ObjectAlignmentArray
+    from roca_core.predictor import Predictor
     from roca_ros.demo_player import camera_info_msg
     from roca_ros.image_conversion import rgb_to_image_msg
     from roca_ros.time_sync import stamp_to_ns
 
-    node_cmd = [str(Path(sys.executable).parent / "roca_node"), "--ros-args", "-p", f"checkpoint:={checkpoint}",
-                "-p", "device:=cpu", "-p", "stats_period:=0.0", "-p", "publish_debug_image:=false"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    proc = subprocess.Popen(node_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    rclpy.init()
-    node = Node("roca_bench")
-    qos = QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
-    img_pub = node.create_publisher(Image, "/roca/image", qos)
-    info_pub = node.create_publisher(CameraInfo, "/roca/camera_info", qos)
-    received: dict[int, float] = {}
+    torch.set_num_threads(args.threads)
+    size = parse_size(args.size)
+    frames, K = render_frames(args.frames, size)
+    checkpoint = resolve_checkpoint(args.checkpoint, args.random_model)
+    thresholds = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
+    predictor = Predictor(checkpoint, device="cpu", max_detections=50, **thresholds)
+    bare_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bare-predict")
 
-    def on_objects(msg: ObjectAlignmentArray) -> None:
-        received[stamp_to_ns(msg.header.stamp)] = time.perf_counter()
-
-    node.create_subscription(ObjectAlignmentArray, "/roca/objects", on_objects, QoSProfile(depth=50))
-
-    def send(i: int, timeout: float = 30.0) -> "float | None":
-        header = Header(frame_id="camera", stamp=node.get_clock().now().to_msg())
-        key = stamp_to_ns(header.stamp)
-        info_pub.publish(camera_info_msg(K, seq["width"], seq["height"], header))
-        sent = time.perf_counter()
-        img_pub.publish(rgb_to_image_msg(frames[i % len(frames)], header))
-        deadline = sent + timeout
-        while key not in received and time.perf_counter() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.01)
-        return (received[key] - sent) * 1000 if key in received else None
-
+    node = NodeUnderTest(checkpoint, args.threads, {"stats_period": "1.0", **{k: str(v) for k, v in thresholds.items()}})
+    client = None
     try:
-        deadline = time.monotonic() + 120
-        while img_pub.get_subscription_count() == 0 or node.count_publishers("/roca/objects") == 0:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                print("the node did not start", file=sys.stderr)
-                return 1
-            rclpy.spin_once(node, timeout_sec=0.1)
-        while send(0, timeout=2.0) is None:  # warm-up until the pipeline answers
-            pass
-        e2e = [v for v in (send(i) for i in range(len(frames))) if v is not None]
-        sent_total = len(frames) + 1
-        for i in range(max(0, 10 - sent_total)):
+        node.wait_ready()
+        client = BenchClient()
+        client.wait_connected(node)
+        images = [rgb_to_image_msg(rgb) for rgb in frames]
+        infos = [camera_info_msg(K, size[0], size[1], Header()) for _ in frames]
+
+        def send(i: int, timeout: float = 60.0):
+            image, info = images[i % len(images)], infos[i % len(infos)]
+            image.header.stamp = info.header.stamp = client.node.get_clock().now().to_msg()
+            image.header.frame_id = info.header.frame_id = "camera"
+            key = stamp_to_ns(image.header.stamp)
+            sent = time.perf_counter()
+            client.info_pub.publish(info)
+            client.image_pub.publish(image)
+            arrived = client.wait_for(key, timeout)
+            return None if arrived is None else (arrived - sent) * 1000
+
+        def predict_timed(i: int) -> float:
+            t = time.perf_counter()
+            predictor.predict(frames[i % len(frames)], K)
+            return (time.perf_counter() - t) * 1000
+
+        def bare(i: int) -> float:
+            # On a long-lived worker thread, as the node runs it: on this machine the main
+            # thread's OpenMP team made predict up to 10x slower under CPU contention.
+            return bare_thread.submit(predict_timed, i).result()
+
+        for i in range(3):  # warm-up both
+            bare(i)
+            while send(i, timeout=5.0) is None:
+                pass
+        windows_before = len(client.wait_stats(1, 5.0))
+        bare_ms, node_ms = [], []
+        for i in range(len(frames)):
+            if i % 2:
+                bare_ms.append(bare(i))
+                node_ms.append(send(i))
+            else:
+                node_ms.append(send(i))
+                bare_ms.append(bare(i))
+        time.sleep(1.2)  # the stats window that holds the last frames is published
+        windows = client.wait_stats(windows_before + 1, 5.0)[windows_before:]
+        stages = merge_stage_windows(windows)
+        lost = sum(v is None for v in node_ms)
+        pair_ratios = [n / b for n, b in zip(node_ms, bare_ms) if n is not None]
+        node_ms = [v for v in node_ms if v is not None]
+
+        sent = 3 + len(frames)
+        for i in range(max(0, 10 - sent)):
             send(i)
-        mem_10 = rss_mib(proc.pid)
+        mem_10 = rss_mib(node.proc.pid)
         t_mem = time.monotonic()
-        for i in range(args.memory_frames - max(10, sent_total)):
+        for i in range(max(0, args.memory_frames - max(10, sent))):
             send(i)
-        mem_n = rss_mib(proc.pid)
+        mem_n = rss_mib(node.proc.pid)
         mem_time = time.monotonic() - t_mem
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        if client is not None:
+            client.close()
+        node.stop()
 
-    med_b, p95_b = np.median(bare), np.percentile(bare, 95)
-    med_e, p95_e = np.median(e2e), np.percentile(e2e, 95)
-    print(f"\nroca_node benchmark ({len(frames)} frames {seq['width']}x{seq['height']}, {args.threads} threads, "
-          f"checkpoint {Path(checkpoint).name})")
-    print("| measure | median | p95 |")
+    med_b, p95_b = np.median(bare_ms), np.percentile(bare_ms, 95)
+    med_e, p95_e = np.median(node_ms), np.percentile(node_ms, 95)
+    node_latency = stages.get("latency", {}).get("mean_ms", float("nan"))
+    print(f"\nroca_node benchmark ({len(frames)} frames {size[0]}x{size[1]}, interleaved, {args.threads} threads, "
+          f"checkpoint {Path(checkpoint).name}{', no answer for %d' % lost if lost else ''})")
+    print("| measure | median ms | p95 ms |")
     print("| --- | ---: | ---: |")
-    print(f"| bare Predictor.predict (ms) | {med_b:.1f} | {p95_b:.1f} |")
-    print(f"| image published -> objects received (ms) | {med_e:.1f} | {p95_e:.1f} |")
-    print(f"| ratio end-to-end / bare | {med_e / med_b:.2f} | {p95_e / p95_b:.2f} |")
+    print(f"| bare Predictor.predict | {med_b:.1f} | {p95_b:.1f} |")
+    print(f"| image published -> objects received | {med_e:.1f} | {p95_e:.1f} |")
+    print(f"| ratio end-to-end / bare | {med_e / med_b:.3f} | {p95_e / p95_b:.3f} |")
+    print(f"| ratio per frame pair (node / bare of the same frame, median) | {np.median(pair_ratios):.3f} | |")
+    print(f"| overhead end-to-end - bare | {med_e - med_b:.1f} | |")
+    print(f"| of which outside the node (mean end-to-end - node latency) | "
+          f"{np.mean(node_ms) - node_latency:.1f} | |")
+    print()
+    print(stage_table(stages))
+    if args.memory_frames <= 10:
+        return 0
     print(f"\n| node RSS after 10 frames | after {args.memory_frames} frames | growth | ({mem_time:.0f} s) |")
     print("| ---: | ---: | ---: | --- |")
     print(f"| {mem_10:.1f} MiB | {mem_n:.1f} MiB | {mem_n - mem_10:+.1f} MiB ({(mem_n / mem_10 - 1) * 100:+.1f} %) | |")
