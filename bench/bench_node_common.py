@@ -129,11 +129,12 @@ class NodeUnderTest:
 class BenchClient:
     """Publishes frames to /roca, records when each frame's objects arrive and every ~/stats."""
 
-    def __init__(self, depth: int = 5) -> None:
+    def __init__(self, camera_qos: bool = False) -> None:
+        """camera_qos: publish best effort like a camera driver; else reliable (no frame lost)."""
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
-        from rclpy.qos import QoSProfile, QoSReliabilityPolicy
+        from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
 
@@ -142,7 +143,7 @@ class BenchClient:
         rclpy.init()
         self._rclpy = rclpy
         self.node = Node("roca_bench")
-        qos = QoSProfile(depth=depth, reliability=QoSReliabilityPolicy.RELIABLE)
+        qos = qos_profile_sensor_data if camera_qos else QoSProfile(depth=5, reliability=QoSReliabilityPolicy.RELIABLE)
         self.image_pub = self.node.create_publisher(Image, "/roca/image", qos)
         self.info_pub = self.node.create_publisher(CameraInfo, "/roca/camera_info", qos)
         self.arrivals: dict[int, float] = {}

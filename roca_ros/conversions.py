@@ -7,6 +7,7 @@ contracts.
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -22,6 +23,13 @@ def path_to_uri(path: Optional[str]) -> str:
     """Absolute ``file://`` URI of a local path; "" for no path."""
     if not path:
         return ""
+    return _resolved_uri(str(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved_uri(path: str) -> str:
+    # Mesh paths come from the CAD database, a fixed set: resolving costs file-system calls
+    # per object and frame (twice: objects and markers), so it is done once per path.
     return Path(path).expanduser().resolve().as_uri()
 
 

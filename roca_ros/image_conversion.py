@@ -108,6 +108,19 @@ def check_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo
     return info
 
 
+def check_colour_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo:
+    """:func:`check_image_header`, and the encoding must be one the model takes (colour or mono8).
+
+    O(1) like the header check, so the node rejects depth images before pairing them.
+    """
+    info = check_image_header(msg, max_side)
+    if info.to_rgb is None:
+        raise ImageConversionError(
+            f"image encoding {str(msg.encoding)!r} is a depth/scalar encoding, not a colour image; "
+            f"expected one of {list(COLOUR_ENCODINGS)}")
+    return info
+
+
 def _data_length(data: Any) -> int:
     if isinstance(data, np.ndarray):
         return int(data.nbytes)

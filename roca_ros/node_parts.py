@@ -45,7 +45,7 @@ from visualization_msgs.msg import MarkerArray
 
 from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_for_image, intrinsics_from_k
 from roca_ros.conversions import cad_database_to_msg, detections_to_msg
-from roca_ros.image_conversion import ImageConversionError, check_image_header, rgb_pixels, rgb_to_image_msg
+from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
 from roca_ros.latest_worker import LatestWorker
 from roca_ros.markers import MARKER_NAMESPACE, build_marker_array
 from roca_ros.params import PARAM_SPECS, SPECS_BY_NAME, NodeSettings, ParameterError
@@ -315,7 +315,7 @@ class RocaParts:
         self.stats.count("received")
         stamp = stamp_to_ns(msg.header.stamp)
         try:
-            check_image_header(msg)
+            check_colour_image_header(msg)
         except ImageConversionError as exc:
             self._reject("image", exc, stamp)
             return
