@@ -218,7 +218,3 @@ def stage_table(stages: dict[str, dict]) -> str:
         if s["count"]:
             lines.append(f"| {name} | {s['count']} | {s['mean_ms']:.2f} | {s['max_ms']:.2f} |")
     return "\n".join(lines)
-
-
-def stamp_now(node) -> "object":
-    return node.get_clock().now().to_msg()
