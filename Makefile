@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Network safety: DDS discovery stays on this machine in everything make starts.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
-.PHONY: setup test demo bench demo-model
+.PHONY: setup test demo bench bench-camera demo-model
 setup:
 	@bash scripts/setup_env.sh
 
@@ -22,6 +22,10 @@ bench: setup
 	$(PY) bench/bench_train_step.py --threads 2
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_node.py --threads 2
+
+# The node at camera rate: 640x480 and 1280x720 at 30 Hz, 10,000 frames each (~12 min).
+bench-camera: setup
+	$(PY) bench/bench_node_camera.py --threads 2
 
 # Reproduce models/roca_demo.safetensors from scratch (~55 min on 2 CPU cores: 3 min data,
 # 48 min training, 2 min evaluation); see models/README.md.
