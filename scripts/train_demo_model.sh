@@ -21,9 +21,18 @@ fi
   --summary-json "$OUT/summary.json"
 "$BIN/roca-eval" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --split val \
   --device cpu --out "$OUT/eval_val.json" --md "$OUT/eval_val.md"
+# Diagnosis: the 3D heads on the ground-truth boxes, with predicted and with true depth.
+"$BIN/roca-eval" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --split val \
+  --device cpu --gt-boxes --out "$OUT/eval_val_gt_boxes.json" --md "$OUT/eval_val_gt_boxes.md"
+"$BIN/roca-eval" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --split val \
+  --device cpu --gt-boxes --gt-depth --out "$OUT/eval_val_gt_boxes_depth.json" \
+  --md "$OUT/eval_val_gt_boxes_depth.md"
 mkdir -p models
 cp "$OUT/model_final.safetensors" models/roca_demo.safetensors
 cp "$OUT/eval_val.md" models/roca_demo_eval.md
 cp "$OUT/eval_val.json" models/roca_demo_eval.json
+cp "$OUT/eval_val_gt_boxes.md" models/roca_demo_eval_gt_boxes.md
+cp "$OUT/eval_val_gt_boxes_depth.md" models/roca_demo_eval_gt_boxes_depth.md
+cp "$OUT/eval_metrics.csv" models/roca_demo_eval_during_training.csv
 cp "$OUT/loss_curves.png" models/roca_demo_loss_curves.png
 echo "demo model: models/roca_demo.safetensors ($(du -h models/roca_demo.safetensors | cut -f1))"
