@@ -54,12 +54,24 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+def asks_for_help(argv: Sequence[str]) -> bool:
+    """``-h``/``--help`` among the program's own arguments (those before ``--ros-args``)."""
+    own = list(argv[1:])
+    if "--ros-args" in own:
+        own = own[:own.index("--ros-args")]
+    return any(a in ("-h", "--help") for a in own)
+
+
 def run_node(make_node: Callable[[], Node], argv: Optional[Sequence[str]],
-             startup_errors: tuple[type[BaseException], ...] = ()) -> int:
+             startup_errors: tuple[type[BaseException], ...] = (), usage: str = "") -> int:
     """Init rclpy, build the node, spin until a stop signal; returns the process exit code.
 
     ``startup_errors`` are exceptions ``make_node`` raises after logging them itself (exit 1).
+    ``usage`` is printed instead when the arguments ask for help.
     """
+    if usage and argv is not None and asks_for_help(argv):
+        print(usage)
+        return 0
     signals = StopSignals()
     node: Optional[Node] = None
     try:

@@ -34,8 +34,6 @@ def test_console_entry_points_are_importable_callables():
 
 def test_every_console_script_answers_help():
     for name in console_scripts():
-        if name == "roca_node":  # rclpy-style arguments; covered by the node tests
-            continue
         out = subprocess.run([str(VENV_BIN / name), "--help"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, f"{name} --help failed: {out.stderr[-2000:]}"
         assert "usage" in out.stdout.lower()
