@@ -82,13 +82,11 @@ class RocaLifecycleNode(RocaParts, LifecycleNode):
         super().destroy_node()
 
 
-USAGE = f"usage: roca_lifecycle_node [--ros-args ...]\n\n{__doc__.strip()}\n\nParameters: config/roca.yaml (each one documented); topics: README, 'The node'."
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``roca_lifecycle_node``; returns the process exit code."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return run_node(RocaLifecycleNode, list(sys.argv if argv is None else argv), (StartupError,),
-                    usage=USAGE)
+                    doc=__doc__)
 
 
 if __name__ == "__main__":

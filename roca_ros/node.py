@@ -55,13 +55,11 @@ class RocaNode(RocaParts, Node):
         super().destroy_node()
 
 
-USAGE = f"usage: roca_node [--ros-args ...]\n\n{__doc__.strip()}\n\nParameters: config/roca.yaml (each one documented); topics: README, 'The node'."
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``roca_node``; returns the process exit code."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return run_node(RocaNode, list(sys.argv if argv is None else argv), (StartupError,),
-                    usage=USAGE)
+                    doc=__doc__)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ and exits 0. While the model loads, the first signal interrupts the loading inst
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -63,14 +64,17 @@ def asks_for_help(argv: Sequence[str]) -> bool:
 
 
 def run_node(make_node: Callable[[], Node], argv: Optional[Sequence[str]],
-             startup_errors: tuple[type[BaseException], ...] = (), usage: str = "") -> int:
+             startup_errors: tuple[type[BaseException], ...] = (), doc: str = "") -> int:
     """Init rclpy, build the node, spin until a stop signal; returns the process exit code.
 
     ``startup_errors`` are exceptions ``make_node`` raises after logging them itself (exit 1).
-    ``usage`` is printed instead when the arguments ask for help.
+    When the arguments ask for help, a usage line and ``doc`` (the node module's docstring)
+    are printed instead.
     """
-    if usage and argv is not None and asks_for_help(argv):
-        print(usage)
+    if doc and argv and asks_for_help(argv):
+        prog = os.path.basename(argv[0])
+        print(f"usage: {prog} [--ros-args ...]\n\n{doc.strip()}\n\n"
+              "Parameters: config/roca.yaml (each one documented); topics: README, 'The node'.")
         return 0
     signals = StopSignals()
     node: Optional[Node] = None

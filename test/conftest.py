@@ -21,3 +21,14 @@ def roca_home(tmp_path_factory):
     mp.setenv("ROCA_HOME", str(tmp_path_factory.mktemp("roca_home")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module of tiny models: they gain nothing from two, and
+    spinning OpenMP threads slow down tenfold when the 2 cores are shared with other work."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

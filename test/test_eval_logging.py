@@ -17,12 +17,7 @@ from roca_core.training.logging import (EVAL_CSV, CsvLossLogger, CsvMetricsLogge
 from training_fixtures import model_synthetic_samples, tiny_model_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _png_height(path) -> int:

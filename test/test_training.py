@@ -31,14 +31,7 @@ from training_fixtures import (SyntheticRocaData, TinyRocaStandIn, collate,
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tiny models here gain nothing from 2 threads, and spinning OpenMP threads slow
-    down tenfold when the 2 cores are shared with other work; restore the setting after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def experiment(**train) -> ExperimentConfig:
