@@ -7,6 +7,7 @@ camera frame (metric, so the resize does not change them). No detection is a nor
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,45 @@ def validate_intrinsics(K: Any, height: int, width: int) -> np.ndarray:
     return K
 
 
+# Median measured depth above this (metres) looks like millimetres passed as metres.
+MILLIMETRE_SUSPECT_M = 100.0
+
+
+def validate_depth(depth: Any, height: int, width: int) -> np.ndarray:
+    """A measured depth map for an (height, width) image -> float32 (H, W) metres, unknown = 0.
+
+    NaN, inf and values <= 0 mean "no measurement". Integer maps are refused (a 16UC1 image
+    is millimetres: divide by 1000 first); a float map whose median looks like millimetres
+    gets a warning, since every pose would come out 1000x too far.
+    """
+    d = np.asarray(depth)
+    if d.ndim == 3 and d.shape[2] == 1:
+        d = d[..., 0]
+    if d.ndim != 2:
+        raise ValueError(f"depth must be an (H, W) map, got shape {d.shape}")
+    if d.shape != (height, width):
+        raise ValueError(f"depth is {d.shape[1]}x{d.shape[0]} but the image is {width}x{height}: "
+                         "only depth registered to the colour image is supported")
+    if not np.issubdtype(d.dtype, np.floating):
+        raise ValueError(f"depth must be float metres, got {d.dtype} (for 16-bit millimetre "
+                         "depth images divide by 1000)")
+    d = d.astype(np.float32, copy=True)
+    valid = np.isfinite(d) & (d > 0)
+    d[~valid] = 0.0
+    if valid.any() and float(np.median(d[valid])) > MILLIMETRE_SUSPECT_M:
+        warnings.warn(f"measured depth has a median of {float(np.median(d[valid])):.0f} m: it looks "
+                      "like millimetres; pass metres", stacklevel=3)
+    return d
+
+
+def validate_up(up: Any) -> np.ndarray:
+    """Camera-frame up direction (against gravity) -> unit float64 (3,)."""
+    u = np.asarray(up, dtype=np.float64).reshape(-1)
+    if u.shape != (3,) or not np.all(np.isfinite(u)) or np.linalg.norm(u) < 1e-6:
+        raise ValueError(f"up must be a finite non-zero 3-vector in the camera frame, got {np.asarray(up).tolist()}")
+    return u / np.linalg.norm(u)
+
+
 class Predictor:
     """ROCA inference on single RGB images.
 
@@ -183,8 +223,16 @@ class Predictor:
         return np.concatenate(out)
 
     @torch.no_grad()
-    def predict(self, image_rgb: np.ndarray, K: np.ndarray) -> list[Detection]:
-        """image_rgb: uint8 (H, W, 3) (float in [0, 1] also accepted); K: (3, 3) of this image."""
+    def predict(self, image_rgb: np.ndarray, K: np.ndarray, depth: "np.ndarray | None" = None,
+                up: "np.ndarray | None" = None) -> list[Detection]:
+        """image_rgb: uint8 (H, W, 3) (float in [0, 1] also accepted); K: (3, 3) of this image.
+
+        depth: optional (H, W) float metres registered to the image (a depth camera; 0, NaN,
+        inf, negative = unknown): used wherever valid, the predicted depth fills the holes.
+        up: optional camera-frame up direction (3,) (against gravity, e.g. from an IMU or the
+        robot's TF; (0, -1, 0) for a level camera): the upright prior, which solves only the
+        objects' yaw.
+        """
         img = np.asarray(image_rgb)
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"image must be (H, W, 3) RGB, got shape {img.shape}")
@@ -192,11 +240,16 @@ class Predictor:
         if h == 0 or w == 0:
             raise ValueError(f"image is empty ({h}x{w} pixels)")
         K = validate_intrinsics(K, h, w)
+        extra: dict[str, Any] = {}
+        if depth is not None:
+            extra["depths"] = [torch.from_numpy(validate_depth(depth, h, w)).to(self.device)]
+        if up is not None:
+            extra["up"] = [torch.as_tensor(validate_up(up), dtype=torch.float32, device=self.device)]
         t = torch.from_numpy(np.ascontiguousarray(img))
         t = t.float() / 255.0 if img.dtype == np.uint8 else t.float().clamp(0, 1)
         t = t.permute(2, 0, 1).to(self.device)
         out = self.model([t], intrinsics=[torch.as_tensor(K, dtype=torch.float32, device=self.device)],
-                         min_score=self.score_threshold)[0]
+                         min_score=self.score_threshold, **extra)[0]
         out = {k: v.cpu() for k, v in out.items()}
         self.last_depth = out["depth"].float().numpy()
 

@@ -207,3 +207,40 @@ def test_default_val_split_holds_out_a_tenth_of_the_rooms_and_at_least_one():
         val_rooms = int(round(rooms * default_val_fraction(rooms * 10, 10)))
         assert 1 <= val_rooms <= max(1, round(rooms * 0.1)), rooms
     assert int(round(800 * default_val_fraction(8000, 10))) == 80
+
+
+def test_eval_upright_prior_and_depth_source_errors(tiny_data, checkpoint, tmp_path, capsys):
+    """--upright hands each frame's up direction (from its upright ground-truth objects) to the
+    predictor: every prediction then stands upright. Asking for sensor depth a data set does
+    not have is a clear error, as is contradicting --gt-depth."""
+    from roca_core.evaluation.evaluator import up_from_ground_truth
+    dataset = RocaDataset(tiny_data, split="val")
+    predictor = Predictor(checkpoint, cad_database=False, device="cpu", score_threshold=0.0)
+    seen = []
+    original = predictor.predict
+
+    def spy(rgb, K, **extra):
+        dets = original(rgb, K, **extra)
+        seen.append((extra.get("up"), dets))
+        return dets
+
+    predictor.predict = spy
+    report = evaluate_predictor(predictor, dataset, upright=True, progress=False)
+    assert report["upright"] is True and report["depth_source"] == "predicted"
+    checked = 0
+    for up, dets in seen:
+        assert up is not None  # every frame of the tiny set has objects
+        for d in dets:
+            np.testing.assert_allclose(d.rotation[:, 1], up, atol=1e-4)
+            checked += 1
+    assert checked > 0
+    _, target = dataset[0]
+    np.testing.assert_allclose(up_from_ground_truth(target),
+                               target["rotations"][0][:, 1].numpy(), atol=1e-5)
+
+    rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(tiny_data), "--max-images", "1",
+                         "--depth-source", "sensor"], capsys)
+    assert rc == 1 and "--sensor-depth" in err
+    rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(tiny_data), "--gt-depth",
+                         "--depth-source", "sensor"], capsys)
+    assert rc == 2 and "contradicts" in err

@@ -263,22 +263,3 @@ def test_depth_feature_crops_with_one_sample_match_roi_align():
     ref = roi_align(feat, torch.cat([bidx[:, None].float(), boxes], 1), (16, 16), 0.25, 1, True)
     fast = sample_rois(feat, boxes * 0.25, bidx, 16, "bilinear", padding="border")
     assert torch.allclose(fast, ref, atol=1e-4)
-
-
-def test_gt_depth_hook_feeds_ground_truth_depth_through_the_3d_heads(cfg):
-    from roca_core.evaluation.evaluator import gt_depth_hook
-    torch.manual_seed(0)
-    model = RocaModel(cfg).eval()
-    img = torch.rand(3, cfg.image_height, cfg.image_width)
-    K = torch.tensor([[232.0, 0, 127.5], [0, 232.0, 95.5], [0, 0, 1]])
-    gt = torch.rand(cfg.image_height, cfg.image_width) * 3 + 1
-    plain = model([img], intrinsics=[K])[0]["depth"]
-    handle = gt_depth_hook(model, {"gt_depth": gt})
-    try:
-        swapped = model([img], intrinsics=[K])[0]["depth"]
-    finally:
-        handle.remove()
-    assert torch.equal(swapped, gt)
-    assert torch.equal(model([img], intrinsics=[K])[0]["depth"], plain)  # removed again
-    with pytest.raises(ValueError, match="RocaModel"):
-        gt_depth_hook(torch.nn.Linear(2, 2), {})

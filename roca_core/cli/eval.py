@@ -54,9 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--det-threshold", type=float, default=0.05,
                    help="detection score threshold of the predictor (AP uses all of them; "
                         "the alignment metric keeps score > 0.5)")
-    p.add_argument("--gt-depth", action="store_true",
-                   help="diagnosis: use the dataset's depth instead of the predicted one (an "
-                        "upper bound showing how much depth errors cost)")
+    p.add_argument("--depth-source", choices=("predicted", "sensor", "gt"), default="predicted",
+                   help="depth the 3D heads use: the network's prediction, the data set's "
+                        "simulated depth camera (roca-make-dataset --sensor-depth; holes filled "
+                        "by the prediction), or its true depth (an upper bound showing how much "
+                        "depth errors cost)")
+    p.add_argument("--gt-depth", action="store_true", help="the same as --depth-source gt")
+    p.add_argument("--upright", action="store_true",
+                   help="upright prior: give the predictor the camera's up direction (from the "
+                        "frame's ground-truth objects, which all stand upright: what an IMU or "
+                        "the robot's TF gives), so only each object's yaw is solved")
     p.add_argument("--gt-boxes", action="store_true",
                    help="diagnosis: run the depth, alignment and retrieval heads on the "
                         "ground-truth boxes and classes (alignment without detection errors; "
@@ -105,6 +112,10 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"roca-eval: {exc}", file=sys.stderr)
         return 2
+    if args.gt_depth and args.depth_source not in ("predicted", "gt"):
+        print(f"roca-eval: --gt-depth contradicts --depth-source {args.depth_source}", file=sys.stderr)
+        return 2
+    depth_source = "gt" if args.gt_depth else args.depth_source
     if not Path(args.data).is_dir():
         print(f"roca-eval: --data {args.data!r} is not a directory", file=sys.stderr)
         return 2
@@ -130,14 +141,16 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                               device=args.device, score_threshold=args.det_threshold)
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
-                                    gt_depth=args.gt_depth, gt_boxes=args.gt_boxes)
+                                    depth_source=depth_source, upright=args.upright,
+                                    gt_boxes=args.gt_boxes)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # bad input, not a bug
         print(f"roca-eval: {exc}", file=sys.stderr)
         return 1
     report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=split,
-                  cad_database=cad_db or "embedded", gt_depth=args.gt_depth,
-                  gt_boxes=args.gt_boxes)
-    oracle = " and ".join(x for x, on in (("ground-truth depth", args.gt_depth),
+                  cad_database=cad_db or "embedded", gt_boxes=args.gt_boxes)
+    oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
+                                          ("sensor depth", depth_source == "sensor"),
+                                          ("the upright prior", args.upright),
                                           ("ground-truth boxes", args.gt_boxes)) if on)
     oracle = f" with {oracle}" if oracle else ""
     print(format_markdown(report, title=f"ROCA evaluation: {split} split of {args.data}{oracle}"))

@@ -257,27 +257,43 @@ def detections_to_frame(detections: Sequence[Any], class_names: Sequence[str],
         depth=depth)
 
 
-def gt_depth_hook(model: torch.nn.Module, source: Mapping[str, Any]) -> Any:
-    """Make ``model`` (a RocaModel) use ground-truth metric depth: a forward hook on its depth
-    head swaps the predicted map for ``source["gt_depth"]`` ((H, W) metres, any size; resized
-    nearest to the network input). The depth features stay predicted, so this isolates the
-    error that the predicted depth adds to translation, rotation and scale. Returns the hook
-    handle (``.remove()`` undoes it)."""
-    head = getattr(model, "depth_head", None)
-    cfg = getattr(model, "cfg", None)
-    if head is None or cfg is None:
-        raise ValueError("ground-truth depth needs a RocaModel (with a depth_head)")
-    h, w = cfg.image_size
+DEPTH_SOURCES = ("predicted", "sensor", "gt")
 
-    def swap(_m: Any, _inp: Any, out: Any) -> Any:
-        depth, feat = out  # depth (B, 1, H', W') at the padded network input
-        gt = torch.as_tensor(source["gt_depth"], dtype=depth.dtype, device=depth.device)
-        gt = torch.nn.functional.interpolate(gt.reshape(1, 1, *gt.shape[-2:]), size=(h, w), mode="nearest")
-        swapped = depth.clone()
-        swapped[:, :, :h, :w] = gt
-        return swapped, feat
 
-    return head.register_forward_hook(swap)
+def measured_depth(target: Mapping[str, Any], depth_source: str) -> "np.ndarray | None":
+    """The depth map ``depth_source`` asks the 3D heads to use for this frame (None: the
+    network's own prediction): ``gt`` the rendered depth (an upper bound showing how much depth
+    errors cost), ``sensor`` the simulated depth camera (``roca-make-dataset --sensor-depth``)."""
+    if depth_source not in DEPTH_SOURCES:
+        raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
+    if depth_source == "predicted":
+        return None
+    key = "depth" if depth_source == "gt" else "sensor_depth"
+    if target.get(key) is None:
+        raise ValueError("ground-truth depth was asked for but the dataset has no depth maps"
+                         if depth_source == "gt" else
+                         "sensor depth was asked for but the dataset has none (make it with "
+                         "roca-make-dataset --sensor-depth)")
+    d = _np(target[key]).astype(np.float32)
+    return d.reshape(d.shape[-2:])
+
+
+def up_from_ground_truth(target: Mapping[str, Any]) -> "np.ndarray | None":
+    """The camera-frame up direction of a frame, from its ground-truth objects: furniture
+    stands upright, so each object's canonical y axis (column 1 of its rotation) is the world's
+    up seen from the camera, which an IMU or the robot's TF would give. None without objects."""
+    if "rotations" in target:
+        rot = _np(target["rotations"]).reshape(-1, 3, 3)
+    elif "quaternions" in target:
+        from roca_core.geometry.rotations import quat_to_matrix_np
+        rot = quat_to_matrix_np(_np(target["quaternions"]).reshape(-1, 4)).reshape(-1, 3, 3)
+    else:
+        return None
+    if len(rot) == 0:
+        return None
+    up = rot[:, :, 1].astype(np.float64).sum(0)
+    norm = float(np.linalg.norm(up))
+    return up / norm if norm > 1e-6 else None
 
 
 def _frame_retrieval(model: Any, tap: "ModelTap | None", ranker: "SameClassRanker | None",
@@ -292,15 +308,18 @@ def _score_threshold(kwargs: Mapping[str, Any]) -> float:
     return (kwargs.get("thresholds") or AlignmentThresholds()).score
 
 
-def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
-                       gt_boxes: bool = False, **kwargs: Any) -> dict[str, Any]:
+def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "predicted",
+                       gt_depth: bool = False, upright: bool = False, gt_boxes: bool = False,
+                       **kwargs: Any) -> dict[str, Any]:
     """Evaluate a :class:`roca_core.Predictor` (or anything with the same ``predict``).
 
-    ``gt_depth`` replaces the predicted depth by the dataset's (see :func:`gt_depth_hook`):
-    an upper bound that shows how much depth errors cost. ``gt_boxes`` runs the depth,
+    ``depth_source`` (see :func:`measured_depth`) gives ``predict`` a measured depth map:
+    ``sensor`` the data set's simulated depth camera, ``gt`` its true depth (``gt_depth=True``
+    is the same). ``upright`` gives it the camera's up direction (see
+    :func:`up_from_ground_truth`): the upright prior. ``gt_boxes`` runs the depth,
     alignment and retrieval heads on the ground-truth boxes and classes (see
     :func:`roca_core.evaluation.model_tap.gt_box_hook`), so alignment is measured without
-    detection errors. Both need ``predictor.model`` to be a RocaModel and combine.
+    detection errors; it needs ``predictor.model`` to be a RocaModel. All combine.
 
     Depth error needs the predicted depth map, which ``predict`` does not return: it is read
     from ``predictor.last_depth`` ((H, W) metres) when the predictor sets one, else caught
@@ -316,13 +335,14 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
     model = getattr(predictor, "model", None)
     if gt_boxes and not isinstance(model, torch.nn.Module):
         raise ValueError("ground-truth boxes need a predictor with a RocaModel (predictor.model)")
-    depth_source: dict[str, Any] = {}
+    if gt_depth:
+        depth_source = "gt"
+    if depth_source not in DEPTH_SOURCES:
+        raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
     box_source: dict[str, Any] = {}
     handles: list[Any] = []
     tap = None
     try:
-        if gt_depth:  # raises before any hook is set
-            handles.append(gt_depth_hook(model, depth_source))
         if gt_boxes:
             handles.append(gt_box_hook(model, box_source))
         if isinstance(model, torch.nn.Module):
@@ -335,13 +355,15 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
             rgb = _image_uint8(image)
             if tap is not None:
                 tap.clear()
-            if gt_depth:
-                if "depth" not in target:
-                    raise ValueError("ground-truth depth was asked for but the dataset has no depth maps")
-                depth_source["gt_depth"] = target["depth"]
             if gt_boxes:
                 box_source.update(boxes=target["boxes"], labels=target["labels"])
-            dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64))
+            extra: dict[str, Any] = {}
+            measured = measured_depth(target, depth_source)
+            if measured is not None:
+                extra["depth"] = measured
+            if upright:
+                extra["up"] = up_from_ground_truth(target)
+            dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64), **extra)
             depth = getattr(predictor, "last_depth", None)
             if depth is None and tap is not None and tap.output is not None:
                 depth = tap.output.get("depth")
@@ -355,6 +377,7 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, gt_depth: bool = False,
         report = evaluate_frames(infer, dataset, class_names=class_names, gt_boxes=gt_boxes, **kwargs)
         if "retrieval" in report:
             report["retrieval"]["boxes"] = "ground_truth" if gt_boxes else "detections"
+        report.update(depth_source=depth_source, gt_depth=depth_source == "gt", upright=bool(upright))
         return report
     finally:
         if tap is not None:

@@ -61,7 +61,9 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
     info = [f"images: {report['num_images']}" if "num_images" in report else None,
             f"primary mode: {report.get('mode', 'frame')}",
             "3D heads on the ground-truth boxes and classes (no box AP)" if report.get("gt_boxes") else None,
-            "ground-truth depth" if report.get("gt_depth") else None]
+            "ground-truth depth" if report.get("gt_depth") else None,
+            "sensor depth" if report.get("depth_source") == "sensor" else None,
+            "upright prior (camera up given)" if report.get("upright") else None]
     lines += [", ".join(i for i in info if i), ""]
     header = ["metric (%)", *classes, "class mean", "instance mean"]
     lines.append("| " + " | ".join(header) + " |")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roca_core.geometry.procrustes import weighted_procrustes
+from roca_core.geometry.procrustes import rotation_y_to, weighted_procrustes, weighted_procrustes_upright
 from roca_core.model.config import ModelConfig
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid
 
@@ -77,10 +77,12 @@ class AlignmentHead(nn.Module):
 
     def forward(self, feat_rois: torch.Tensor, depth_rois: torch.Tensor, mask: torch.Tensor,
                 align_mask: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor,
-                classes: torch.Tensor) -> AlignmentOutput:
+                classes: torch.Tensor, up: "torch.Tensor | None" = None) -> AlignmentOutput:
         """feat_rois (R, F, S, S) depth features; depth_rois (R, S, S) metres; mask (R, S, S)
         probabilities in [0, 1]; align_mask (R, S, S) bool; boxes (R, 4) network pixels;
-        K (R, 3, 3) network intrinsics; classes (R,) 0-based.
+        K (R, 3, 3) network intrinsics; classes (R,) 0-based; up (R, 3) optional camera-frame
+        up direction per ROI (the upright prior: only the yaw about it is solved; rows of
+        zeros, or None, solve the full rotation).
 
         Gradient paths follow the reference implementation: the NOC and weight heads see
         detached points, scale and NOCs (they must not move depth or scale to make their own
@@ -128,8 +130,20 @@ class AlignmentHead(nn.Module):
         dst = (points - t0[:, None, None]).reshape(r, s * s, 3)  # p~ = p - t_init
         w = (weights * mask * valid).reshape(r, s * s)
         rot, t_delta = weighted_procrustes(src, dst, w)
+        if up is not None:
+            if up.shape != (r, 3):
+                raise ValueError(f"up must be (R, 3) = ({r}, 3), got {tuple(up.shape)}")
+            known = up.norm(dim=1) > 1e-6
+            if bool(known.any()):
+                rot_u, t_u = weighted_procrustes_upright(src, dst, w, torch.where(
+                    known[:, None], up.to(src.dtype), torch.ones_like(up, dtype=src.dtype)))
+                rot = torch.where(known[:, None, None], rot_u, rot)
+                t_delta = torch.where(known[:, None], t_u, t_delta)
         solved = valid.flatten(1).sum(dim=1) >= self.min_pixels
         eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand_as(rot)
+        if up is not None and bool(known.any()):  # unsolved but upright: at least stand it up
+            eye = torch.where(known[:, None, None], rotation_y_to(torch.where(
+                known[:, None], up.to(rot.dtype), torch.ones_like(up, dtype=rot.dtype))), eye)
         rot = torch.where(solved[:, None, None], rot, eye)
         trans = torch.where(solved[:, None], t0 + t_delta, t_init)
         return AlignmentOutput(e, scale, t_init, pmax, pmin, points, valid, noc, weights, rot, trans, solved)

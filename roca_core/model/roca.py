@@ -28,6 +28,7 @@ from roca_core.model.backbone import build_backbone
 from roca_core.model.config import ModelConfig
 from roca_core.model.depth_head import DepthHead, berhu_loss
 from roca_core.model.losses import RoiTargets, alignment_losses, retrieval_losses
+from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
@@ -150,7 +151,9 @@ class RocaModel(nn.Module):
     def forward(self, images: list[torch.Tensor], targets: "list[dict] | None" = None,
                 intrinsics: "list[torch.Tensor] | None" = None, min_score: "float | None" = None,
                 *, gt_boxes: "list[torch.Tensor] | None" = None,
-                gt_labels: "list[torch.Tensor] | None" = None):
+                gt_labels: "list[torch.Tensor] | None" = None,
+                depths: "list[torch.Tensor | None] | None" = None,
+                up: "list[torch.Tensor | None] | None" = None):
         """Train: ``(images, targets) -> dict`` of weighted losses. Eval: ``(images,
         intrinsics=[K]) -> list[dict]`` per image with boxes (given image's pixels), labels
         (1-based), scores, masks (N, H, W) probabilities, rotations, translations, scales,
@@ -161,12 +164,19 @@ class RocaModel(nn.Module):
         ``gt_labels`` ((N_i,) 1-based) replace the detector's output: one detection per box,
         in the given order, score 1, mask probabilities from the mask head on that box. The
         3D heads then run on the true boxes and classes, so their errors show without
-        detection errors."""
+        detection errors.
+
+        Eval extras, one entry per image (None = not known for that image): ``depths`` (H_i, W_i)
+        measured metric depth of the given image (a registered depth camera; 0 or NaN where
+        unknown): the 3D heads use it wherever it is valid and the predicted depth fills the
+        holes; the returned ``depth`` is that fused map. ``up`` (3,) the camera-frame up
+        direction (against gravity): the upright prior, rotations are solved about it (yaw
+        only) since furniture stands upright."""
         if self.training:
             if targets is None:
                 raise ValueError("RocaModel in train mode needs targets")
-            if gt_boxes is not None or gt_labels is not None:
-                raise ValueError("gt_boxes / gt_labels are an eval-mode option")
+            if any(x is not None for x in (gt_boxes, gt_labels, depths, up)):
+                raise ValueError("gt_boxes, gt_labels, depths and up are eval-mode options")
             return self._forward_train(images, targets)
         if intrinsics is None:
             if targets is not None and all("K" in t for t in targets):
@@ -180,7 +190,10 @@ class RocaModel(nn.Module):
         if gt_boxes is not None and not (len(gt_boxes) == len(gt_labels) == len(images)):
             raise ValueError(f"{len(images)} images but {len(gt_boxes)} gt_boxes and "
                              f"{len(gt_labels)} gt_labels")
-        return self._forward_eval(images, intrinsics, min_score, gt_boxes, gt_labels)
+        for name, extra in (("depths", depths), ("up", up)):
+            if extra is not None and len(extra) != len(images):
+                raise ValueError(f"{len(images)} images but {len(extra)} {name}")
+        return self._forward_eval(images, intrinsics, min_score, gt_boxes, gt_labels, depths, up)
 
     def _features(self, imgs: list[torch.Tensor], targets: "list[dict] | None"):
         image_list, _ = self.transform(imgs)
@@ -304,7 +317,7 @@ class RocaModel(nn.Module):
 
     @torch.no_grad()
     def _forward_eval(self, images, intrinsics, min_score=None, gt_boxes=None,
-                      gt_labels=None) -> list[dict[str, torch.Tensor]]:
+                      gt_labels=None, depths=None, up=None) -> list[dict[str, torch.Tensor]]:
         cfg = self.cfg
         orig = [tuple(img.shape[-2:]) for img in images]
         imgs, Ks, _ = self._resize_inputs(images, intrinsics, None)
@@ -320,6 +333,8 @@ class RocaModel(nn.Module):
                 dets = [{k: v[d["scores"] >= min_score] for k, v in d.items()} for d in dets]
         with self._stage("depth"):
             depth, feat_d = self._depth(feats, Ks)
+            if depths is not None:
+                depth = fuse_measured_depth(depth, depths)
         boxes = torch.cat([d["boxes"] for d in dets]).float()
         bidx = torch.cat([torch.full((d["boxes"].shape[0],), i, dtype=torch.int64, device=boxes.device)
                           for i, d in enumerate(dets)])
@@ -331,7 +346,9 @@ class RocaModel(nn.Module):
             feat_rois, depth_rois, K_rois = self._roi_inputs(feat_d, depth, boxes, bidx, Ks)
             m = F.interpolate(probs[:, None], size=(s, s), mode="bilinear", align_corners=False)[:, 0] \
                 if r else probs.new_zeros(0, s, s)
-            out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois, classes)
+            up_rois = None if up is None else per_roi_up(up, bidx, r, boxes)
+            out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois,
+                                      classes, up_rois)
         with self._stage("retrieval"):
             vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
             z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
