@@ -1,7 +1,10 @@
 """sensor_msgs/Image <-> numpy without cv_bridge.
 
 cv_bridge needs a full ROS install; the pip-installed node must work without one, so the
-common encodings are converted here. Every check raises :class:`ImageConversionError` (a
+encodings camera drivers publish are converted here: RGB/BGR(A) and mono in 8 and 16 bits,
+YUV 4:2:2 (usb_cam and v4l2_camera with YUYV or UYVY), the four 8-bit Bayer patterns of
+industrial cameras (demosaiced with OpenCV), and the ``8UC1``/``8UC3``/``8UC4`` that cv_bridge
+writes for plain OpenCV images (OpenCV's BGR channel order). Every check raises :class:`ImageConversionError` (a
 ``ValueError``) naming the bad field, because the node turns these messages into its
 "rejected frame" warnings.
 
@@ -32,6 +35,8 @@ class EncodingInfo:
     dtype: np.dtype
     # Channel order to reach RGB (None: not a colour encoding).
     to_rgb: tuple[int, ...] | None
+    # cv2.COLOR_* conversion to RGB instead of a channel reordering (YUV 4:2:2, Bayer).
+    cv2_code: str = ""
 
     @property
     def bytes_per_pixel(self) -> int:
@@ -44,10 +49,28 @@ ENCODINGS: dict[str, EncodingInfo] = {
     "rgba8": EncodingInfo(4, np.dtype(np.uint8), (0, 1, 2)),
     "bgra8": EncodingInfo(4, np.dtype(np.uint8), (2, 1, 0)),
     "mono8": EncodingInfo(1, np.dtype(np.uint8), (0, 0, 0)),
+    # 16-bit colour and mono: the full range is scaled to 8 bits (value >> 8), as cv_bridge does.
+    "rgb16": EncodingInfo(3, np.dtype(np.uint16), (0, 1, 2)),
+    "bgr16": EncodingInfo(3, np.dtype(np.uint16), (2, 1, 0)),
+    "mono16": EncodingInfo(1, np.dtype(np.uint16), (0, 0, 0)),
+    # cv_bridge's names for plain OpenCV images, which are BGR(A).
+    "8UC1": EncodingInfo(1, np.dtype(np.uint8), (0, 0, 0)),
+    "8UC3": EncodingInfo(3, np.dtype(np.uint8), (2, 1, 0)),
+    "8UC4": EncodingInfo(4, np.dtype(np.uint8), (2, 1, 0)),
+    # YUV 4:2:2, two bytes per pixel: yuv422_yuy2 is Y0 U Y1 V (YUYV), ROS' yuv422 is U Y0 V Y1 (UYVY).
+    "yuv422_yuy2": EncodingInfo(2, np.dtype(np.uint8), (), "COLOR_YUV2RGB_YUY2"),
+    "yuv422": EncodingInfo(2, np.dtype(np.uint8), (), "COLOR_YUV2RGB_UYVY"),
+    # Bayer mosaics. OpenCV names a pattern by the second row's second and third pixels, so
+    # ROS' bayer_rggb8 (R G / G B from the top-left) is OpenCV's BayerBG (checked on a known
+    # image in test_image_conversion.py).
+    "bayer_rggb8": EncodingInfo(1, np.dtype(np.uint8), (), "COLOR_BayerBG2RGB"),
+    "bayer_bggr8": EncodingInfo(1, np.dtype(np.uint8), (), "COLOR_BayerRG2RGB"),
+    "bayer_gbrg8": EncodingInfo(1, np.dtype(np.uint8), (), "COLOR_BayerGR2RGB"),
+    "bayer_grbg8": EncodingInfo(1, np.dtype(np.uint8), (), "COLOR_BayerGB2RGB"),
     "16UC1": EncodingInfo(1, np.dtype(np.uint16), None),
     "32FC1": EncodingInfo(1, np.dtype(np.float32), None),
 }
-COLOUR_ENCODINGS: tuple[str, ...] = tuple(k for k, v in ENCODINGS.items() if v.to_rgb is not None)
+COLOUR_ENCODINGS: tuple[str, ...] = tuple(sorted(k for k, v in ENCODINGS.items() if v.to_rgb is not None))
 
 
 def _as_int(value: Any, field: str) -> int:
@@ -92,6 +115,8 @@ def check_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo
     if info is None:
         raise ImageConversionError(
             f"unsupported image encoding {encoding!r}; supported: {sorted(ENCODINGS)}")
+    if info.cv2_code.startswith("COLOR_YUV") and width % 2:
+        raise ImageConversionError(f"image width {width} is odd; {encoding} pairs of pixels share U and V")
     step = _as_int(msg.step, "step")
     row_bytes = width * info.bytes_per_pixel
     if step < row_bytes:
@@ -111,14 +136,22 @@ def check_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo
 def check_colour_image_header(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> EncodingInfo:
     """:func:`check_image_header`, and the encoding must be one the model takes (colour or mono8).
 
-    O(1) like the header check, so the node rejects depth images before pairing them.
+    O(1) like the header check, so the node rejects depth images before pairing them. An
+    unknown encoding's message lists exactly the encodings the node takes.
     """
-    info = check_image_header(msg, max_side)
+    _check_colour_encoding(str(msg.encoding))
+    return check_image_header(msg, max_side)
+
+
+def _check_colour_encoding(encoding: str) -> None:
+    info = ENCODINGS.get(encoding)
+    if info is None:
+        raise ImageConversionError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(COLOUR_ENCODINGS)}")
     if info.to_rgb is None:
         raise ImageConversionError(
-            f"image encoding {str(msg.encoding)!r} is a depth/scalar encoding, not a colour image; "
-            f"expected one of {list(COLOUR_ENCODINGS)}")
-    return info
+            f"image encoding {encoding!r} is a depth/scalar encoding, not a colour image; "
+            f"expected one of {', '.join(COLOUR_ENCODINGS)}")
 
 
 def _data_length(data: Any) -> int:
@@ -152,13 +185,15 @@ def image_to_array(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
 def image_to_rgb(msg: Any, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
     """Image message of a colour or mono encoding -> (H, W, 3) uint8 RGB (a new array)."""
     encoding = str(getattr(msg, "encoding", ""))
-    info = ENCODINGS.get(encoding)
-    if info is not None and info.to_rgb is None:
-        raise ImageConversionError(
-            f"image encoding {encoding!r} is a depth/scalar encoding, not a colour image; "
-            f"expected one of {list(COLOUR_ENCODINGS)}")
+    _check_colour_encoding(encoding)
     pixels = image_to_array(msg, max_side)
     info = ENCODINGS[encoding]
+    if info.cv2_code:
+        import cv2
+        source = pixels[:, :, 0] if info.channels == 1 else pixels
+        return cv2.cvtColor(np.ascontiguousarray(source), getattr(cv2, info.cv2_code))
+    if info.dtype.itemsize == 2:
+        pixels = (pixels >> 8).astype(np.uint8)
     return np.ascontiguousarray(pixels[:, :, list(info.to_rgb)])
 
 

@@ -43,7 +43,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_for_image, intrinsics_from_k
+from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_from_k
+from roca_ros.camera_model import CameraModel, CameraModelCache, resolve_rectified
 from roca_ros.conversions import cad_database_to_msg, detections_to_msg
 from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
 from roca_ros.latest_worker import LatestWorker
@@ -84,10 +85,10 @@ class Arrival:
 
 @dataclass
 class Frame:
-    """A validated image + intrinsics pair on its way to the worker."""
+    """A validated image + camera model pair on its way to the worker."""
 
     image: Image
-    K: np.ndarray
+    camera: CameraModel
     arrived: float  # perf_counter() in the image callback (the node's latency starts here)
     paired: float  # perf_counter() when the pair was complete and handed to the worker
     age_s: Optional[float]  # header stamp -> image callback (wall clock), None if not plausible
@@ -136,7 +137,8 @@ class RocaParts:
         self._predictor_factory = predictor_factory or default_predictor_factory
         self._predictor_lock = threading.Lock()
         self._accepting = False
-        self._warned_distortion = False
+        self._camera_models = CameraModelCache(on_new=self._log_camera_model)
+        self._image_topic = "image"
         self._cad_db, self._cad_db_path = None, ""
         self._sync: Optional[ApproximateTimeSync[Arrival, Arrival]] = None
         self._outputs: dict[str, Any] = {}
@@ -242,6 +244,7 @@ class RocaParts:
     def open_io(self) -> None:
         """Publishers, subscriptions, stats timer and a fresh worker: frames flow from now on."""
         self._sync = ApproximateTimeSync(self._settings.sync_slop)
+        self._image_topic = self.resolve_topic_name("image")
         self._worker = LatestWorker(self._process_frame, self._on_worker_error, name="roca-inference")
         self._outputs = {
             "objects": self.create_publisher(ObjectAlignmentArray, "objects", RESULT_QOS),
@@ -330,20 +333,26 @@ class RocaParts:
         except CameraInfoError as exc:
             self._reject("camera_info", exc, stamp_to_ns(msg.header.stamp))
             return
-        if not self._warned_distortion and any(abs(float(d)) > 1e-9 for d in msg.d):
-            self._warned_distortion = True  # once: a property of the camera, not of a frame
-            self.get_logger().warning("camera_info has distortion coefficients but the model assumes a pinhole "
-                                      "camera: subscribe to a rectified image (image_rect) for exact poses")
         sync = self._sync
         if sync is not None and self._accepting:
             self._submit_pairs(sync.add_info(stamp_to_ns(msg.header.stamp), Arrival(msg, arrived)))
 
+    def _log_camera_model(self, camera: CameraModel) -> None:
+        """Once per new CameraInfo: which intrinsics the model gets (a wrong guess is visible here)."""
+        K = camera.K
+        log = self.get_logger().warning if camera.source.startswith("fallback") else self.get_logger().info
+        log(f"camera model: intrinsics from {camera.source}: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
+            f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} (rectified:={self._settings.rectified}, "
+            f"input {self._image_topic})")
+
     def _submit_pairs(self, pairs: list[Pair[Arrival, Arrival]]) -> None:
         for pair in pairs:
             image, info = pair.image.msg, pair.info.msg
+            settings = self._settings
             try:
                 check_frame_ids(image.header.frame_id, info.header.frame_id)
-                K = intrinsics_for_image(info, image.width, image.height)
+                camera = self._camera_models.get(info, image.width, image.height,
+                                                 resolve_rectified(settings.rectified, self._image_topic))
             except CameraInfoError as exc:
                 self._reject("frame", exc, pair.image_stamp_ns)
                 continue
@@ -352,7 +361,7 @@ class RocaParts:
             if worker is None or not self._accepting:
                 return
             age = time.time() - pair.image_stamp_ns / NS_PER_S - (time.perf_counter() - pair.image.at)
-            frame = Frame(image, K, pair.image.at, time.perf_counter(),
+            frame = Frame(image, camera, pair.image.at, time.perf_counter(),
                           age if 0.0 <= age < PLAUSIBLE_AGE_S else None)
             try:
                 if not worker.submit(frame):
@@ -365,7 +374,7 @@ class RocaParts:
         settings = self._settings
         t_start = time.perf_counter()
         try:
-            rgb = rgb_pixels(frame.image)  # rgb8: a view of the message, no copy
+            rgb = frame.camera.rectify(rgb_pixels(frame.image))  # raw rgb8: a view of the message, no copy
         except ImageConversionError as exc:
             self._reject("image", exc, stamp_to_ns(frame.image.header.stamp))
             return
@@ -375,7 +384,7 @@ class RocaParts:
                 return
             self._apply_thresholds(settings)
             with self._autocast():
-                detections = self._predictor.predict(rgb, frame.K)
+                detections = self._predictor.predict(rgb, frame.camera.K)
         t_predicted = time.perf_counter()
         detections = sorted((d for d in detections if float(d.score) >= settings.score_threshold),
                             key=lambda d: -float(d.score))[: settings.max_objects]
@@ -387,7 +396,7 @@ class RocaParts:
         debug_pub = self._outputs["debug_image"]
         if settings.publish_debug_image and debug_pub.get_subscription_count() > 0:
             from roca_core.visualize import draw_overlay
-            overlay = draw_overlay(rgb, detections, frame.K, db=self._cad_db)
+            overlay = draw_overlay(rgb, detections, frame.camera.K, db=self._cad_db)
             outputs.append(("debug_image", rgb_to_image_msg(overlay, header)))
         t_built = time.perf_counter()
         for name, msg in outputs:

@@ -57,6 +57,13 @@ def _range(low: float | None = None, high: float | None = None, low_open: bool =
     return check
 
 
+def _one_of(*choices: str):
+    def check(name: str, value: str) -> None:
+        if value not in choices:
+            raise ParameterError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return check
+
+
 def _device(name: str, value: str) -> None:
     if not _DEVICE_RE.match(value):
         raise ParameterError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
@@ -104,6 +111,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               constraints="value >= 1", check=_range(1)),
     ParamSpec("sync_slop", 0.05, "Largest stamp difference in seconds between an image and the camera_info "
               "it is paired with.", constraints="0 < value <= 10", check=_range(0.0, 10.0, low_open=True)),
+    ParamSpec("rectified", "auto", "Whether the input image is rectified. true: use P[:3,:3]; false: a raw "
+              "image, undistorted in the node (plumb_bob, rational_polynomial, equidistant) when D is non-zero, "
+              "then P; auto: rectified when the image topic's name contains 'rect' (image_rect, image_rect_raw).",
+              constraints="auto | true | false", check=_one_of("auto", "true", "false")),
     ParamSpec("marker_lifetime", 0.0, "Lifetime of the RViz markers in seconds; 0 keeps them until the next "
               "frame replaces them.", constraints="value >= 0", check=_range(0.0)),
     ParamSpec("publish_markers", True, "Publish visualization_msgs/MarkerArray on 'markers'."),
@@ -128,6 +139,7 @@ class NodeSettings:
     mask_threshold: float = 0.7
     max_objects: int = 50
     sync_slop: float = 0.05
+    rectified: str = "auto"
     marker_lifetime: float = 0.0
     publish_markers: bool = True
     publish_debug_image: bool = True

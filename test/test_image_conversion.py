@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_for_image, intrinsics_from_k
+from driver_images import DRIVER_ENCODINGS, bayer_bytes, driver_image, patch_image, patch_interior
 from roca_ros.image_conversion import (
-    ENCODINGS, MAX_IMAGE_SIDE, ImageConversionError, array_to_image_msg, image_to_array, image_to_rgb,
+    COLOUR_ENCODINGS, ENCODINGS, MAX_IMAGE_SIDE, ImageConversionError, array_to_image_msg, image_to_array, image_to_rgb,
     rgb_to_image_msg,
 )
 
@@ -73,6 +74,51 @@ def test_mono8_is_replicated_to_three_channels():
         np.testing.assert_array_equal(out[:, :, c], grey)
 
 
+@pytest.mark.parametrize("encoding", DRIVER_ENCODINGS)
+def test_driver_encodings_give_the_known_image(encoding):
+    """Each encoding of the patch image (built from the encoding's definition) converts back."""
+    raw, expected, tolerance = driver_image(encoding)
+    out = image_to_rgb(array_to_image_msg(raw, encoding))
+    assert out.shape == expected.shape and out.dtype == np.uint8
+    interior = patch_interior()
+    error = np.abs(out[interior].astype(int) - expected[interior]).max()
+    assert error <= tolerance, f"{encoding}: off by {error}"
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+def test_bayer_patterns_are_not_interchangeable(pattern):
+    """The mosaic read with any other pattern gives wrong colours (so the naming is really checked)."""
+    rgb = patch_image()
+    mosaic = bayer_bytes(rgb, pattern)
+    interior = patch_interior()
+    for other in {"rggb", "bggr", "gbrg", "grbg"} - {pattern}:
+        out = image_to_rgb(array_to_image_msg(mosaic, f"bayer_{other}8"))
+        assert np.abs(out[interior].astype(int) - rgb[interior]).max() > 50, (pattern, other)
+
+
+def test_sixteen_bit_big_endian_and_padded_rows():
+    raw, expected, _ = driver_image("rgb16")
+    h, w = raw.shape[:2]
+    padded = np.zeros((h, w * 6 + 4), np.uint8)
+    padded[:, : w * 6] = raw.astype(">u2").view(np.uint8).reshape(h, w * 6)
+    out = image_to_rgb(FakeImage(h, w, "rgb16", w * 6 + 4, padded.tobytes(), is_bigendian=1))
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_yuv422_needs_an_even_width():
+    with pytest.raises(ImageConversionError, match="width 7 is odd; yuv422_yuy2"):
+        image_to_rgb(FakeImage(2, 7, "yuv422_yuy2", 14, bytes(28)))
+
+
+def test_unknown_encoding_message_lists_exactly_the_supported_encodings():
+    with pytest.raises(ImageConversionError) as info:
+        image_to_rgb(FakeImage(2, 2, "nv21", 6, bytes(12)))
+    listed = str(info.value).split("supported: ", 1)[1].split(", ")
+    assert listed == sorted(listed) and set(listed) == set(DRIVER_ENCODINGS) == set(COLOUR_ENCODINGS)
+    with pytest.raises(ImageConversionError, match="depth/scalar encoding"):
+        image_to_rgb(FakeImage(2, 2, "16UC1", 4, bytes(8)))
+
+
 def test_row_padding_is_removed():
     rgb = random_rgb(4, 3)
     padded = np.zeros((4, 16), np.uint8)
@@ -104,7 +150,7 @@ def test_output_does_not_alias_message_buffer():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(encoding="yuv422"), "unsupported image encoding 'yuv422'"),
+    (dict(encoding="nv21"), "unsupported image encoding 'nv21'"),
     (dict(encoding=""), "unsupported image encoding ''"),
     (dict(step=20), "step 20 is smaller than width 7"),
     (dict(step=21 + 100000), "step .* does not match width"),

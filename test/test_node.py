@@ -167,7 +167,7 @@ def test_debug_image_is_drawn_for_subscribers(client):
 
 BAD_INPUTS = {
     # name: (how to spoil a good frame, expected reason in the warning)
-    "unknown_encoding": (lambda img, info: setattr(img, "encoding", "yuv422"), "unsupported image encoding"),
+    "unknown_encoding": (lambda img, info: setattr(img, "encoding", "nv21"), "unsupported image encoding"),
     "step_too_small": (lambda img, info: setattr(img, "step", WIDTH * 3 - 3), "is smaller than width"),
     "data_truncated": (lambda img, info: setattr(img, "data", bytes(img.data)[:-7]), "expected step"),
     "zero_size": (lambda img, info: (setattr(img, "width", 0), setattr(img, "step", 0),
@@ -202,7 +202,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_node_keeps_answering(clien
     assert after["errors"] == before["errors"]
     assert "Traceback" not in log
     # Throttled: each kind warned at most once per throttle period although sent twice.
-    assert log.count("unsupported image encoding 'yuv422'") == 1
+    assert log.count("unsupported image encoding 'nv21'") == 1
     stamp, objects, _ = client.request_objects()
     assert stamp in client.objects
 

@@ -31,6 +31,7 @@ from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy  # noqa
 from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
+from roca_ros.image_conversion import ENCODINGS  # noqa: E402
 from ros_helpers import (  # noqa: E402
     START_TIMEOUT_S, Client, NodeProcess, executable_command, make_frame, node_env, private_domain_id,
     save_random_checkpoint,
@@ -72,7 +73,7 @@ def _set_bytes(image: Image, size: int) -> None:
 # Image defects: (name, how to spoil an rgb8 image) -- each makes the header check fail.
 IMAGE_DEFECTS = {
     "unknown encoding": lambda img, d: setattr(img, "encoding", d(st.text(TEXT, min_size=0, max_size=12).filter(
-        lambda e: e not in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "16UC1", "32FC1")))),
+        lambda e: e not in ENCODINGS))),
     "depth encoding": lambda img, d: (setattr(img, "encoding", d(st.sampled_from(["16UC1", "32FC1"]))),
                                       setattr(img, "step", img.width * (2 if img.encoding == "16UC1" else 4)),
                                       _set_bytes(img, img.step * img.height)),

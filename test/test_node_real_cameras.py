@@ -1,0 +1,162 @@
+"""roca_node fed the way real camera drivers and bags feed it (issue #12).
+
+Each test publishes messages shaped like a driver's (encoding, CameraInfo, stamps, QoS) over
+DDS to a running RocaNode whose model is a recording stand-in (:mod:`inprocess_node`), and
+checks what reaches the model (image, intrinsics) or what the node says and publishes.
+
+Network safety: localhost discovery only, and a ROS domain of this module's own.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("roca_msgs.msg")
+cv2 = pytest.importorskip("cv2")
+from sensor_msgs.msg import CameraInfo  # noqa: E402
+
+from driver_images import DRIVER_ENCODINGS, driver_image, patch_interior  # noqa: E402
+from inprocess_node import InProcessNode  # noqa: E402
+from ros_helpers import private_domain_id  # noqa: E402
+from roca_ros.image_conversion import array_to_image_msg, rgb_to_image_msg  # noqa: E402
+
+pytestmark = [pytest.mark.ros]
+
+DOMAIN_ID = private_domain_id()
+W, H = 320, 240
+FRAME = "camera_color_optical_frame"
+# A 320x240 camera calibrated by camera_calibration: K and D of the raw image, P of the rectified one.
+K = np.array([[262.0, 0.0, 161.2], [0.0, 259.5, 118.9], [0.0, 0.0, 1.0]])
+D = [-0.29, 0.085, 0.0011, -0.0006, 0.0]
+P3 = np.array([[238.0, 0.0, 163.0], [0.0, 236.0, 117.0], [0.0, 0.0, 1.0]])
+DRIVER_ENCODINGS_SORTED = sorted(DRIVER_ENCODINGS)
+RAW_TOPIC = "/camera/color/image_raw"
+INFO_TOPIC = "/camera/color/camera_info"
+
+
+def driver_camera_info(stamp, distortion_model: str = "plumb_bob", d=D, k=K, p3=P3,
+                       frame_id: str = FRAME) -> CameraInfo:
+    info = CameraInfo()
+    info.header.stamp, info.header.frame_id = stamp, frame_id
+    info.width, info.height = W, H
+    info.distortion_model = distortion_model
+    info.d = [float(v) for v in d]
+    info.k = np.asarray(k, dtype=float).reshape(-1).tolist()
+    info.r = np.eye(3).reshape(-1).tolist()
+    p = np.zeros((3, 4))
+    p[:, :3] = p3
+    info.p = p.reshape(-1).tolist()
+    return info
+
+
+@pytest.fixture(scope="module")
+def running():
+    """The node listening on a driver's raw colour topic (remapped), rectified:=auto."""
+    node = InProcessNode(DOMAIN_ID, remaps=[f"image:={RAW_TOPIC}", f"camera_info:={INFO_TOPIC}"],
+                         client_image_topic=RAW_TOPIC, client_info_topic=INFO_TOPIC)
+    yield node
+    node.close()
+
+
+def frame_maker(running, rgb: np.ndarray, encoding_msg=None, **info_kwargs):
+    """() -> (Image, CameraInfo) with a fresh shared stamp, as a driver publishes them."""
+    def make():
+        stamp = running.client.new_stamp()
+        image = rgb_to_image_msg(rgb) if encoding_msg is None else encoding_msg()
+        image.header.stamp, image.header.frame_id = stamp, FRAME
+        return image, driver_camera_info(stamp, **info_kwargs)
+    return make
+
+
+def blob_image(u: float, v: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:H, 0:W]
+    blob = np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 1.5 ** 2))
+    return np.repeat((blob * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def centroid(gray: np.ndarray) -> np.ndarray:
+    yy, xx = np.mgrid[0:gray.shape[0], 0:gray.shape[1]]
+    g = np.where(gray > 0.3 * gray.max(), gray.astype(float), 0.0)
+    return np.array([(xx * g).sum(), (yy * g).sum()]) / g.sum()
+
+
+# ---------------------------------------------------------------------------- camera model
+
+
+def test_raw_distorted_image_is_undistorted_and_the_model_gets_p(running):
+    point = np.array([[-0.5, 0.0, 1.6]])  # off centre: undistortion and P move it 7 px
+    raw_uv, _ = cv2.projectPoints(point, np.zeros(3), np.zeros(3), K, np.array(D))
+    raw_uv = raw_uv.reshape(2)
+    expected = (P3 @ point[0])[:2] / point[0, 2]
+    assert np.hypot(*(expected - raw_uv)) > 4
+    rgb, K_model = running.send_until_processed(frame_maker(running, blob_image(*raw_uv)))
+    np.testing.assert_allclose(K_model, P3)
+    assert rgb.shape == (H, W, 3)
+    found = centroid(rgb[:, :, 0])
+    assert np.hypot(*(found - expected)) < 0.5, (found, expected)
+    assert running.wait_for_log("camera model: intrinsics from P, undistorted from plumb_bob")
+
+
+def test_rectified_true_uses_p_and_leaves_the_image_alone(running):
+    assert running.client.set_params(rectified="true")[0].successful
+    try:
+        rgb_in = blob_image(100.0, 80.0)
+        rgb, K_model = running.send_until_processed(frame_maker(running, rgb_in))
+        np.testing.assert_allclose(K_model, P3)
+        np.testing.assert_array_equal(rgb, rgb_in)
+        (result,) = running.client.set_params(rectified="maybe")
+        assert not result.successful and "rectified must be one of ['auto', 'true', 'false']" in result.reason
+    finally:
+        running.client.set_params(rectified="auto")
+
+
+def test_raw_image_without_distortion_uses_k(running):
+    rgb_in = blob_image(60.0, 50.0)
+    rgb, K_model = running.send_until_processed(frame_maker(running, rgb_in, d=[0.0] * 5))
+    np.testing.assert_allclose(K_model, K)
+    np.testing.assert_array_equal(rgb, rgb_in)
+
+
+def test_unknown_distortion_model_is_rejected_with_a_reason(running):
+    counters = running.send_until_rejected(
+        frame_maker(running, blob_image(10, 10), distortion_model="inverse_brown_conrady"),
+        "distortion model")
+    assert counters["rejected"] >= 1
+    assert running.wait_for_log("distortion model 'inverse_brown_conrady' of a raw image is not supported")
+
+
+def test_binned_camera_info_keeps_working(running):
+    """A driver binning 2x2 on a 640x480 sensor: full-resolution K, D, P with binning_x = binning_y = 2."""
+    def make():
+        stamp = running.client.new_stamp()
+        image = rgb_to_image_msg(blob_image(50.0, 40.0))
+        image.header.stamp, image.header.frame_id = stamp, FRAME
+        info = driver_camera_info(stamp, k=K * [[2], [2], [1]], p3=P3 * [[2], [2], [1]])
+        info.width, info.height, info.binning_x, info.binning_y = 2 * W, 2 * H, 2, 2
+        return image, info
+    _, K_model = running.send_until_processed(make)
+    np.testing.assert_allclose(K_model, P3, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------- driver encodings
+
+
+@pytest.mark.parametrize("encoding", ["yuv422_yuy2", "yuv422", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8",
+                                      "bayer_grbg8", "mono16", "rgb16", "bgr16", "8UC1", "8UC3", "8UC4"])
+def test_driver_encodings_reach_the_model_as_the_known_rgb_image(running, encoding):
+    raw, expected, tolerance = driver_image(encoding, scale=20)
+    assert raw.shape[:2] == (H, W)
+    rgb, _ = running.send_until_processed(
+        frame_maker(running, None, encoding_msg=lambda: array_to_image_msg(raw, encoding), d=[0.0] * 5))
+    interior = patch_interior(scale=20)
+    assert np.abs(rgb[interior].astype(int) - expected[interior]).max() <= tolerance
+
+
+def test_unsupported_encoding_warning_lists_the_supported_ones(running):
+    def nv21():
+        msg = array_to_image_msg(np.zeros((H, W, 3), np.uint8), "rgb8")
+        msg.encoding = "nv21"
+        return msg
+    running.send_until_rejected(frame_maker(running, None, encoding_msg=nv21, d=[0.0] * 5), "unsupported")
+    assert running.wait_for_log("unsupported image encoding 'nv21'; supported: " + ", ".join(DRIVER_ENCODINGS_SORTED))
