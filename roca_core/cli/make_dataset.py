@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--focal", type=float, help="focal length in pixels (default 435)")
     p.add_argument("--images-per-scene", type=int, help="images sharing one room layout (default 10)")
     p.add_argument("--config", help="YAML overriding roca_core.data.config.RenderConfig fields")
+    p.add_argument("--sensor-depth", action="store_true",
+                   help="also write sensor-like depth (RealSense D435-class noise, quantisation and holes; "
+                        "RenderConfig.sensor_depth) to rendering/<scene>/sensor_depth/<frame>.png, "
+                        "beside the true depth")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -77,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
     try:
         info = make_dataset(args.out, args.images, seed=args.seed, workers=args.workers,
-                            split_val=split_val, cfg=cfg, progress=not args.no_progress)
+                            split_val=split_val, cfg=cfg, progress=not args.no_progress,
+                            sensor_depth=args.sensor_depth)
     except (ValueError, RendererUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

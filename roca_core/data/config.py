@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from roca_core.config_io import ConfigError, from_dict
+from roca_core.data.sensor_depth import SensorDepthConfig, sensor_depth_config_errors
 
 
 @dataclass
@@ -53,7 +54,8 @@ class SceneConfig:
 
 @dataclass
 class NoiseConfig:
-    """Sensor noise applied to the RGB image only (depth stays clean like the rendered GT)."""
+    """Sensor noise applied to the RGB image only (the true depth stays clean; sensor-like
+    depth is a separate output, see ``RenderConfig.sensor_depth``)."""
 
     rgb_sigma_range: tuple[float, float] = (0.005, 0.03)
     blur_probability: float = 0.3
@@ -75,6 +77,8 @@ class RenderConfig:
     scene: SceneConfig = field(default_factory=SceneConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     light: LightConfig = field(default_factory=LightConfig)
+    # Sensor-like depth, written beside the true depth by `roca-make-dataset --sensor-depth`.
+    sensor_depth: SensorDepthConfig = field(default_factory=SensorDepthConfig)
     # Objects with fewer visible pixels than this are not annotated (and their pixels are
     # cleared from the instance image), like tiny slivers in the real data.
     min_visible_pixels: int = 100
@@ -107,6 +111,7 @@ def validate_render_config(cfg: RenderConfig) -> RenderConfig:
         (cfg.min_visible_pixels >= 1, "min_visible_pixels must be >= 1"),
         (1 <= cfg.noise.jpeg_quality <= 100, "noise.jpeg_quality must be in 1..100"),
     ]
+    checks += [(False, f"sensor_depth: {m}") for m in sensor_depth_config_errors(cfg.sensor_depth)]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"render config: {message}")

@@ -6,6 +6,8 @@ Dataset folders, so :class:`roca_core.data.loader.RocaDataset` reads it like rea
     DIR/images/<scene_id>/color/<frame>.jpg        RGB with sensor noise (JPEG like ScanNet)
     DIR/images/<scene_id>/intrinsics_color.txt     4x4 intrinsics, as in ScanNet frame folders
     DIR/rendering/<scene_id>/depth/<frame>.png     uint16 depth in millimetres (0 = none)
+    DIR/rendering/<scene_id>/sensor_depth/<frame>.png  only with --sensor-depth: sensor-like depth
+                                                   (roca_core.data.sensor_depth), same format
     DIR/rendering/<scene_id>/instance/<frame>.png  uint8 instance ids (= alignment_id, 0 = none)
     DIR/annotations_<split>.json                   COCO records (roca_core.data.coco_format)
     DIR/cad_db/                                    CadDatabase of the models used
@@ -20,7 +22,8 @@ occludes and has depth, like un-annotated furniture in ScanNet).
 
 Every image is a pure function of (seed, image index): scene layouts are seeded by
 (seed, scene index), cameras and noise by (seed, image index), so the output does not depend
-on the number of workers.
+on the number of workers. Sensor-like depth draws from its own generator (seed, 4, image index),
+so switching it on leaves every other output unchanged.
 """
 from __future__ import annotations
 
@@ -43,9 +46,11 @@ from roca_core.data.cad_library import CadModel, embedded_cad_library_dir, load_
 from roca_core.data.config import RenderConfig, validate_render_config
 from roca_core.data.renderer import DrawItem, RenderOutput, SceneRenderer
 from roca_core.data.scene_sampler import CameraPose, SceneLayout, sample_camera, sample_layout
+from roca_core.data.sensor_depth import simulate_sensor_depth
 from roca_core.geometry.rotations import matrix_to_quat_np, rotation_about_y_np
 
 DEPTH_SCALE = 1000.0  # depth PNG units per metre
+SENSOR_DEPTH_DIR = "sensor_depth"  # rendering/<scene>/<this>/<frame>.png, beside depth/
 
 
 @dataclass
@@ -61,6 +66,7 @@ class RenderedImage:
     noc: np.ndarray            # (H, W, 3) float32 rendered NOCs
     K: np.ndarray
     objects: list[dict]        # per annotated object: alignment_id, class, cad id, pose, mask
+    sensor_depth: np.ndarray | None = None  # (H, W) float32 metres, sensor-like (0 = none)
 
 
 def scene_id_for(seed: int, scene_index: int) -> str:
@@ -70,9 +76,11 @@ def scene_id_for(seed: int, scene_index: int) -> str:
 class SyntheticSceneGenerator:
     """Renders images; one instance per process (it owns a GL context)."""
 
-    def __init__(self, cfg: RenderConfig, seed: int, models: list[CadModel] | None = None):
+    def __init__(self, cfg: RenderConfig, seed: int, models: list[CadModel] | None = None,
+                 sensor_depth: bool = False):
         self.cfg = cfg
         self.seed = int(seed)
+        self.sensor_depth = bool(sensor_depth)  # also simulate depth-camera output per image
         if models is None:
             models = load_library(embedded_cad_library_dir(cfg.library_seed, cfg.variants_per_class))
         self.models = models
@@ -121,14 +129,22 @@ class SyntheticSceneGenerator:
             counts = np.bincount(out.instance.ravel(), minlength=len(layout.objects) + 1)[1:]
             if not layout.objects or (counts >= cfg.min_visible_pixels).any():
                 break
-        return self._annotate(index, scene_index, f"{index % cfg.images_per_scene:06d}", layout, cam, out, rng)
+        img = self._annotate(index, scene_index, f"{index % cfg.images_per_scene:06d}", layout, cam, out, rng)
+        return self._with_sensor_depth(img, out, np.random.default_rng([self.seed, 4, index]))
 
     def render_view(self, scene_index: int, cam: CameraPose, frame: int, noise_seed: int = 0) -> RenderedImage:
         """Render room ``scene_index`` from a given camera (camera paths, e.g. the demo sequence)."""
         layout = self.layout(scene_index)
         rng = np.random.default_rng([self.seed, 3, scene_index, noise_seed])  # one sensor for all frames
         out = self._render_raw(layout, cam)
-        return self._annotate(frame, scene_index, f"{frame:06d}", layout, cam, out, rng)
+        img = self._annotate(frame, scene_index, f"{frame:06d}", layout, cam, out, rng)
+        return self._with_sensor_depth(img, out, np.random.default_rng([self.seed, 5, scene_index, noise_seed, frame]))
+
+    def _with_sensor_depth(self, img: RenderedImage, out: RenderOutput, rng: np.random.Generator) -> RenderedImage:
+        """Add the simulated depth-camera image (from the clean render) when asked for."""
+        if self.sensor_depth:
+            img.sensor_depth = simulate_sensor_depth(out.depth, self.K, rng, out.rgb, self.cfg.sensor_depth)
+        return img
 
     def _render_raw(self, layout: SceneLayout, cam: CameraPose) -> RenderOutput:
         cfg = self.cfg
@@ -192,8 +208,11 @@ def write_image_files(img: RenderedImage, out_dir: Path, jpeg_quality: int) -> s
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(paths["color"]), img.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
-    depth_mm = np.clip(np.rint(img.depth * DEPTH_SCALE), 0, 65535).astype(np.uint16)
-    cv2.imwrite(str(paths["depth"]), depth_mm)
+    cv2.imwrite(str(paths["depth"]), depth_to_png_mm(img.depth))
+    if img.sensor_depth is not None:
+        sensor_path = out_dir / f"rendering/{img.scene_id}/{SENSOR_DEPTH_DIR}/{img.frame}.png"
+        sensor_path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(sensor_path), depth_to_png_mm(img.sensor_depth))
     cv2.imwrite(str(paths["instance"]), img.instance)
     intr = out_dir / f"images/{img.scene_id}/intrinsics_color.txt"  # as in ScanNet frame folders
     if not intr.exists():
@@ -201,6 +220,11 @@ def write_image_files(img: RenderedImage, out_dir: Path, jpeg_quality: int) -> s
         k4[:3, :3] = img.K
         np.savetxt(intr, k4, fmt="%.6f")
     return file_name
+
+
+def depth_to_png_mm(depth_m: np.ndarray) -> np.ndarray:
+    """(H, W) metres -> uint16 millimetres (0 stays 0 = no depth)."""
+    return np.clip(np.rint(depth_m * DEPTH_SCALE), 0, 65535).astype(np.uint16)
 
 
 def image_annotations(img: RenderedImage, file_name: str) -> dict:
@@ -220,13 +244,14 @@ def image_annotations(img: RenderedImage, file_name: str) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: RenderConfig, seed: int, out_dir: str, single_thread: bool = False) -> None:
+def _worker_init(cfg: RenderConfig, seed: int, out_dir: str, single_thread: bool = False,
+                 sensor_depth: bool = False) -> None:
     if single_thread:  # one process per core: keep llvmpipe and OpenCV from oversubscribing
         import os
         os.environ["LP_NUM_THREADS"] = "1"
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         cv2.setNumThreads(1)
-    _WORKER["gen"] = SyntheticSceneGenerator(cfg, seed)
+    _WORKER["gen"] = SyntheticSceneGenerator(cfg, seed, sensor_depth=sensor_depth)
     _WORKER["out"] = Path(out_dir)
 
 
@@ -238,8 +263,11 @@ def _worker_render(index: int) -> dict:
 
 
 def make_dataset(out_dir: str | Path, num_images: int, seed: int = 0, workers: int = 1,
-                 split_val: float = 0.0, cfg: RenderConfig | None = None, progress: bool = True) -> dict:
+                 split_val: float = 0.0, cfg: RenderConfig | None = None, progress: bool = True,
+                 sensor_depth: bool = False) -> dict:
     """Render ``num_images`` images into ``out_dir``; returns a summary (counts, images/s).
+
+    ``sensor_depth`` also writes sensor-like depth (``cfg.sensor_depth``) beside the true depth.
 
     Scenes (groups of ``images_per_scene`` images) are split: the last ``split_val`` fraction of
     scenes is the val split, so no scene is in both.
@@ -259,7 +287,7 @@ def make_dataset(out_dir: str | Path, num_images: int, seed: int = 0, workers: i
     indices = list(range(num_images))
     bar = tqdm(total=num_images, desc="rendering", unit="img", disable=not progress)
     if workers == 1:
-        _worker_init(cfg, seed, str(out_dir))
+        _worker_init(cfg, seed, str(out_dir), sensor_depth=sensor_depth)
         try:
             for i in indices:
                 results.append(_worker_render(i))
@@ -268,7 +296,7 @@ def make_dataset(out_dir: str | Path, num_images: int, seed: int = 0, workers: i
             _WORKER.pop("gen").release()
     else:
         ctx = mp.get_context("spawn")  # each worker opens its own GL context
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, seed, str(out_dir), True)) as pool:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, seed, str(out_dir), True, sensor_depth)) as pool:
             for r in pool.imap(_worker_render, indices, chunksize=max(1, min(8, num_images // (4 * workers)))):
                 results.append(r)
                 bar.update()
@@ -298,7 +326,7 @@ def make_dataset(out_dir: str | Path, num_images: int, seed: int = 0, workers: i
     _write_used_cads(lib_dir, used, out_dir)
     info = {"seed": seed, "num_images": num_images, "workers": workers, "splits": counts,
             "seconds": round(elapsed, 3), "images_per_second": round(num_images / elapsed, 3),
-            "cad_models_used": len(used), "config": to_dict(cfg)}
+            "cad_models_used": len(used), "sensor_depth": bool(sensor_depth), "config": to_dict(cfg)}
     (out_dir / "dataset_info.json").write_text(json.dumps(info, indent=1))
     return info
 

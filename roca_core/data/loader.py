@@ -3,7 +3,11 @@
 Both come as the reference implementation prepares them (see :mod:`roca_core.data.coco_format`):
 a COCO JSON per split, colour images whose path ends in ``<scene>/color/<frame>.jpg``, and
 renderings ``<rendering_root>/<scene>/depth/<frame>.png`` (uint16 millimetres) and
-``.../instance/<frame>.png`` (uint8, value = the annotation's ``alignment_id``).
+``.../instance/<frame>.png`` (uint8, value = the annotation's ``alignment_id``). Optionally
+``<rendering_root>/<scene>/sensor_depth/<frame>.png`` (same format: depth as a depth camera
+would measure it, ``roca-make-dataset --sensor-depth``); where that file exists, the sample has
+the extra field ``sensor_depth`` ((H, W) float32 metres, 0 = no measurement), resized like
+``depth``; where it does not, the field is absent.
 
 Where things are looked up under ``root`` (each can be given explicitly):
 
@@ -44,6 +48,7 @@ from roca_core.geometry.camera import backproject_depth_np, scale_intrinsics
 from roca_core.geometry.rotations import quat_to_matrix_np
 
 DEPTH_SCALE = 1000.0
+SENSOR_DEPTH_DIR = "sensor_depth"  # beside depth/ under <rendering_root>/<scene>/
 JITTER_RANGE = (0.8, 1.25)
 
 
@@ -225,6 +230,7 @@ class RocaDataset(Dataset):
         depth = depth_raw.astype(np.float32) / DEPTH_SCALE
         if depth.shape != (h, w):
             depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+        sensor_depth = self._read_sensor_depth(scene, frame, (h, w))
         inst_path = self.rendering_root / scene / "instance" / f"{frame}.png"
         instance = cv2.imread(str(inst_path), cv2.IMREAD_UNCHANGED)
         if instance is not None and instance.ndim == 3:
@@ -249,16 +255,32 @@ class RocaDataset(Dataset):
                 f = 435.0 * w / 480.0
                 K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])
         return {"info": info, "scene": scene, "rgb": np.ascontiguousarray(rgb), "depth": depth,
-                "masks": masks, "anns": anns, "K": K}
+                "sensor_depth": sensor_depth, "masks": masks, "anns": anns, "K": K}
+
+    def _read_sensor_depth(self, scene: str, frame: str, hw: tuple[int, int]) -> np.ndarray | None:
+        """(H, W) float32 metres from ``sensor_depth/<frame>.png``, or None without that file."""
+        path = self.rendering_root / scene / SENSOR_DEPTH_DIR / f"{frame}.png"
+        if not path.is_file():
+            return None
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if raw is None or raw.ndim != 2:
+            raise DatasetError(f"cannot read sensor depth {path} (expected a 1-channel 16-bit PNG)")
+        depth = raw.astype(np.float32) / DEPTH_SCALE
+        if depth.shape != hw:
+            depth = cv2.resize(depth, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+        return depth
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, dict[str, Any]]:
         raw = self.raw_sample(idx)
         rgb, depth, masks, K, anns = raw["rgb"], raw["depth"], raw["masks"], raw["K"], raw["anns"]
+        sensor_depth = raw["sensor_depth"]
         h0, w0 = depth.shape
         if self.image_size is not None and self.image_size != (h0, w0):
             h, w = self.image_size
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if h < h0 else cv2.INTER_LINEAR)
             depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+            if sensor_depth is not None:
+                sensor_depth = cv2.resize(sensor_depth, (w, h), interpolation=cv2.INTER_NEAREST)
             masks = [cv2.resize(m.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
                      for m in masks]
             K = scale_intrinsics(K, (h0, w0), (h, w))
@@ -305,6 +327,8 @@ class RocaDataset(Dataset):
             "image_id": int(raw["info"]["id"]),
             "scene_id": str(raw["info"].get("scene_id", raw["scene"])),
         }
+        if sensor_depth is not None:
+            target["sensor_depth"] = torch.from_numpy(sensor_depth.astype(np.float32))
         pos, neg = self._cad_targets(anns)
         target["cad_voxels"] = pos
         target["neg_cad_voxels"] = neg
