@@ -18,6 +18,24 @@ def select_class(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device), classes]
 
 
+def roi_normals(points: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Unit surface normals of back-projected ROI grids, facing the camera.
+
+    points (R, S, S, 3) camera frame; valid (R, S, S) bool -> (R, S, S, 3), zero where a
+    pixel or one of its four neighbours has no depth (central differences on the grid).
+    """
+    p = F.pad(points.permute(0, 3, 1, 2), (1, 1, 1, 1), mode="replicate").permute(0, 2, 3, 1)
+    ok = F.pad(valid.float()[:, None], (1, 1, 1, 1))[:, 0] > 0.5  # (R, S+2, S+2)
+    du = p[:, 1:-1, 2:] - p[:, 1:-1, :-2]
+    dv = p[:, 2:, 1:-1] - p[:, :-2, 1:-1]
+    n = torch.cross(du, dv, dim=-1)
+    # the camera sits at the origin: a visible surface's normal points against the point
+    n = torch.where(((n * points).sum(-1, keepdim=True) > 0), -n, n)
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    usable = valid & ok[:, 1:-1, 2:] & ok[:, 1:-1, :-2] & ok[:, 2:, 1:-1] & ok[:, :-2, 1:-1]
+    return n * usable[..., None]
+
+
 @dataclass
 class AlignmentOutput:
     shape_code: torch.Tensor  # (R, E)
@@ -45,6 +63,16 @@ class AlignmentHead(nn.Module):
         # The max-pooled pixel features of different ROIs differ little in scale and a lot in
         # pattern; normalising them (LayerNorm) keeps the shape code's ReLUs alive and its
         # variation across ROIs comparable with the point term in the NOC head.
+        # Geometric term of the pixel features (``pixel_geometry``): added to the pre-activation
+        # of pixel_mlp's last layer; its output layer starts at zero, so a network warm-started
+        # from weights without it computes exactly what it did.
+        self.pixel_geometry = cfg.pixel_geometry
+        if cfg.pixel_geometry:
+            self.geo_mlp = nn.Sequential(nn.Linear(6, p), nn.ReLU(inplace=True), nn.Linear(p, p))
+            nn.init.kaiming_normal_(self.geo_mlp[0].weight, nonlinearity="relu")
+            nn.init.zeros_(self.geo_mlp[0].bias)
+            nn.init.zeros_(self.geo_mlp[2].weight)
+            nn.init.zeros_(self.geo_mlp[2].bias)
         self.pool_norm = nn.LayerNorm(p) if cfg.arch_version >= 2 else nn.Identity()
         self.centre_noc_input = cfg.arch_version >= 2
         self.shape_mlp = nn.Sequential(nn.Linear(p, e), nn.ReLU(inplace=True), nn.Linear(e, e),
@@ -92,16 +120,29 @@ class AlignmentHead(nn.Module):
         r, s = feat_rois.shape[0], feat_rois.shape[-1]
         c = self.num_classes
         ar = torch.arange(r, device=feat_rois.device)
-        pix = self.pixel_mlp(feat_rois.permute(0, 2, 3, 1)) * mask[..., None]  # (R, S, S, P)
-        e = self.shape_mlp(self.pool_norm(pix.flatten(1, 2).amax(dim=1)))  # (R, E)
-        scale = select_class(self.scale_mlp(e).view(r, c, 3), classes)  # (R, 3)
-
         u, v = roi_pixel_grid(boxes, s)
         points = backproject_rois(u, v, depth_rois, K)  # (R, S, S, 3)
         valid = align_mask & (depth_rois > 1e-3)
         has = valid.flatten(1).any(dim=1)
-        big = torch.finfo(points.dtype).max / 4
         vm = valid[..., None]
+        # Points centred on their masked centroid (translation-invariant, so errors of t_init
+        # cannot blur the canonical frame), detached: input of the NOC and geometry terms.
+        pts = points.detach()
+        n_valid = vm.sum(dim=(1, 2)).clamp_min(1)  # (R, 1)
+        centroid = (pts * vm).sum(dim=(1, 2)) / n_valid  # (R, 3)
+
+        feat = feat_rois.permute(0, 2, 3, 1)  # (R, S, S, F)
+        if self.pixel_geometry:
+            geo_in = torch.cat([(pts - centroid[:, None, None]) * vm, roi_normals(pts, valid)], dim=-1)
+            pre = self.pixel_mlp[:3](feat) + self.geo_mlp(geo_in)
+            pix = self.pixel_mlp[3](pre)
+        else:
+            pix = self.pixel_mlp(feat)
+        pix = pix * mask[..., None]  # (R, S, S, P)
+        e = self.shape_mlp(self.pool_norm(pix.flatten(1, 2).amax(dim=1)))  # (R, E)
+        scale = select_class(self.scale_mlp(e).view(r, c, 3), classes)  # (R, 3)
+
+        big = torch.finfo(points.dtype).max / 4
         pmax = torch.where(vm, points, torch.full_like(points, -big)).flatten(1, 2).amax(dim=1)
         pmin = torch.where(vm, points, torch.full_like(points, big)).flatten(1, 2).amin(dim=1)
         pmax = torch.where(has[:, None], pmax, torch.zeros_like(pmax))
@@ -110,11 +151,6 @@ class AlignmentHead(nn.Module):
         offset = select_class(self.offset_mlp(torch.cat([e, extent], dim=1)).view(r, c, 3), classes)
         t_init = 0.5 * (pmax + pmin) + offset  # (R, 3)
 
-        # NOC head input: points centred on their masked centroid (translation-invariant, so
-        # errors of t_init cannot blur the canonical frame), detached.
-        pts = points.detach()
-        n_valid = vm.sum(dim=(1, 2)).clamp_min(1)  # (R, 1)
-        centroid = (pts * vm).sum(dim=(1, 2)) / n_valid  # (R, 3)
         p_c = pts - (centroid if self.centre_noc_input else t_init.detach())[:, None, None]  # (R, S, S, 3)
         noc_in = torch.cat([p_c, pix], dim=-1) if self.noc_pixel_features else p_c
         h = self.noc_pix(noc_in) + self.noc_roi(torch.cat([scale.detach(), e], dim=1))[:, None, None]

@@ -89,6 +89,11 @@ class ModelConfig:
     # Give the NOC head each pixel's own features besides the centred point and the shape
     # code (the paper's head sees only the point and the code).
     noc_pixel_features: bool = False
+    # Add a geometric term to each pixel's features: an MLP of its centred back-projected point
+    # and surface normal (from the ROI depth), so the max-pooled shape code, and the NOC head
+    # through the pixel features, can see which way the visible surfaces face (orientation
+    # cues that image features of a small backbone trained from scratch do not give).
+    pixel_geometry: bool = False
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7
