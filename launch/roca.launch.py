@@ -28,7 +28,8 @@ def _roca_node(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {name: arg(name) for name in ("checkpoint", "cad_database", "device") if arg(name)}
+    overrides = {name: arg(name) for name in ("checkpoint", "cad_database", "device", "image_transport")
+                 if arg(name)}
     managed = arg("lifecycle").lower() in ("true", "1", "yes")
     node_action, executable = (LifecycleNode, "roca_lifecycle_node") if managed else (Node, "roca_node")
     return [node_action(
@@ -59,6 +60,9 @@ def generate_launch_description():
                               description="CAD database; empty keeps the parameter file's value (embedded library)."),
         DeclareLaunchArgument("device", default_value="",
                               description="auto, cpu, cuda or cuda:N; empty keeps the parameter file's value."),
+        DeclareLaunchArgument("image_transport", default_value="",
+                              description="raw or compressed (subscribe to IMAGE_TOPIC/compressed, JPEG/PNG); "
+                                          "empty keeps the parameter file's value (raw)."),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="Start the managed node (roca_lifecycle_node), unconfigured."),
         DeclareLaunchArgument("use_rviz", default_value="false",

@@ -39,13 +39,14 @@ from rclpy.qos import (
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from roca_msgs.msg import CadDatabaseInfo, ObjectAlignmentArray
 from roca_msgs.srv import ReloadCadDatabase
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_from_k
 from roca_ros.camera_model import CameraModel, CameraModelCache, resolve_rectified
 from roca_ros.conversions import cad_database_to_msg, detections_to_msg
+from roca_ros.compressed_image import compressed_image_size, decode_compressed
 from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
 from roca_ros.latest_worker import LatestWorker
 from roca_ros.markers import MARKER_NAMESPACE, build_marker_array
@@ -87,7 +88,7 @@ class Arrival:
 class Frame:
     """A validated image + camera model pair on its way to the worker."""
 
-    image: Image
+    image: Image | CompressedImage
     camera: CameraModel
     arrived: float  # perf_counter() in the image callback (the node's latency starts here)
     paired: float  # perf_counter() when the pair was complete and handed to the worker
@@ -254,9 +255,17 @@ class RocaParts:
             "stats": self.create_publisher(String, "~/stats", RESULT_QOS),
         }
         overrides = QoSOverridingOptions.with_default_policies()
+        if self._settings.image_transport == "compressed":
+            # image_transport's naming: the compressed stream of IMAGE is IMAGE/compressed (after remapping).
+            image_subscription = self.create_subscription(
+                CompressedImage, self._image_topic + "/compressed", self._guarded(self._on_compressed_image),
+                qos_profile_sensor_data, qos_overriding_options=overrides)
+        else:
+            image_subscription = self.create_subscription(
+                Image, "image", self._guarded(self._on_image), qos_profile_sensor_data,
+                qos_overriding_options=overrides)
         self._inputs = [
-            self.create_subscription(Image, "image", self._guarded(self._on_image), qos_profile_sensor_data,
-                                     qos_overriding_options=overrides),
+            image_subscription,
             self.create_subscription(CameraInfo, "camera_info", self._guarded(self._on_camera_info),
                                      qos_profile_sensor_data, qos_overriding_options=overrides),
         ]
@@ -267,7 +276,7 @@ class RocaParts:
         self._accepting = True
         self.get_logger().info(
             f"ready: {len(self._cad_db)} CAD models; listening on "
-            f"{self.resolve_topic_name('image')} + {self.resolve_topic_name('camera_info')}")
+            f"{self._input_topic()} + {self.resolve_topic_name('camera_info')}")
 
     def close_io(self) -> None:
         """Stop taking frames, let the frame in flight finish, then remove topics and timer."""
@@ -326,6 +335,23 @@ class RocaParts:
         if sync is not None and self._accepting:
             self._submit_pairs(sync.add_image(stamp, Arrival(msg, arrived)))
 
+    def _on_compressed_image(self, msg: CompressedImage) -> None:
+        arrived = time.perf_counter()
+        self.stats.count("received")
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            compressed_image_size(msg)
+        except ImageConversionError as exc:
+            self._reject("image", exc, stamp)
+            return
+        sync = self._sync
+        if sync is not None and self._accepting:
+            self._submit_pairs(sync.add_image(stamp, Arrival(msg, arrived)))
+
+    def _input_topic(self) -> str:
+        compressed = self._settings.image_transport == "compressed"
+        return self._image_topic + "/compressed" if compressed else self._image_topic
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
         arrived = time.perf_counter()
         try:
@@ -351,9 +377,11 @@ class RocaParts:
             settings = self._settings
             try:
                 check_frame_ids(image.header.frame_id, info.header.frame_id)
-                camera = self._camera_models.get(info, image.width, image.height,
+                width, height = ((image.width, image.height) if isinstance(image, Image)
+                                 else compressed_image_size(image))
+                camera = self._camera_models.get(info, width, height,
                                                  resolve_rectified(settings.rectified, self._image_topic))
-            except CameraInfoError as exc:
+            except (CameraInfoError, ImageConversionError) as exc:
                 self._reject("frame", exc, pair.image_stamp_ns)
                 continue
             self.stats.count("paired")
@@ -374,7 +402,10 @@ class RocaParts:
         settings = self._settings
         t_start = time.perf_counter()
         try:
-            rgb = frame.camera.rectify(rgb_pixels(frame.image))  # raw rgb8: a view of the message, no copy
+            image = frame.image
+            # raw rgb8 is a view of the message (no copy); remap and decoding make new arrays
+            pixels = rgb_pixels(image) if isinstance(image, Image) else decode_compressed(image)
+            rgb = frame.camera.rectify(pixels)
         except ImageConversionError as exc:
             self._reject("image", exc, stamp_to_ns(frame.image.header.stamp))
             return

@@ -111,6 +111,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               constraints="value >= 1", check=_range(1)),
     ParamSpec("sync_slop", 0.05, "Largest stamp difference in seconds between an image and the camera_info "
               "it is paired with.", constraints="0 < value <= 10", check=_range(0.0, 10.0, low_open=True)),
+    ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; compressed: to "
+              "sensor_msgs/CompressedImage (JPEG or PNG) on '<image>/compressed', as image_transport names it.",
+              read_only=True, constraints="raw | compressed", check=_one_of("raw", "compressed")),
     ParamSpec("rectified", "auto", "Whether the input image is rectified. true: use P[:3,:3]; false: a raw "
               "image, undistorted in the node (plumb_bob, rational_polynomial, equidistant) when D is non-zero, "
               "then P; auto: rectified when the image topic's name contains 'rect' (image_rect, image_rect_raw).",
@@ -139,6 +142,7 @@ class NodeSettings:
     mask_threshold: float = 0.7
     max_objects: int = 50
     sync_slop: float = 0.05
+    image_transport: str = "raw"
     rectified: str = "auto"
     marker_lifetime: float = 0.0
     publish_markers: bool = True

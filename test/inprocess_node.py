@@ -93,7 +93,8 @@ class InProcessNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             image, info = make_frame()
-            self.client.image_pub.publish(image)
+            if image is not None:  # None: make_frame published it itself (another message type)
+                self.client.image_pub.publish(image)
             if info is not None:
                 self.client.info_pub.publish(info)
             if self.client.spin_until(lambda: len(self.predictor.calls) > calls, 0.2):
@@ -105,7 +106,8 @@ class InProcessNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             image, info = make_frame()
-            self.client.image_pub.publish(image)
+            if image is not None:  # None: make_frame published it itself (another message type)
+                self.client.image_pub.publish(image)
             if info is not None:
                 self.client.info_pub.publish(info)
             self.client.spin_until(lambda: False, 0.2)

@@ -35,7 +35,7 @@ def _declared_arguments(tree: ast.Module) -> dict[str, str]:
 def test_launch_file_declares_the_documented_arguments():
     args = _declared_arguments(_launch_tree())
     assert set(args) == {"namespace", "image_topic", "camera_info_topic", "params_file", "checkpoint",
-                         "cad_database", "device", "lifecycle", "use_rviz"}
+                         "cad_database", "device", "image_transport", "lifecycle", "use_rviz"}
     assert args["lifecycle"] == "false"
     assert args["namespace"] == "roca"
     assert (args["image_topic"], args["camera_info_topic"]) == ("image", "camera_info")
@@ -59,6 +59,16 @@ def test_launch_file_names_only_installed_console_scripts():
     assert named - {"rviz2"} <= scripts
 
 
+def test_launch_arguments_become_parameter_overrides_only_when_given():
+    from launch_emulation import launch_nodes
+
+    (node,) = launch_nodes(LAUNCH, {"image_transport": "compressed", "image_topic": "/camera/image_raw"})
+    assert node.parameters[1:] == [{"image_transport": "compressed"}]
+    assert ("image", "/camera/image_raw") in node.remappings
+    (node,) = launch_nodes(LAUNCH, {})
+    assert node.parameters[1:] == []  # the parameter file's values stand
+
+
 def test_params_yaml_lists_every_parameter_with_its_default_and_a_comment():
     text = (REPO / "config" / "roca.yaml").read_text()
     data = yaml.safe_load(text)
@@ -80,7 +90,7 @@ def test_param_table_matches_settings_dataclass():
     assert all(getattr(NodeSettings(), s.name) == s.default for s in PARAM_SPECS)
     assert all(s.description for s in PARAM_SPECS)
     read_only = {s.name for s in PARAM_SPECS if s.read_only}
-    assert read_only == {"checkpoint", "cad_database", "device", "half_precision"}
+    assert read_only == {"checkpoint", "cad_database", "device", "half_precision", "image_transport"}
 
 
 def test_rviz_config_shows_image_markers_and_debug_image():

@@ -14,9 +14,10 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("roca_msgs.msg")
 cv2 = pytest.importorskip("cv2")
-from sensor_msgs.msg import CameraInfo  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage  # noqa: E402
 
-from driver_images import DRIVER_ENCODINGS, driver_image, patch_interior  # noqa: E402
+from driver_images import DRIVER_ENCODINGS, driver_image, patch_image, patch_interior  # noqa: E402
 from inprocess_node import InProcessNode  # noqa: E402
 from ros_helpers import private_domain_id  # noqa: E402
 from roca_ros.image_conversion import array_to_image_msg, rgb_to_image_msg  # noqa: E402
@@ -160,3 +161,54 @@ def test_unsupported_encoding_warning_lists_the_supported_ones(running):
         return msg
     running.send_until_rejected(frame_maker(running, None, encoding_msg=nv21, d=[0.0] * 5), "unsupported")
     assert running.wait_for_log("unsupported image encoding 'nv21'; supported: " + ", ".join(DRIVER_ENCODINGS_SORTED))
+
+
+# ---------------------------------------------------------------------------- compressed transport
+
+
+@pytest.fixture(scope="module")
+def compressed():
+    """A second node, image_transport:=compressed, on the same driver topics (a bag's image_raw/compressed)."""
+    node = InProcessNode(DOMAIN_ID, namespace="roca_compressed", parameters={"image_transport": "compressed"},
+                         remaps=[f"image:={RAW_TOPIC}", f"camera_info:={INFO_TOPIC}"],
+                         client_image_topic=RAW_TOPIC, client_info_topic=INFO_TOPIC)
+    node.compressed_pub = node.client.node.create_publisher(CompressedImage, RAW_TOPIC + "/compressed",
+                                                            qos_profile_sensor_data)
+    yield node
+    node.close()
+
+
+def compressed_frame_maker(node, payload: bytes, fmt: str):
+    def make():
+        stamp = node.client.new_stamp()
+        msg = CompressedImage(format=fmt, data=payload)
+        msg.header.stamp, msg.header.frame_id = stamp, FRAME
+        node.compressed_pub.publish(msg)
+        return None, driver_camera_info(stamp, d=[0.0] * 5)
+    return make
+
+
+def pil_encoded(rgb: np.ndarray, fmt: str) -> bytes:
+    import io
+
+    from PIL import Image as PilImage
+    buffer = io.BytesIO()
+    PilImage.fromarray(rgb).save(buffer, format=fmt, quality=95)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_compressed_stream_is_decoded(compressed, fmt):
+    rgb_in = patch_image(scale=20)
+    assert compressed.wait_for_log(f"listening on {RAW_TOPIC}/compressed")
+    rgb, K_model = compressed.send_until_processed(
+        compressed_frame_maker(compressed, pil_encoded(rgb_in, fmt), f"rgb8; {fmt.lower()} compressed bgr8"))
+    interior = patch_interior(scale=20)
+    assert np.abs(rgb[interior].astype(int) - rgb_in[interior]).max() <= (0 if fmt == "PNG" else 6)
+    np.testing.assert_allclose(K_model, K)
+
+
+def test_corrupt_compressed_payload_is_rejected_with_a_reason(compressed):
+    truncated = pil_encoded(patch_image(scale=20), "JPEG")[:-500]
+    compressed.send_until_rejected(compressed_frame_maker(compressed, truncated, "jpeg"), "truncated")
+    assert compressed.wait_for_log("compressed JPEG is truncated (no end-of-image marker)")
