@@ -25,6 +25,7 @@ import gc
 import json
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -43,7 +44,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_from_k
+from roca_ros.camera_info import CameraInfoError, check_frame_ids, check_image_size, intrinsics_from_k
 from roca_ros.camera_model import CameraModel, CameraModelCache, resolve_rectified
 from roca_ros.conversions import cad_database_to_msg, detections_to_msg
 from roca_ros.compressed_image import compressed_image_size, decode_compressed
@@ -140,6 +141,10 @@ class RocaParts:
         self._accepting = False
         self._camera_models = CameraModelCache(on_new=self._log_camera_model)
         self._image_topic = "image"
+        self._latest_infos: OrderedDict[tuple[str, int, int], Arrival] = OrderedDict()  # camera_info_mode latest
+        self._newest_info_stamp_ns: Optional[int] = None
+        self._unpaired_without_info = 0
+        self._pairing_lock = threading.Lock()
         self._cad_db, self._cad_db_path = None, ""
         self._sync: Optional[ApproximateTimeSync[Arrival, Arrival]] = None
         self._outputs: dict[str, Any] = {}
@@ -177,6 +182,8 @@ class RocaParts:
         settings = self._settings.updated(changes)
         if "sync_slop" in changes and self._sync is not None:
             self._sync.slop_s = settings.sync_slop
+        if "camera_info_mode" in changes and self._sync is not None:
+            self._sync.clear()  # images waiting for a synced camera_info would pair late
         self._settings = settings  # the worker reads it at the start of each frame
         self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
 
@@ -331,9 +338,7 @@ class RocaParts:
         except ImageConversionError as exc:
             self._reject("image", exc, stamp)
             return
-        sync = self._sync
-        if sync is not None and self._accepting:
-            self._submit_pairs(sync.add_image(stamp, Arrival(msg, arrived)))
+        self._pair_image(stamp, Arrival(msg, arrived))
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
         arrived = time.perf_counter()
@@ -344,9 +349,59 @@ class RocaParts:
         except ImageConversionError as exc:
             self._reject("image", exc, stamp)
             return
+        self._pair_image(stamp, Arrival(msg, arrived))
+
+    def _pair_image(self, stamp: int, image: Arrival) -> None:
+        """Pair by stamp (synced) or with the newest matching camera_info (latest); warn when unpaired."""
         sync = self._sync
-        if sync is not None and self._accepting:
-            self._submit_pairs(sync.add_image(stamp, Arrival(msg, arrived)))
+        if sync is None or not self._accepting:
+            return
+        if self._settings.camera_info_mode == "latest":
+            info = self._latest_info_for(image.msg)
+            if info is None:
+                with self._pairing_lock:
+                    self._unpaired_without_info += 1
+                self._report_unpaired(stamp)
+                return
+            self._submit_pairs([Pair(image, info, stamp, stamp_to_ns(info.msg.header.stamp))])
+            return
+        before = sync.unpaired_images
+        self._submit_pairs(sync.add_image(stamp, image))
+        if sync.unpaired_images > before:
+            self._report_unpaired(stamp)
+
+    @staticmethod
+    def _image_size(msg: Any) -> tuple[int, int]:
+        return (int(msg.width), int(msg.height)) if isinstance(msg, Image) else compressed_image_size(msg)
+
+    def _latest_info_for(self, image: Any) -> Optional[Arrival]:
+        """Newest camera_info of the image's frame and size; else the newest at all (rejected when paired)."""
+        width, height = self._image_size(image)
+        with self._pairing_lock:
+            infos = list(reversed(self._latest_infos.values()))
+        for info in infos:
+            if info.msg.header.frame_id != image.header.frame_id:
+                continue
+            try:
+                check_image_size(info.msg, width, height)
+            except CameraInfoError:
+                continue
+            return info
+        return infos[0] if infos else None
+
+    def _report_unpaired(self, image_stamp_ns: int) -> None:
+        """Throttled WARN naming both topics and the stamp gap: a silent stall is the worst failure."""
+        info_topic = self.resolve_topic_name("camera_info")
+        newest = self._newest_info_stamp_ns
+        unpaired = self._unpaired_without_info + (self._sync.unpaired_images if self._sync is not None else 0)
+        if newest is None:
+            why = f"no camera_info received on {info_topic}"
+        else:
+            why = (f"the newest camera_info on {info_topic} is stamped {(newest - image_stamp_ns) / NS_PER_S:+.3f} s "
+                   f"from image stamp {image_stamp_ns / NS_PER_S:.3f} (sync_slop {self._settings.sync_slop:g} s)")
+        hint = ("" if self._settings.camera_info_mode == "latest" else
+                "; camera_info_mode:=latest pairs with the newest camera_info whatever its stamp")
+        self._warn.report("unpaired", f"images on {self._input_topic()} go unpaired ({unpaired} so far): {why}{hint}")
 
     def _input_topic(self) -> str:
         compressed = self._settings.image_transport == "compressed"
@@ -359,9 +414,18 @@ class RocaParts:
         except CameraInfoError as exc:
             self._reject("camera_info", exc, stamp_to_ns(msg.header.stamp))
             return
+        stamp = stamp_to_ns(msg.header.stamp)
+        arrival = Arrival(msg, arrived)
+        with self._pairing_lock:
+            key = (msg.header.frame_id, int(msg.width), int(msg.height))
+            self._latest_infos.pop(key, None)
+            self._latest_infos[key] = arrival
+            while len(self._latest_infos) > 4:
+                self._latest_infos.popitem(last=False)
+            self._newest_info_stamp_ns = stamp
         sync = self._sync
-        if sync is not None and self._accepting:
-            self._submit_pairs(sync.add_info(stamp_to_ns(msg.header.stamp), Arrival(msg, arrived)))
+        if sync is not None and self._accepting and self._settings.camera_info_mode == "synced":
+            self._submit_pairs(sync.add_info(stamp, arrival))
 
     def _log_camera_model(self, camera: CameraModel) -> None:
         """Once per new CameraInfo: which intrinsics the model gets (a wrong guess is visible here)."""
@@ -489,7 +553,7 @@ class RocaParts:
             return
         self._last_report = now
         if self._sync is not None:
-            self.stats.unpaired = self._sync.unpaired_images
+            self.stats.unpaired = self._sync.unpaired_images + self._unpaired_without_info
         snapshot = self.stats.snapshot()
         if snapshot["received"] != self._last_reported_received:  # stay quiet while idle
             self.get_logger().info(format_report(snapshot))

@@ -111,6 +111,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               constraints="value >= 1", check=_range(1)),
     ParamSpec("sync_slop", 0.05, "Largest stamp difference in seconds between an image and the camera_info "
               "it is paired with.", constraints="0 < value <= 10", check=_range(0.0, 10.0, low_open=True)),
+    ParamSpec("camera_info_mode", "synced", "synced: pair each image with the camera_info whose stamp is within "
+              "sync_slop of its own; latest: with the newest camera_info of the image's frame and size, whatever "
+              "its stamp (drivers that publish camera_info rarely, once, or with their own stamps).",
+              constraints="synced | latest", check=_one_of("synced", "latest")),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; compressed: to "
               "sensor_msgs/CompressedImage (JPEG or PNG) on '<image>/compressed', as image_transport names it.",
               read_only=True, constraints="raw | compressed", check=_one_of("raw", "compressed")),
@@ -142,6 +146,7 @@ class NodeSettings:
     mask_threshold: float = 0.7
     max_objects: int = 50
     sync_slop: float = 0.05
+    camera_info_mode: str = "synced"
     image_transport: str = "raw"
     rectified: str = "auto"
     marker_lifetime: float = 0.0

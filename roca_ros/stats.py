@@ -95,7 +95,8 @@ class NodeStats:
 
 def format_report(snapshot: dict) -> str:
     """One log line: counters, then mean/max milliseconds per stage."""
-    counters = " ".join(f"{k}={snapshot[k]}" for k in ("received", "processed", "dropped", "rejected", "errors"))
+    counters = " ".join(f"{k}={snapshot[k]}" for k in ("received", "processed", "dropped", "unpaired", "rejected",
+                                                        "errors"))
     stages = ", ".join(f"{name} {s['mean_ms']:.1f}/{s['max_ms']:.1f}"
                        for name, s in snapshot["stages"].items() if s["count"])
     return f"frames: {counters}" + (f" | ms mean/max: {stages}" if stages else "")

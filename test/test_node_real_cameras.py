@@ -212,3 +212,50 @@ def test_corrupt_compressed_payload_is_rejected_with_a_reason(compressed):
     truncated = pil_encoded(patch_image(scale=20), "JPEG")[:-500]
     compressed.send_until_rejected(compressed_frame_maker(compressed, truncated, "jpeg"), "truncated")
     assert compressed.wait_for_log("compressed JPEG is truncated (no end-of-image marker)")
+
+
+# ---------------------------------------------------------------------------- pairing
+
+
+def test_camera_info_with_unrelated_stamps_warns_in_synced_mode_and_pairs_in_latest_mode(running):
+    """A static camera_info publisher (one message, its own stamp) against a 20 Hz camera."""
+    client, calls_before = running.client, len(running.predictor.calls)
+    static = driver_camera_info(running.client.new_stamp(), d=[0.0] * 5)
+    static.header.stamp.sec -= 100  # published long ago
+    for _ in range(3):
+        client.info_pub.publish(static)
+        client.spin_until(lambda: False, 0.1)
+    image = rgb_to_image_msg(blob_image(30, 30))
+    image.header.frame_id = FRAME
+    for _ in range(20):
+        image.header.stamp = client.new_stamp()
+        client.image_pub.publish(image)
+        client.spin_until(lambda: False, 0.05)
+    assert running.wait_for_log("go unpaired"), running.log_text()
+    warning = next(m.msg for m in running.logs if "go unpaired" in m.msg)
+    assert f"images on {RAW_TOPIC} go unpaired" in warning
+    assert f"the newest camera_info on {INFO_TOPIC} is stamped -10" in warning and "camera_info_mode:=latest" in warning
+    assert len(running.predictor.calls) == calls_before
+    assert running.client.spin_until(
+        lambda: any("unpaired=" in m.msg and "unpaired=0 " not in m.msg for m in running.logs), 3.0), \
+        "the periodic log line does not show the unpaired images"
+
+    assert running.client.set_params(camera_info_mode="latest")[0].successful
+    try:
+        def image_only():
+            image.header.stamp = client.new_stamp()
+            return image, None
+        _, K_model = running.send_until_processed(image_only)
+        np.testing.assert_allclose(K_model, K)
+        # The newest camera_info of another frame is not used: rejected with the reason.
+        other = driver_camera_info(client.new_stamp(), frame_id="camera_depth_optical_frame", d=[0.0] * 5)
+        other.header.stamp.sec -= 100
+        client.info_pub.publish(other)
+
+        def other_frame_image():
+            image.header.stamp, image.header.frame_id = client.new_stamp(), "zed_left_camera_frame_optical"
+            return image, None
+        running.send_until_rejected(other_frame_image, "frame ids differ")
+    finally:
+        image.header.frame_id = FRAME
+        running.client.set_params(camera_info_mode="synced")

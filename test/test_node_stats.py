@@ -35,9 +35,10 @@ def test_format_report_lists_counters_and_only_stages_with_data():
     stats = NodeStats()
     stats.count("received", 10)
     stats.count("dropped", 7)
+    stats.unpaired = 2
     stats.record(latency=0.5)
     line = format_report(stats.snapshot())
-    assert line.startswith("frames: received=10 processed=0 dropped=7 rejected=0 errors=0")
+    assert line.startswith("frames: received=10 processed=0 dropped=7 unpaired=2 rejected=0 errors=0")
     assert "latency 500.0/500.0" in line and "predict" not in line
 
 
