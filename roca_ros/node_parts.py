@@ -410,7 +410,8 @@ class RocaParts:
     def _on_camera_info(self, msg: CameraInfo) -> None:
         arrived = time.perf_counter()
         try:
-            intrinsics_from_k(msg.k)
+            if self._settings.fallback_hfov_deg <= 0 or any(msg.k):  # all zero: the fallback field of view
+                intrinsics_from_k(msg.k)
         except CameraInfoError as exc:
             self._reject("camera_info", exc, stamp_to_ns(msg.header.stamp))
             return
@@ -430,10 +431,16 @@ class RocaParts:
     def _log_camera_model(self, camera: CameraModel) -> None:
         """Once per new CameraInfo: which intrinsics the model gets (a wrong guess is visible here)."""
         K = camera.K
-        log = self.get_logger().warning if camera.source.startswith("fallback") else self.get_logger().info
-        log(f"camera model: intrinsics from {camera.source}: fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
-            f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f} (rectified:={self._settings.rectified}, "
-            f"input {self._image_topic})")
+        intrinsics = f"fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}"
+        if camera.source.startswith("fallback"):
+            self.get_logger().warning(
+                f"UNCALIBRATED CAMERA: camera_info K on {self.resolve_topic_name('camera_info')} is all zero; "
+                f"assuming a {self._settings.fallback_hfov_deg:g} degree horizontal field of view "
+                f"(fallback_hfov_deg): {intrinsics}. Distances and sizes are only as right as that guess: "
+                "calibrate the camera (camera_calibration) for metric poses")
+            return
+        self.get_logger().info(f"camera model: intrinsics from {camera.source}: {intrinsics} "
+                               f"(rectified:={self._settings.rectified}, input {self._image_topic})")
 
     def _submit_pairs(self, pairs: list[Pair[Arrival, Arrival]]) -> None:
         for pair in pairs:
@@ -444,7 +451,8 @@ class RocaParts:
                 width, height = ((image.width, image.height) if isinstance(image, Image)
                                  else compressed_image_size(image))
                 camera = self._camera_models.get(info, width, height,
-                                                 resolve_rectified(settings.rectified, self._image_topic))
+                                                 resolve_rectified(settings.rectified, self._image_topic),
+                                                 settings.fallback_hfov_deg)
             except (CameraInfoError, ImageConversionError) as exc:
                 self._reject("frame", exc, pair.image_stamp_ns)
                 continue

@@ -115,6 +115,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "sync_slop of its own; latest: with the newest camera_info of the image's frame and size, whatever "
               "its stamp (drivers that publish camera_info rarely, once, or with their own stamps).",
               constraints="synced | latest", check=_one_of("synced", "latest")),
+    ParamSpec("fallback_hfov_deg", 0.0, "Horizontal field of view (degrees) assumed when camera_info K is all "
+              "zero (an uncalibrated camera; camera_info_manager without a calibration file), with a warning; "
+              "0 disables the fallback and such frames are rejected.",
+              constraints="0 <= value < 180", check=_range(0.0, 179.0)),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; compressed: to "
               "sensor_msgs/CompressedImage (JPEG or PNG) on '<image>/compressed', as image_transport names it.",
               read_only=True, constraints="raw | compressed", check=_one_of("raw", "compressed")),
@@ -147,6 +151,7 @@ class NodeSettings:
     max_objects: int = 50
     sync_slop: float = 0.05
     camera_info_mode: str = "synced"
+    fallback_hfov_deg: float = 0.0
     image_transport: str = "raw"
     rectified: str = "auto"
     marker_lifetime: float = 0.0

@@ -259,3 +259,28 @@ def test_camera_info_with_unrelated_stamps_warns_in_synced_mode_and_pairs_in_lat
     finally:
         image.header.frame_id = FRAME
         running.client.set_params(camera_info_mode="synced")
+
+
+# ---------------------------------------------------------------------------- uncalibrated cameras
+
+
+def test_all_zero_k_is_rejected_by_default_and_uses_the_fallback_fov_when_set(running):
+    """usb_cam / v4l2_camera without a calibration file: camera_info_manager's all-zero K, D, P."""
+    def uncalibrated():
+        stamp = running.client.new_stamp()
+        image = rgb_to_image_msg(blob_image(40, 40))
+        image.header.stamp, image.header.frame_id = stamp, FRAME
+        return image, driver_camera_info(stamp, d=[], k=np.zeros((3, 3)), p3=np.zeros((3, 3)), distortion_model="")
+    running.send_until_rejected(uncalibrated, "all zeros")
+    assert running.client.set_params(fallback_hfov_deg=70.0)[0].successful
+    try:
+        _, K_model = running.send_until_processed(uncalibrated)
+        f = (W / 2) / np.tan(np.radians(35.0))
+        np.testing.assert_allclose(K_model, [[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
+        assert running.wait_for_log("UNCALIBRATED CAMERA")
+        warning = next(m for m in running.logs if "UNCALIBRATED CAMERA" in m.msg)
+        assert warning.level == 30 and "70 degree horizontal field of view" in warning.msg  # WARN
+        (result,) = running.client.set_params(fallback_hfov_deg=180.0)
+        assert not result.successful
+    finally:
+        running.client.set_params(fallback_hfov_deg=0.0)
