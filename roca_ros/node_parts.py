@@ -50,7 +50,7 @@ from roca_ros.conversions import cad_database_to_msg, detections_to_msg
 from roca_ros.compressed_image import compressed_image_size, decode_compressed
 from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
 from roca_ros.latest_worker import LatestWorker
-from roca_ros.markers import MARKER_NAMESPACE, build_marker_array
+from roca_ros.markers import MARKER_NAMESPACE, build_marker_array, delete_all_markers
 from roca_ros.params import PARAM_SPECS, SPECS_BY_NAME, NodeSettings, ParameterError
 from roca_ros.stats import NodeStats, ThrottledReporter, format_report, rejection_kind
 from roca_ros.time_sync import NS_PER_S, ApproximateTimeSync, Pair, stamp_to_ns
@@ -145,6 +145,9 @@ class RocaParts:
         self._newest_info_stamp_ns: Optional[int] = None
         self._unpaired_without_info = 0
         self._pairing_lock = threading.Lock()
+        # Marker publishing and clearing exclude each other, so a clear is never followed by a stale frame.
+        self._marker_lock = threading.Lock()
+        self._marker_frame: Optional[str] = None  # frame of the markers RViz shows now (None: none shown)
         self._cad_db, self._cad_db_path = None, ""
         self._sync: Optional[ApproximateTimeSync[Arrival, Arrival]] = None
         self._outputs: dict[str, Any] = {}
@@ -185,6 +188,8 @@ class RocaParts:
         if "camera_info_mode" in changes and self._sync is not None:
             self._sync.clear()  # images waiting for a synced camera_info would pair late
         self._settings = settings  # the worker reads it at the start of each frame
+        if changes.get("publish_markers") is False:
+            self._clear_markers()
         self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
 
     def _apply_thresholds(self, settings: NodeSettings) -> None:
@@ -296,6 +301,7 @@ class RocaParts:
             self.get_logger().warning(f"inference worker did not stop within {WORKER_STOP_TIMEOUT_S:.0f} s")
         if worker.dropped > dropped_before:  # the pending frame, never started
             self.stats.count("dropped", worker.dropped - dropped_before)
+        self._clear_markers()  # RViz would show the last objects forever
         # Reliable subscribers get the last frame's results before the publishers go away.
         for name in ("objects", "markers"):
             self._outputs[name].wait_for_all_acked(Duration(seconds=FINAL_ACK_TIMEOUT_S))
@@ -447,7 +453,11 @@ class RocaParts:
             image, info = pair.image.msg, pair.info.msg
             settings = self._settings
             try:
-                check_frame_ids(image.header.frame_id, info.header.frame_id)
+                if not (image.header.frame_id or settings.camera_frame_id):
+                    raise CameraInfoError("image header.frame_id is empty: results need the camera's frame; set "
+                                          "the driver's frame_id or the camera_frame_id parameter")
+                if image.header.frame_id and info.header.frame_id:
+                    check_frame_ids(image.header.frame_id, info.header.frame_id)
                 width, height = ((image.width, image.height) if isinstance(image, Image)
                                  else compressed_image_size(image))
                 camera = self._camera_models.get(info, width, height,
@@ -468,6 +478,16 @@ class RocaParts:
                     self.stats.count("dropped")
             except RuntimeError:  # closed between the check and the hand-off (shutdown)
                 return
+
+    def _clear_markers(self) -> None:
+        """DELETEALL for the node's marker namespace, if markers are shown (shutdown, publish_markers off)."""
+        with self._marker_lock:
+            publisher = self._outputs.get("markers")
+            if publisher is None or self._marker_frame is None:
+                return
+            header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self._marker_frame)
+            publisher.publish(delete_all_markers(header, MARKER_NAMESPACE))
+            self._marker_frame = None
 
     # ------------------------------------------------------------------ worker thread
     def _process_frame(self, frame: Frame) -> None:
@@ -492,6 +512,8 @@ class RocaParts:
         detections = sorted((d for d in detections if float(d.score) >= settings.score_threshold),
                             key=lambda d: -float(d.score))[: settings.max_objects]
         header = frame.image.header
+        if settings.camera_frame_id:
+            header = Header(stamp=header.stamp, frame_id=settings.camera_frame_id)
         outputs = [("objects", detections_to_msg(detections, header, t_predicted - t_converted))]
         if settings.publish_markers:
             outputs.append(("markers", build_marker_array(detections, header, MARKER_NAMESPACE,
@@ -503,6 +525,12 @@ class RocaParts:
             outputs.append(("debug_image", rgb_to_image_msg(overlay, header)))
         t_built = time.perf_counter()
         for name, msg in outputs:
+            if name == "markers":
+                with self._marker_lock:
+                    if self._settings.publish_markers:  # not switched off while this frame ran
+                        self._outputs[name].publish(msg)
+                        self._marker_frame = header.frame_id
+                continue
             self._outputs[name].publish(msg)
         t_published = time.perf_counter()
         self.stats.count("processed")

@@ -126,6 +126,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "image, undistorted in the node (plumb_bob, rational_polynomial, equidistant) when D is non-zero, "
               "then P; auto: rectified when the image topic's name contains 'rect' (image_rect, image_rect_raw).",
               constraints="auto | true | false", check=_one_of("auto", "true", "false")),
+    ParamSpec("camera_frame_id", "", "frame_id of the published results instead of the image's (for drivers "
+              "whose frame_id is not the optical frame, or is empty); poses are in the OpenCV optical "
+              "convention (x right, y down, z forward). Empty: the image's frame_id."),
     ParamSpec("marker_lifetime", 0.0, "Lifetime of the RViz markers in seconds; 0 keeps them until the next "
               "frame replaces them.", constraints="value >= 0", check=_range(0.0)),
     ParamSpec("publish_markers", True, "Publish visualization_msgs/MarkerArray on 'markers'."),
@@ -154,6 +157,7 @@ class NodeSettings:
     fallback_hfov_deg: float = 0.0
     image_transport: str = "raw"
     rectified: str = "auto"
+    camera_frame_id: str = ""
     marker_lifetime: float = 0.0
     publish_markers: bool = True
     publish_debug_image: bool = True

@@ -284,3 +284,68 @@ def test_all_zero_k_is_rejected_by_default_and_uses_the_fallback_fov_when_set(ru
         assert not result.successful
     finally:
         running.client.set_params(fallback_hfov_deg=0.0)
+
+
+# ---------------------------------------------------------------------------- frames and markers
+
+
+def fake_detection(class_name: str = "chair", class_index: int = 1, score: float = 0.9):
+    """What roca_core.Predictor returns, for one object 2 m in front of the camera."""
+    from types import SimpleNamespace
+    return SimpleNamespace(class_name=class_name, class_index=class_index, score=score,
+                           box=np.array([100.0, 80.0, 200.0, 180.0]), mask=np.zeros((H, W), bool),
+                           rotation=np.eye(3), quaternion=np.array([1.0, 0.0, 0.0, 0.0]),
+                           translation=np.array([0.1, 0.2, 2.0]), scale=np.array([0.5, 0.8, 0.5]),
+                           cad_id=None, mesh_path=None, retrieval_distance=float("nan"), valid=True)
+
+
+def test_empty_frame_id_is_rejected_and_camera_frame_id_names_the_results(running):
+    def frameless():
+        image, info = frame_maker(running, blob_image(20, 20), d=[0.0] * 5)()
+        image.header.frame_id = info.header.frame_id = ""
+        return image, info
+    running.send_until_rejected(frameless, "frame_id is empty")
+    assert running.wait_for_log("image header.frame_id is empty")
+    client = running.client
+    assert client.set_params(camera_frame_id="camera_color_optical_frame_override")[0].successful
+    running.predictor.detections = [fake_detection()]
+    try:
+        running.send_until_processed(frameless)
+        assert client.spin_until(lambda: any(m.header.frame_id == "camera_color_optical_frame_override"
+                                             for m in client.objects.values()), 5.0)
+        stamp = next(s for s, m in client.objects.items() if m.header.frame_id.endswith("override"))
+        assert client.spin_until(lambda: stamp in client.markers, 5.0)
+        assert {m.header.frame_id for m in client.markers[stamp].markers} == {"camera_color_optical_frame_override"}
+    finally:
+        running.predictor.detections = []
+        client.set_params(camera_frame_id="")
+
+
+def test_markers_are_cleared_when_switched_off_and_on_shutdown(tmp_path):
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    node = InProcessNode(DOMAIN_ID, namespace="roca_markers")
+    arrays: list[MarkerArray] = []
+    node.client.node.create_subscription(MarkerArray, "/roca_markers/markers", arrays.append, 50)
+    node.predictor.detections = [fake_detection()]
+    try:
+        node.send_until_processed(lambda: node.client.frame(frame_id=FRAME))
+        assert node.client.spin_until(lambda: any(len(a.markers) > 1 for a in arrays), 5.0)
+        assert node.client.set_params(publish_markers=False)[0].successful
+        assert node.client.spin_until(lambda: len(arrays[-1].markers) == 1, 5.0)
+        (clear,) = arrays[-1].markers
+        assert clear.action == Marker.DELETEALL and clear.header.frame_id == FRAME
+        count = len(arrays)
+        node.send_until_processed(lambda: node.client.frame(frame_id=FRAME))
+        node.client.spin_until(lambda: False, 0.5)
+        assert len(arrays) == count, "markers published while switched off"
+
+        assert node.client.set_params(publish_markers=True)[0].successful
+        node.send_until_processed(lambda: node.client.frame(frame_id=FRAME))
+        assert node.client.spin_until(lambda: len(arrays) > count and len(arrays[-1].markers) > 1, 5.0)
+        count = len(arrays)
+        node.node.close_io()  # what shutdown does first
+        assert node.client.spin_until(lambda: len(arrays) > count, 5.0), "no DELETEALL on shutdown"
+        assert [m.action for m in arrays[-1].markers] == [Marker.DELETEALL]
+    finally:
+        node.close()
