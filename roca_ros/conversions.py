@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 from geometry_msgs.msg import Pose, Vector3
@@ -49,7 +49,10 @@ def pose_from_rt(rotation: np.ndarray, translation: np.ndarray,
     return pose
 
 
-def detection_to_msg(det: Any) -> ObjectAlignment:
+UriOf = Callable[[Optional[str]], str]  # mesh path -> published URI (roca_ros.mesh_uris.MeshUris)
+
+
+def detection_to_msg(det: Any, uri_of: UriOf = path_to_uri) -> ObjectAlignment:
     """One ``roca_core.Detection`` -> roca_msgs/ObjectAlignment."""
     msg = ObjectAlignment()
     msg.class_name = str(det.class_name)
@@ -61,24 +64,26 @@ def detection_to_msg(det: Any) -> ObjectAlignment:
     scale = np.asarray(det.scale, dtype=np.float64).reshape(3)
     msg.scale = Vector3(x=float(scale[0]), y=float(scale[1]), z=float(scale[2]))
     msg.cad_id = det.cad_id or ""
-    msg.mesh_uri = path_to_uri(det.mesh_path)
+    msg.mesh_uri = uri_of(det.mesh_path)
     distance = det.retrieval_distance
     msg.retrieval_distance = float("nan") if distance is None else float(distance)
     msg.valid = bool(det.valid)
     return msg
 
 
-def detections_to_msg(detections: Iterable[Any], header: Any, inference_time_s: float) -> ObjectAlignmentArray:
+def detections_to_msg(detections: Iterable[Any], header: Any, inference_time_s: float,
+                      uri_of: UriOf = path_to_uri) -> ObjectAlignmentArray:
     """Detections of one image -> ObjectAlignmentArray (sorted by decreasing score)."""
     msg = ObjectAlignmentArray()
     msg.header = header
     ordered = sorted(detections, key=lambda d: -float(d.score))
-    msg.objects = [detection_to_msg(d) for d in ordered]
+    msg.objects = [detection_to_msg(d, uri_of) for d in ordered]
     msg.inference_time = float(inference_time_s)
     return msg
 
 
-def cad_database_to_msg(db: Any, database_path: str, header: Any = None) -> CadDatabaseInfo:
+def cad_database_to_msg(db: Any, database_path: str, header: Any = None,
+                        uri_of: UriOf = path_to_uri) -> CadDatabaseInfo:
     """CadDatabase -> roca_msgs/CadDatabaseInfo (the latched description of what is searched)."""
     msg = CadDatabaseInfo()
     if header is not None:
@@ -96,7 +101,7 @@ def cad_database_to_msg(db: Any, database_path: str, header: Any = None) -> CadD
         model.class_name = str(class_name)
         model.class_index = class_names.index(class_name) if class_name in class_names else -1
         model.symmetry = int(Symmetry.from_tag(symmetry))
-        model.mesh_uri = path_to_uri(mesh_path)
+        model.mesh_uri = uri_of(mesh_path)
         models.append(model)
     msg.models = models
     return msg

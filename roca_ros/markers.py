@@ -2,16 +2,23 @@
 
 Each array starts with a DELETEALL for the node's marker namespace so objects of the
 previous frame disappear even when fewer are detected now; then, per object, the
-retrieved CAD mesh (MESH_RESOURCE, ``file://`` URI, pose and anisotropic scale exactly as
-``p_cam = R (s * p_cad) + t``) and a text label "class score" above it. Without a retrieved
-mesh the object is drawn as its scaled canonical box (the CAD frame's [-0.5, 0.5]^3 cube).
+retrieved CAD mesh (pose and anisotropic scale exactly as ``p_cam = R (s * p_cad) + t``) and
+a text label "class score" above it. Without a retrieved mesh the object is drawn as its
+scaled canonical box (the CAD frame's [-0.5, 0.5]^3 cube).
+
+The mesh goes as a MESH_RESOURCE (a URI RViz loads itself: ``roca_ros.mesh_uris``) or, with
+``mesh_mode="triangles"``, as a TRIANGLE_LIST carrying the triangles in the message, which
+RViz shows on any machine without access to the file; meshes of more than
+:data:`MAX_MARKER_TRIANGLES` triangles stay MESH_RESOURCE (a message per frame must stay small).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from functools import lru_cache
+from typing import Any, Iterable, Optional
 
 import numpy as np
 from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -21,6 +28,23 @@ from roca_ros.conversions import path_to_uri, pose_from_rt
 MARKER_NAMESPACE = "roca"
 MARKER_ALPHA = 0.85
 TEXT_HEIGHT_M = 0.08
+MESH_MODES: tuple[str, ...] = ("resource", "triangles")
+MAX_MARKER_TRIANGLES = 5000  # ~360 kB of points per object and frame
+
+
+@lru_cache(maxsize=512)
+def mesh_triangles(path: str) -> Optional[tuple[Point, ...]]:
+    """The mesh's triangles as TRIANGLE_LIST points (CAD frame), or None if too large or unreadable."""
+    try:
+        import trimesh
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception:  # noqa: BLE001 - any unreadable mesh falls back to MESH_RESOURCE
+        return None
+    faces = np.asarray(mesh.faces)
+    if len(faces) == 0 or len(faces) > MAX_MARKER_TRIANGLES:
+        return None
+    corners = np.asarray(mesh.vertices, dtype=np.float64)[faces.reshape(-1)]
+    return tuple(Point(x=float(x), y=float(y), z=float(z)) for x, y, z in corners)
 
 
 def class_colour(class_index: int) -> tuple[float, float, float]:
@@ -47,8 +71,12 @@ def label_position(rotation: np.ndarray, translation: np.ndarray, scale: np.ndar
 
 
 def build_marker_array(detections: Iterable[Any], header: Any, namespace: str = MARKER_NAMESPACE,
-                       lifetime_s: float = 0.0, alpha: float = MARKER_ALPHA) -> MarkerArray:
-    """Detections -> MarkerArray (DELETEALL first; ids 2i mesh, 2i+1 label)."""
+                       lifetime_s: float = 0.0, alpha: float = MARKER_ALPHA, uri_of=path_to_uri,
+                       mesh_mode: str = "resource") -> MarkerArray:
+    """Detections -> MarkerArray (DELETEALL first; ids 2i mesh, 2i+1 label).
+
+    ``uri_of`` maps a mesh path to its URI; ``mesh_mode`` is "resource" or "triangles".
+    """
     lifetime = duration_from_seconds(lifetime_s)
     clear = Marker()
     clear.header = header
@@ -73,8 +101,13 @@ def build_marker_array(detections: Iterable[Any], header: Any, namespace: str = 
         body.scale.x, body.scale.y, body.scale.z = (float(max(v, 1e-4)) for v in scale)
         body.color = _colour(det.class_index, alpha)
         body.lifetime = lifetime
-        mesh_uri = path_to_uri(getattr(det, "mesh_path", None))
-        if mesh_uri:
+        mesh_path = getattr(det, "mesh_path", None)
+        mesh_uri = uri_of(mesh_path)
+        triangles = mesh_triangles(str(mesh_path)) if mesh_path and mesh_mode == "triangles" else None
+        if triangles is not None:
+            body.type = Marker.TRIANGLE_LIST
+            body.points = list(triangles)
+        elif mesh_uri:
             body.type = Marker.MESH_RESOURCE
             body.mesh_resource = mesh_uri
             body.mesh_use_embedded_materials = False

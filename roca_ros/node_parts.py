@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.parameter import Parameter
 from rclpy.qos import (
     QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
@@ -51,7 +52,8 @@ from roca_ros.compressed_image import compressed_image_size, decode_compressed
 from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
 from roca_ros.latest_worker import LatestWorker
 from roca_ros.markers import MARKER_NAMESPACE, build_marker_array, delete_all_markers
-from roca_ros.params import PARAM_SPECS, SPECS_BY_NAME, NodeSettings, ParameterError
+from roca_ros.mesh_uris import MeshUris
+from roca_ros.params import PARAM_SPECS, SPECS_BY_NAME, NodeSettings, ParameterError, ParamSpec
 from roca_ros.stats import NodeStats, ThrottledReporter, format_report, rejection_kind
 from roca_ros.time_sync import NS_PER_S, ApproximateTimeSync, Pair, stamp_to_ns
 
@@ -124,6 +126,22 @@ def default_predictor_factory(settings: NodeSettings, cad_database: Any):
 PredictorFactory = Callable[[NodeSettings, Any], Any]
 
 
+def _declaration(spec: ParamSpec) -> tuple[Any, ParameterDescriptor]:
+    """(value or type, descriptor) for ``declare_parameter``: bounds become ranges for `ros2 param describe`."""
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only,
+                                     additional_constraints=spec.constraints, dynamic_typing=True)
+    if spec.bounds is not None and isinstance(spec.default, float):
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.bounds[0]),
+                                                              to_value=float(spec.bounds[1]), step=0.0)]
+    elif spec.bounds is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        descriptor.integer_range = [IntegerRange(from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]),
+                                                 step=1)]
+    if isinstance(spec.default, tuple):  # a string array: declared by type (an empty list has none)
+        descriptor.dynamic_typing = False
+        return Parameter.Type.STRING_ARRAY, descriptor
+    return spec.default, descriptor
+
+
 class RocaParts:
     """Mixin for an rclpy Node: see the module docstring for the parts and their order."""
 
@@ -149,20 +167,23 @@ class RocaParts:
         self._marker_lock = threading.Lock()
         self._marker_frame: Optional[str] = None  # frame of the markers RViz shows now (None: none shown)
         self._cad_db, self._cad_db_path = None, ""
+        self._mesh_uris = MeshUris()
         self._sync: Optional[ApproximateTimeSync[Arrival, Arrival]] = None
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
         self._stats_timer = None
         self._reload_service = None
-        values = {}
-        for spec in PARAM_SPECS:
-            descriptor = ParameterDescriptor(
-                description=spec.description, read_only=spec.read_only,
-                additional_constraints=spec.constraints, dynamic_typing=True)
-            values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor).value
-        try:
+        self._setting_by_service = False
+        overrides = getattr(self, "_parameter_overrides", {})
+        try:  # our messages for bad start values, before rclpy's range check refuses them
+            NodeSettings.from_values({n: p.value for n, p in overrides.items() if n in SPECS_BY_NAME})
+            values = {spec.name: self.declare_parameter(spec.name, *_declaration(spec)).value
+                      for spec in PARAM_SPECS}
+            for spec in PARAM_SPECS:  # an unset string array reads as "not set": give it its empty value
+                if isinstance(spec.default, tuple) and values[spec.name] is None:
+                    self.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, list(spec.default))])
             self._settings = NodeSettings.from_values(values)
-        except ParameterError as exc:
+        except (ParameterError, InvalidParameterValueException, InvalidParameterTypeException) as exc:
             raise StartupError(f"invalid parameter: {exc}") from exc
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
@@ -172,6 +193,12 @@ class RocaParts:
 
     def _validate_parameter_change(self, params: list[Parameter]) -> SetParametersResult:
         changes = {p.name: p.value for p in params if p.name in SPECS_BY_NAME}
+        for name in changes:
+            service = SPECS_BY_NAME[name].set_by_service
+            if service and not self._setting_by_service:
+                return SetParametersResult(successful=False, reason=(
+                    f"{name} is changed with the {service} service (it loads the new value first and keeps "
+                    "the old one on failure)"))
         try:
             self._settings.updated(changes)
         except ParameterError as exc:
@@ -190,6 +217,9 @@ class RocaParts:
         self._settings = settings  # the worker reads it at the start of each frame
         if changes.get("publish_markers") is False:
             self._clear_markers()
+        if "mesh_uri_prefix" in changes:
+            self._update_mesh_uris()
+            self._publish_cad_database_info()
         self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
 
     def _apply_thresholds(self, settings: NodeSettings) -> None:
@@ -223,6 +253,7 @@ class RocaParts:
             self._predictor, self._cad_db, self._cad_db_path = predictor, cad_db, cad_db_path
             self._autocast = self._half_precision_context()
             self._apply_thresholds(settings)
+        self._update_mesh_uris()
         if self._reload_service is None:
             self._reload_service = self.create_service(ReloadCadDatabase, "reload_cad_database", self._on_reload)
 
@@ -509,15 +540,18 @@ class RocaParts:
             with self._autocast():
                 detections = self._predictor.predict(rgb, frame.camera.K)
         t_predicted = time.perf_counter()
-        detections = sorted((d for d in detections if float(d.score) >= settings.score_threshold),
+        detections = sorted((d for d in detections if float(d.score) >= settings.score_threshold
+                             and (not settings.classes or d.class_name in settings.classes)),
                             key=lambda d: -float(d.score))[: settings.max_objects]
         header = frame.image.header
         if settings.camera_frame_id:
             header = Header(stamp=header.stamp, frame_id=settings.camera_frame_id)
-        outputs = [("objects", detections_to_msg(detections, header, t_predicted - t_converted))]
+        uri_of = self._mesh_uris
+        outputs = [("objects", detections_to_msg(detections, header, t_predicted - t_converted, uri_of))]
         if settings.publish_markers:
             outputs.append(("markers", build_marker_array(detections, header, MARKER_NAMESPACE,
-                                                          settings.marker_lifetime)))
+                                                          settings.marker_lifetime, uri_of=uri_of,
+                                                          mesh_mode=settings.marker_mesh_mode)))
         debug_pub = self._outputs["debug_image"]
         if settings.publish_debug_image and debug_pub.get_subscription_count() > 0:
             from roca_core.visualize import draw_overlay
@@ -549,12 +583,16 @@ class RocaParts:
                            f"inference failed on frame stamp {stamp:.3f}: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ CAD database
+    def _update_mesh_uris(self) -> None:
+        db = self._cad_db
+        self._mesh_uris = MeshUris(self._settings.mesh_uri_prefix, db.mesh_paths if db is not None else ())
+
     def _publish_cad_database_info(self) -> None:
         publisher = self._outputs.get("cad_database")
         if publisher is None or self._cad_db is None:
             return  # published on the next open_io
         header = Header(stamp=self.get_clock().now().to_msg())
-        publisher.publish(cad_database_to_msg(self._cad_db, self._cad_db_path, header))
+        publisher.publish(cad_database_to_msg(self._cad_db, self._cad_db_path, header, self._mesh_uris))
 
     def reload_cad_database(self, path: str = "") -> tuple[bool, str]:
         """Load ``path`` (or the current one) and switch to it; on failure keep the old one."""
@@ -566,11 +604,17 @@ class RocaParts:
                     raise RuntimeError("no model loaded")
                 self._predictor.set_cad_database(db)
                 self._cad_db, self._cad_db_path = db, shown_path
+            self._update_mesh_uris()
         except Exception as exc:  # noqa: BLE001 - reported to the caller, old database kept
             message = f"could not load CAD database {requested}: {exc}; keeping {self._cad_db_path}"
             self.get_logger().error(message)
             return False, message
         self._publish_cad_database_info()
+        self._setting_by_service = True
+        try:  # the parameter tells what is loaded (`ros2 param get`)
+            self.set_parameters([Parameter("cad_database", value=path or self._settings.cad_database)])
+        finally:
+            self._setting_by_service = False
         message = f"loaded CAD database {shown_path} ({len(db)} models)"
         self.get_logger().info(message)
         return True, message

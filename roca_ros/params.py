@@ -47,6 +47,31 @@ def _as_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _as_str_tuple(name: str, value: Any) -> tuple[str, ...]:
+    if value is None:  # a string-array parameter declared without a value
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ParameterError(f"{name} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _class_names(name: str, value: tuple[str, ...]) -> None:
+    from roca_core.classes import CLASS_NAMES
+
+    unknown = [v for v in value if v not in CLASS_NAMES]
+    if unknown:
+        raise ParameterError(f"{name}: unknown classes {unknown}; known: {list(CLASS_NAMES)}")
+
+
+def _mesh_uri_prefix(name: str, value: str) -> None:
+    if value:
+        from roca_ros.mesh_uris import MeshUriError, parse_prefix
+        try:
+            parse_prefix(value)
+        except MeshUriError as exc:
+            raise ParameterError(str(exc)) from None
+
+
 def _range(low: float | None = None, high: float | None = None, low_open: bool = False):
     def check(name: str, value: float) -> None:
         if low is not None and (value <= low if low_open else value < low):
@@ -77,11 +102,18 @@ class ParamSpec:
     read_only: bool = False
     constraints: str = ""
     check: Callable[[str, Any], None] | None = None
+    # Bounds shown by `ros2 param describe` (FloatingPointRange / IntegerRange) and enforced by
+    # rclpy before ``check`` runs; ``check`` holds what a range cannot say (an open bound).
+    bounds: tuple[float, float] | None = None
+    # Changed only by this service (which validates and loads first); `ros2 param set` is refused.
+    set_by_service: str = ""
 
     def coerce(self, value: Any) -> Any:
         """Value converted to the parameter's type, or :class:`ParameterError`."""
         kind = type(self.default)
-        if kind is bool:
+        if kind is tuple:
+            out = _as_str_tuple(self.name, value)
+        elif kind is bool:
             out = _as_bool(self.name, value)
         elif kind is int:
             out = _as_int(self.name, value)
@@ -99,18 +131,22 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "model models/roca_demo.safetensors.", read_only=True,
               constraints="path to an existing file, or empty"),
     ParamSpec("cad_database", "", "CAD database file to retrieve from; empty uses the embedded procedural "
-              "CAD library. Switch at run time with the reload_cad_database service.", read_only=True,
-              constraints="path to an existing file, or empty"),
+              "CAD library. Switch at run time with the reload_cad_database service, which updates this value.",
+              set_by_service="reload_cad_database", constraints="path to an existing file, or empty"),
     ParamSpec("device", "auto", "Torch device for inference: auto (CUDA when available), cpu, cuda or cuda:N.",
               read_only=True, constraints="auto | cpu | cuda | cuda:N", check=_device),
     ParamSpec("score_threshold", 0.5, "Minimum detection score of a published object.",
-              constraints="0 <= value <= 1", check=_range(0.0, 1.0)),
+              constraints="0 <= value <= 1", check=_range(0.0, 1.0), bounds=(0.0, 1.0)),
     ParamSpec("mask_threshold", 0.7, "Mask probability above which a pixel counts as the object's for "
-              "the pose solve.", constraints="0 <= value <= 1", check=_range(0.0, 1.0)),
+              "the pose solve.", constraints="0 <= value <= 1", check=_range(0.0, 1.0), bounds=(0.0, 1.0)),
     ParamSpec("max_objects", 50, "Maximum number of objects published per image (highest scores first).",
-              constraints="value >= 1", check=_range(1)),
+              constraints="1 <= value <= 1000", check=_range(1, 1000), bounds=(1, 1000)),
+    ParamSpec("classes", (), "Classes to publish (an allow-list of the model's class names, e.g. "
+              "['chair', 'table']); unset or empty publishes every class.",
+              constraints="names from roca_core.classes.CLASS_NAMES", check=_class_names),
     ParamSpec("sync_slop", 0.05, "Largest stamp difference in seconds between an image and the camera_info "
-              "it is paired with.", constraints="0 < value <= 10", check=_range(0.0, 10.0, low_open=True)),
+              "it is paired with.", constraints="0 < value <= 10", check=_range(0.0, 10.0, low_open=True),
+              bounds=(0.0, 10.0)),
     ParamSpec("camera_info_mode", "synced", "synced: pair each image with the camera_info whose stamp is within "
               "sync_slop of its own; latest: with the newest camera_info of the image's frame and size, whatever "
               "its stamp (drivers that publish camera_info rarely, once, or with their own stamps).",
@@ -118,7 +154,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("fallback_hfov_deg", 0.0, "Horizontal field of view (degrees) assumed when camera_info K is all "
               "zero (an uncalibrated camera; camera_info_manager without a calibration file), with a warning; "
               "0 disables the fallback and such frames are rejected.",
-              constraints="0 <= value < 180", check=_range(0.0, 179.0)),
+              constraints="0 <= value <= 179", check=_range(0.0, 179.0), bounds=(0.0, 179.0)),
     ParamSpec("image_transport", "raw", "raw: subscribe to sensor_msgs/Image on 'image'; compressed: to "
               "sensor_msgs/CompressedImage (JPEG or PNG) on '<image>/compressed', as image_transport names it.",
               read_only=True, constraints="raw | compressed", check=_one_of("raw", "compressed")),
@@ -130,14 +166,25 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "whose frame_id is not the optical frame, or is empty); poses are in the OpenCV optical "
               "convention (x right, y down, z forward). Empty: the image's frame_id."),
     ParamSpec("marker_lifetime", 0.0, "Lifetime of the RViz markers in seconds; 0 keeps them until the next "
-              "frame replaces them.", constraints="value >= 0", check=_range(0.0)),
+              "frame replaces them.", constraints="0 <= value <= 3600", check=_range(0.0, 3600.0),
+              bounds=(0.0, 3600.0)),
+    ParamSpec("mesh_uri_prefix", "", "Mesh URIs for RViz elsewhere: URI_PREFIX or LOCAL_DIR=URI_PREFIX; a mesh "
+              "under LOCAL_DIR (default: the folder of all the database's meshes) is published as URI_PREFIX/"
+              "<relative path> (package://PKG/DIR, http://HOST:PORT/DIR). Empty: file:// URIs, and package:// "
+              "for meshes in an installed package's share directory.",
+              constraints="empty, URI_PREFIX or /LOCAL_DIR=URI_PREFIX", check=_mesh_uri_prefix),
+    ParamSpec("marker_mesh_mode", "resource", "How markers carry the CAD mesh: resource (MESH_RESOURCE, a URI "
+              "RViz loads) or triangles (TRIANGLE_LIST with the triangles in the message: RViz on any machine "
+              "shows it; meshes over 5000 triangles stay resource).",
+              constraints="resource | triangles", check=_one_of("resource", "triangles")),
     ParamSpec("publish_markers", True, "Publish visualization_msgs/MarkerArray on 'markers'."),
     ParamSpec("publish_debug_image", True, "Publish the overlay image on 'debug_image' (only computed while "
               "someone subscribes)."),
     ParamSpec("half_precision", False, "Run the network in float16 autocast; only on a CUDA device "
               "(ignored with a warning on CPU).", read_only=True),
     ParamSpec("stats_period", 5.0, "Seconds between log lines (and ~/stats messages) with frame counters "
-              "and per-stage latency; 0 disables them.", constraints="value >= 0", check=_range(0.0)),
+              "and per-stage latency; 0 disables them.", constraints="0 <= value <= 3600", check=_range(0.0, 3600.0),
+              bounds=(0.0, 3600.0)),
 )
 SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAM_SPECS}
 
@@ -152,6 +199,7 @@ class NodeSettings:
     score_threshold: float = 0.5
     mask_threshold: float = 0.7
     max_objects: int = 50
+    classes: tuple[str, ...] = ()
     sync_slop: float = 0.05
     camera_info_mode: str = "synced"
     fallback_hfov_deg: float = 0.0
@@ -159,6 +207,8 @@ class NodeSettings:
     rectified: str = "auto"
     camera_frame_id: str = ""
     marker_lifetime: float = 0.0
+    mesh_uri_prefix: str = ""
+    marker_mesh_mode: str = "resource"
     publish_markers: bool = True
     publish_debug_image: bool = True
     half_precision: bool = False

@@ -77,7 +77,8 @@ def test_params_yaml_lists_every_parameter_with_its_default_and_a_comment():
     params = data[node_key]["ros__parameters"]
     assert list(params) == [s.name for s in PARAM_SPECS]
     for spec in PARAM_SPECS:
-        assert params[spec.name] == spec.default and type(params[spec.name]) is type(spec.default), spec.name
+        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default  # YAML has lists
+        assert params[spec.name] == default and type(params[spec.name]) is type(default), spec.name
         lines = text.splitlines()
         index = next(i for i, line in enumerate(lines) if line.strip().startswith(spec.name + ":"))
         assert lines[index - 1].strip().startswith("#"), f"{spec.name} has no comment above it"
@@ -90,7 +91,8 @@ def test_param_table_matches_settings_dataclass():
     assert all(getattr(NodeSettings(), s.name) == s.default for s in PARAM_SPECS)
     assert all(s.description for s in PARAM_SPECS)
     read_only = {s.name for s in PARAM_SPECS if s.read_only}
-    assert read_only == {"checkpoint", "cad_database", "device", "half_precision", "image_transport"}
+    assert read_only == {"checkpoint", "device", "half_precision", "image_transport"}
+    assert {s.name for s in PARAM_SPECS if s.set_by_service} == {"cad_database"}
 
 
 def test_rviz_config_shows_image_markers_and_debug_image():
@@ -128,3 +130,26 @@ def test_parameter_validation_rejects_bad_values_with_reasons():
     assert validate_parameter("device", "cuda:1") == "cuda:1"
     settings = NodeSettings().updated({"score_threshold": 0.25})
     assert settings.score_threshold == 0.25 and NodeSettings().score_threshold == 0.5
+
+
+def test_classes_allow_list_and_bounds_agree_with_the_checks():
+    import pytest
+    from roca_ros.params import ParameterError, validate_parameter
+
+    assert validate_parameter("classes", ["chair", "table"]) == ("chair", "table")
+    assert validate_parameter("classes", None) == () and validate_parameter("classes", []) == ()
+    with pytest.raises(ParameterError, match=r"classes: unknown classes \['sofa_bed'\]"):
+        validate_parameter("classes", ["chair", "sofa_bed"])
+    with pytest.raises(ParameterError, match="classes must be a list of strings"):
+        validate_parameter("classes", "chair")
+    bounded = [s for s in PARAM_SPECS if s.bounds is not None]
+    assert {s.name for s in bounded} >= {"score_threshold", "mask_threshold", "max_objects", "sync_slop",
+                                         "marker_lifetime", "stats_period", "fallback_hfov_deg"}
+    for spec in bounded:
+        low, high = spec.bounds
+        step = 1 if isinstance(spec.default, int) else 1e-6
+        assert spec.coerce(high) == high, spec.name
+        with pytest.raises(ParameterError):
+            spec.coerce(high + step)
+        with pytest.raises(ParameterError):
+            spec.coerce(low - step)

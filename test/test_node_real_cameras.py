@@ -8,6 +8,9 @@ Network safety: localhost discovery only, and a ROS domain of this module's own.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -349,3 +352,81 @@ def test_markers_are_cleared_when_switched_off_and_on_shutdown(tmp_path):
         assert [m.action for m in arrays[-1].markers] == [Marker.DELETEALL]
     finally:
         node.close()
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def test_ranges_are_described_and_classes_filter_the_results(running):
+    client = running.client
+    names = ["score_threshold", "max_objects", "sync_slop", "classes"]
+    described = {d.name: d for d in client.wait_future(client.params.describe_parameters(names)).descriptors}
+    (score_range,) = described["score_threshold"].floating_point_range
+    assert (score_range.from_value, score_range.to_value) == (0.0, 1.0)
+    (objects_range,) = described["max_objects"].integer_range
+    assert (objects_range.from_value, objects_range.to_value, objects_range.step) == (1, 1000, 1)
+    assert described["sync_slop"].floating_point_range[0].to_value == 10.0
+    assert client.get_param("classes") == []  # every class
+
+    running.predictor.detections = [fake_detection("chair", 1, 0.9), fake_detection("table", 3, 0.8),
+                                    fake_detection("cabinet", 2, 0.7)]
+    try:
+        (result,) = client.set_params(classes=["table", "sofa_bed"])
+        assert not result.successful and "unknown classes ['sofa_bed']" in result.reason
+        assert client.set_params(classes=["table", "cabinet"])[0].successful
+        running.send_until_processed(frame_maker(running, blob_image(5, 5), d=[0.0] * 5))
+        assert client.spin_until(lambda: any(len(m.objects) for m in client.objects.values()), 5.0)
+        newest = client.objects[max(client.objects)]
+        assert [o.class_name for o in newest.objects] == ["table", "cabinet"]
+    finally:
+        running.predictor.detections = []
+        from rclpy.parameter import Parameter
+        client.wait_future(client.params.set_parameters([Parameter("classes", Parameter.Type.STRING_ARRAY, [])]))
+
+
+def test_cad_database_parameter_follows_a_reload(running):
+    from roca_msgs.srv import ReloadCadDatabase
+
+    client = running.client
+    assert client.get_param("cad_database") == ""
+    (result,) = client.set_params(cad_database="/elsewhere")
+    assert not result.successful and "reload_cad_database service" in result.reason
+    path = running.node._cad_db_path  # the embedded library's folder, named explicitly
+    assert client.reload.wait_for_service(timeout_sec=10.0)
+    response = client.wait_future(client.reload.call_async(ReloadCadDatabase.Request(database_path=path)), 60.0)
+    assert response.success, response.message
+    assert client.get_param("cad_database") == path
+
+
+# ---------------------------------------------------------------------------- meshes for RViz elsewhere
+
+
+def test_mesh_uri_prefix_and_triangle_markers_through_the_node(running):
+    from visualization_msgs.msg import Marker
+
+    client, db = running.client, running.node._cad_db
+    chair = db.mesh_paths[db.model_classes.index("chair")]
+    relative = Path(chair).resolve().relative_to(Path(os.path.commonpath([os.path.dirname(
+        str(Path(p).resolve())) for p in db.mesh_paths])))
+    (result,) = client.set_params(mesh_uri_prefix="roca_cad/meshes")
+    assert not result.successful and "needs a URI prefix with a scheme" in result.reason
+    databases = len(client.databases)
+    results = client.set_params(mesh_uri_prefix="package://roca_cad/meshes", marker_mesh_mode="triangles")
+    assert all(r.successful for r in results), [r.reason for r in results]
+    running.predictor.detections = [fake_detection()]
+    running.predictor.detections[0].mesh_path = chair
+    try:
+        running.send_until_processed(frame_maker(running, blob_image(5, 5), d=[0.0] * 5))
+        expected = f"package://roca_cad/meshes/{relative.as_posix()}"
+        assert client.spin_until(lambda: any(
+            m.objects and m.objects[0].mesh_uri == expected for m in client.objects.values()), 5.0)
+        stamp = next(s for s, m in client.objects.items() if m.objects and m.objects[0].mesh_uri == expected)
+        assert client.spin_until(lambda: stamp in client.markers, 5.0)
+        body = client.markers[stamp].markers[1]
+        assert body.type == Marker.TRIANGLE_LIST and len(body.points) % 3 == 0 and body.points
+        # The latched database description is republished with the new URIs.
+        assert client.spin_until(lambda: len(client.databases) > databases, 5.0)
+        assert all(m.mesh_uri.startswith("package://roca_cad/meshes/") for m in client.databases[-1].models)
+    finally:
+        running.predictor.detections = []
+        client.set_params(mesh_uri_prefix="", marker_mesh_mode="resource")
