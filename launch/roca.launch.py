@@ -3,17 +3,24 @@
     ros2 launch roca_ros roca.launch.py image_topic:=/camera/color/image_raw \
         camera_info_topic:=/camera/color/camera_info use_rviz:=true
 
-checkpoint, cad_database and device override the parameter file only when given (an empty
-argument leaves the file's value), so an edited params_file is not silently overruled.
-lifecycle:=true starts the managed variant (roca_lifecycle_node), unconfigured: drive it with
-``ros2 lifecycle set /roca/roca_node configure`` (then ``activate``).
+checkpoint, cad_database, device and image_transport override the parameter file only when
+given (an empty argument leaves the file's value), so an edited params_file is not silently
+overruled. lifecycle:=true starts the managed variant (roca_lifecycle_node), unconfigured: drive
+it with ``ros2 lifecycle set /roca/roca_node configure`` (then ``activate``).
+
+use_sim_time:=true (bag playback with ``--clock``) applies to the node and RViz; log_level sets
+the node's log level. RViz runs in the node's namespace with config/roca.rviz rewritten for this
+launch: Fixed Frame from fixed_frame, the camera image on image_topic as remapped, the markers
+and debug image in the namespace.
 """
 import os
+import tempfile
+
+import yaml
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
@@ -24,13 +31,66 @@ def _share(*parts):
     return os.path.join(get_package_share_directory(PACKAGE), *parts)
 
 
+def _truthy(text, name="argument"):
+    """A launch boolean as launch's IfCondition reads it (anything else is an error, not false)."""
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"{name} must be true or false, got '{text}'")
+    return text.lower() in ("true", "1")
+
+
+def _topic(namespace, name):
+    """The absolute name a relative topic gets in the namespace (absolute names stay)."""
+    if name.startswith("/"):
+        return name
+    return "/" + "/".join(part for part in (namespace.strip("/"), name) if part)
+
+
+def rviz_config(source, fixed_frame, topics):
+    """config/roca.rviz with the Fixed Frame and the display topics of this launch (a temporary file)."""
+    with open(source) as stream:
+        config = yaml.safe_load(stream)
+    manager = config["Visualization Manager"]
+    manager["Global Options"]["Fixed Frame"] = fixed_frame
+    for display in manager["Displays"]:
+        if display.get("Name") in topics:
+            display["Topic"]["Value"] = topics[display["Name"]]
+    handle, path = tempfile.mkstemp(prefix="roca_", suffix=".rviz")
+    with os.fdopen(handle, "w") as stream:
+        yaml.safe_dump(config, stream, sort_keys=False)
+    return path
+
+
+def _rviz(context, *args, **kwargs):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    if not _truthy(arg("use_rviz"), "use_rviz"):
+        return []
+    namespace = arg("namespace")
+    topics = {"Camera image": _topic(namespace, arg("image_topic")),
+              "Aligned CAD models": _topic(namespace, "markers"),
+              "Debug overlay": _topic(namespace, "debug_image")}
+    config = rviz_config(_share("config", "roca.rviz"), arg("fixed_frame"), topics)
+    return [Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        namespace=namespace,
+        arguments=["-d", config],
+        parameters=[{"use_sim_time": True}] if _truthy(arg("use_sim_time"), "use_sim_time") else [],
+        output="screen",
+    )]
+
+
 def _roca_node(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {name: arg(name) for name in ("checkpoint", "cad_database", "device", "image_transport")
                  if arg(name)}
-    managed = arg("lifecycle").lower() in ("true", "1", "yes")
+    if _truthy(arg("use_sim_time"), "use_sim_time"):
+        overrides["use_sim_time"] = True
+    managed = _truthy(arg("lifecycle"), "lifecycle")
     node_action, executable = (LifecycleNode, "roca_lifecycle_node") if managed else (Node, "roca_node")
     return [node_action(
         package=PACKAGE,
@@ -39,6 +99,7 @@ def _roca_node(context, *args, **kwargs):
         namespace=arg("namespace"),
         parameters=[arg("params_file")] + ([overrides] if overrides else []),
         remappings=[("image", arg("image_topic")), ("camera_info", arg("camera_info_topic"))],
+        ros_arguments=["--log-level", arg("log_level")] if arg("log_level") else [],
         output="screen",
         emulate_tty=True,
     )]
@@ -65,15 +126,15 @@ def generate_launch_description():
                                           "empty keeps the parameter file's value (raw)."),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="Start the managed node (roca_lifecycle_node), unconfigured."),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="Use /clock (bag playback with --clock) in the node and RViz."),
+        DeclareLaunchArgument("log_level", default_value="",
+                              description="Log level of the node (debug, info, warn, error); empty: info."),
         DeclareLaunchArgument("use_rviz", default_value="false",
-                              description="Also start RViz with config/roca.rviz."),
+                              description="Also start RViz (in the namespace) with config/roca.rviz."),
+        DeclareLaunchArgument("fixed_frame", default_value="camera",
+                              description="RViz Fixed Frame: the camera's optical frame (realsense: "
+                                          "camera_color_optical_frame) or a world frame with TF."),
         OpaqueFunction(function=_roca_node),
-        Node(
-            package="rviz2",
-            executable="rviz2",
-            name="rviz2",
-            arguments=["-d", _share("config", "roca.rviz")],
-            condition=IfCondition(LaunchConfiguration("use_rviz")),
-            output="screen",
-        ),
+        OpaqueFunction(function=_rviz),
     ])

@@ -10,7 +10,7 @@ the three steps they take, as their sources (ros2launch / launch_ros 0.28) do th
    launch resolves them (command line over ``default_value``), ``OpaqueFunction``s called and
    ``IfCondition``s evaluated. ament_index_python is the real one.
 3. :func:`command_line`: the command launch_ros builds for a ``Node``:
-   ``<prefix>/lib/PACKAGE/EXECUTABLE --ros-args -r __node:=NAME -r __ns:=/NS
+   ``<prefix>/lib/PACKAGE/EXECUTABLE [--ros-args ROS_ARGUMENTS] --ros-args -r __node:=NAME -r __ns:=/NS
    --params-file FILE... -r FROM:=TO...`` where a dict of parameters becomes a temporary YAML
    file ``{/NS/NAME: {ros__parameters: {...}}}``.
 """
@@ -207,6 +207,9 @@ def _performed(node: NodeAction, context: _Context) -> NodeAction:
 def command_line(node: NodeAction, params_dir: Path) -> list[str]:
     """The command launch_ros runs for ``node`` (dict parameters written to ``params_dir``)."""
     command = [str(find_executable(node.package, node.executable))] + [str(a) for a in node.arguments]
+    ros_arguments = [str(a) for a in node.options.get("ros_arguments") or []]
+    if ros_arguments:  # launch_ros: a --ros-args block of its own before the generated one
+        command += ["--ros-args"] + ros_arguments
     command.append("--ros-args")
     if node.name is not None:
         command += ["-r", f"__node:={node.name}"]

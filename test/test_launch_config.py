@@ -35,11 +35,13 @@ def _declared_arguments(tree: ast.Module) -> dict[str, str]:
 def test_launch_file_declares_the_documented_arguments():
     args = _declared_arguments(_launch_tree())
     assert set(args) == {"namespace", "image_topic", "camera_info_topic", "params_file", "checkpoint",
-                         "cad_database", "device", "image_transport", "lifecycle", "use_rviz"}
+                         "cad_database", "device", "image_transport", "lifecycle", "use_rviz", "fixed_frame",
+                         "use_sim_time", "log_level"}
     assert args["lifecycle"] == "false"
     assert args["namespace"] == "roca"
     assert (args["image_topic"], args["camera_info_topic"]) == ("image", "camera_info")
-    assert args["use_rviz"] == "false"
+    assert args["use_rviz"] == "false" and args["use_sim_time"] == "false"
+    assert args["fixed_frame"] == "camera" and args["log_level"] == ""
     assert args["params_file"] is None  # computed: the installed share/roca_ros/config/roca.yaml
 
 
@@ -67,6 +69,58 @@ def test_launch_arguments_become_parameter_overrides_only_when_given():
     assert ("image", "/camera/image_raw") in node.remappings
     (node,) = launch_nodes(LAUNCH, {})
     assert node.parameters[1:] == []  # the parameter file's values stand
+
+
+def test_rviz_follows_namespace_remaps_and_fixed_frame(tmp_path):
+    from launch_emulation import command_line, launch_nodes
+
+    node, rviz = launch_nodes(LAUNCH, {
+        "use_rviz": "true", "namespace": "cam2", "image_topic": "/camera/color/image_raw",
+        "camera_info_topic": "/camera/color/camera_info", "fixed_frame": "camera_color_optical_frame"})
+    assert (rviz.executable, rviz.namespace, node.namespace) == ("rviz2", "cam2", "cam2")
+    config = yaml.safe_load(Path(rviz.arguments[1]).read_text())
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "camera_color_optical_frame"
+    topics = {d["Name"]: d["Topic"]["Value"] for d in manager["Displays"] if "Topic" in d}
+    assert topics == {"Camera image": "/camera/color/image_raw", "Aligned CAD models": "/cam2/markers",
+                      "Debug overlay": "/cam2/debug_image"}
+    # A relative image topic resolves in the namespace, as the node resolves it.
+    _, rviz = launch_nodes(LAUNCH, {"use_rviz": "true", "namespace": "cam3", "image_topic": "color/image_raw"})
+    topics = {d["Name"]: d["Topic"]["Value"]
+              for d in yaml.safe_load(Path(rviz.arguments[1]).read_text())["Visualization Manager"]["Displays"]
+              if "Topic" in d}
+    assert topics["Camera image"] == "/cam3/color/image_raw" and topics["Aligned CAD models"] == "/cam3/markers"
+
+
+def test_use_sim_time_and_log_level_reach_the_node_and_rviz(tmp_path):
+    from launch_emulation import launch_nodes
+
+    node, rviz = launch_nodes(LAUNCH, {"use_sim_time": "true", "log_level": "debug", "use_rviz": "true"})
+    assert node.parameters[1:] == [{"use_sim_time": True}]
+    assert node.options["ros_arguments"] == ["--log-level", "debug"]
+    assert rviz.parameters == [{"use_sim_time": True}]
+    (node,) = launch_nodes(LAUNCH, {})
+    assert node.parameters[1:] == [] and node.options["ros_arguments"] == []
+    import pytest
+    with pytest.raises(ValueError, match="use_sim_time must be true or false"):
+        launch_nodes(LAUNCH, {"use_sim_time": "sometimes"})
+
+
+def test_log_level_argument_is_accepted_by_the_node(tmp_path):
+    """The command line the launch file makes for log_level:=debug starts roca_node at DEBUG."""
+    import subprocess
+    import sys
+
+    from launch_emulation import launch_nodes
+
+    (node,) = launch_nodes(LAUNCH, {"log_level": "debug"})
+    ros_arguments = node.options["ros_arguments"]
+    code = ("import rclpy, rclpy.logging; rclpy.init(args=['x', '--ros-args'] + " + repr(ros_arguments) + "); "
+            "print(rclpy.logging.get_logger('roca_node').get_effective_level())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("10"), out.stdout  # LoggingSeverity.DEBUG
 
 
 def test_params_yaml_lists_every_parameter_with_its_default_and_a_comment():
