@@ -16,17 +16,14 @@ declared at construction, so they can be set before ``configure``.
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Optional, Sequence
 
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # before rclpy loads
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn  # noqa: E402
-
-from roca_ros.node import DEFAULT_NAMESPACE, NODE_NAME  # noqa: E402
-from roca_ros.node_parts import PredictorFactory, RocaParts, StartupError  # noqa: E402
-from roca_ros.shutdown import run_node  # noqa: E402
+from roca_ros.node import DEFAULT_NAMESPACE, NODE_NAME
+from roca_ros.node_parts import PredictorFactory, RocaParts, StartupError
+from roca_ros.shutdown import run_node
 
 
 class RocaLifecycleNode(RocaParts, LifecycleNode):
@@ -84,7 +81,6 @@ class RocaLifecycleNode(RocaParts, LifecycleNode):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``roca_lifecycle_node``; returns the process exit code."""
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return run_node(RocaLifecycleNode, list(sys.argv if argv is None else argv), (StartupError,),
                     doc=__doc__)
 

@@ -12,16 +12,13 @@ SIGINT and SIGTERM (once or repeatedly) stop it cleanly with exit code 0
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, Optional, Sequence
 
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # before rclpy loads
+from rclpy.node import Node
 
-from rclpy.node import Node  # noqa: E402
-
-from roca_ros.node_parts import PredictorFactory, RocaParts, StartupError  # noqa: E402
-from roca_ros.shutdown import run_node  # noqa: E402
+from roca_ros.node_parts import PredictorFactory, RocaParts, StartupError
+from roca_ros.shutdown import run_node
 
 NODE_NAME = "roca_node"
 DEFAULT_NAMESPACE = "roca"
@@ -57,7 +54,6 @@ class RocaNode(RocaParts, Node):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point ``roca_node``; returns the process exit code."""
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     return run_node(RocaNode, list(sys.argv if argv is None else argv), (StartupError,),
                     doc=__doc__)
 

@@ -39,6 +39,7 @@ from rclpy.qos import (
     QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data,
 )
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from diagnostic_msgs.msg import DiagnosticArray
 from roca_msgs.msg import CadDatabaseInfo, ObjectAlignmentArray
 from roca_msgs.srv import ReloadCadDatabase
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -48,6 +49,7 @@ from visualization_msgs.msg import MarkerArray
 from roca_ros.camera_info import CameraInfoError, check_frame_ids, check_image_size, intrinsics_from_k
 from roca_ros.camera_model import CameraModel, CameraModelCache, resolve_rectified
 from roca_ros.conversions import cad_database_to_msg, detections_to_msg
+from roca_ros.diagnostics import assess, discovery_range, to_status
 from roca_ros.compressed_image import compressed_image_size, decode_compressed
 from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
 from roca_ros.latest_worker import LatestWorker
@@ -59,6 +61,7 @@ from roca_ros.time_sync import NS_PER_S, ApproximateTimeSync, Pair, stamp_to_ns
 
 WARN_THROTTLE_S = 5.0
 STATS_TICK_S = 0.25
+DIAGNOSTICS_PERIOD_S = 1.0  # /diagnostics at 1 Hz, as diagnostic_updater publishes
 # On shutdown, how long reliable subscribers get to acknowledge the last frame's results.
 FINAL_ACK_TIMEOUT_S = 2.0
 WORKER_STOP_TIMEOUT_S = 30.0
@@ -168,6 +171,13 @@ class RocaParts:
         self._marker_frame: Optional[str] = None  # frame of the markers RViz shows now (None: none shown)
         self._cad_db, self._cad_db_path = None, ""
         self._mesh_uris = MeshUris()
+        self._last_image_at: Optional[float] = None  # perf_counter() of the newest image callback
+        self._last_info_at: Optional[float] = None
+        self._camera_source = ""
+        self._diagnostics_before: Optional[dict] = None
+        self._diagnostics_at = 0.0
+        self.get_logger().info(f"DDS discovery range: {discovery_range()} (ROS_AUTOMATIC_DISCOVERY_RANGE; "
+                               "LOCALHOST keeps the node on this machine, SUBNET lets RViz elsewhere see it)")
         self._sync: Optional[ApproximateTimeSync[Arrival, Arrival]] = None
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
@@ -296,6 +306,7 @@ class RocaParts:
             "debug_image": self.create_publisher(Image, "debug_image", DEBUG_IMAGE_QOS),
             "cad_database": self.create_publisher(CadDatabaseInfo, "cad_database", LATCHED_QOS),
             "stats": self.create_publisher(String, "~/stats", RESULT_QOS),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", RESULT_QOS),
         }
         overrides = QoSOverridingOptions.with_default_policies()
         if self._settings.image_transport == "compressed":
@@ -314,6 +325,7 @@ class RocaParts:
         ]
         self._last_report = time.monotonic()
         self._last_reported_received = -1
+        self._diagnostics_before, self._diagnostics_at = None, time.monotonic()
         self._stats_timer = self.create_timer(STATS_TICK_S, self._on_stats_tick)
         self._publish_cad_database_info()
         self._accepting = True
@@ -367,7 +379,7 @@ class RocaParts:
         self._warn.report(kind, f"rejected {source}{when}: {exc}")
 
     def _on_image(self, msg: Image) -> None:
-        arrived = time.perf_counter()
+        arrived = self._last_image_at = time.perf_counter()
         self.stats.count("received")
         stamp = stamp_to_ns(msg.header.stamp)
         try:
@@ -378,7 +390,7 @@ class RocaParts:
         self._pair_image(stamp, Arrival(msg, arrived))
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
-        arrived = time.perf_counter()
+        arrived = self._last_image_at = time.perf_counter()
         self.stats.count("received")
         stamp = stamp_to_ns(msg.header.stamp)
         try:
@@ -445,7 +457,7 @@ class RocaParts:
         return self._image_topic + "/compressed" if compressed else self._image_topic
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        arrived = time.perf_counter()
+        arrived = self._last_info_at = time.perf_counter()
         try:
             if self._settings.fallback_hfov_deg <= 0 or any(msg.k):  # all zero: the fallback field of view
                 intrinsics_from_k(msg.k)
@@ -468,6 +480,7 @@ class RocaParts:
     def _log_camera_model(self, camera: CameraModel) -> None:
         """Once per new CameraInfo: which intrinsics the model gets (a wrong guess is visible here)."""
         K = camera.K
+        self._camera_source = camera.source
         intrinsics = f"fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}"
         if camera.source.startswith("fallback"):
             self.get_logger().warning(
@@ -627,8 +640,10 @@ class RocaParts:
 
     # ------------------------------------------------------------------ stats
     def _on_stats_tick(self) -> None:
-        period = self._settings.stats_period
         now = time.monotonic()
+        if now - self._diagnostics_at >= DIAGNOSTICS_PERIOD_S:
+            self._publish_diagnostics(now)
+        period = self._settings.stats_period
         if period <= 0 or now - self._last_report < period:
             return
         self._last_report = now
@@ -636,6 +651,24 @@ class RocaParts:
             self.stats.unpaired = self._sync.unpaired_images + self._unpaired_without_info
         snapshot = self.stats.snapshot()
         if snapshot["received"] != self._last_reported_received:  # stay quiet while idle
-            self.get_logger().info(format_report(snapshot))
+            self.get_logger().debug(format_report(snapshot))  # /diagnostics carries the health
             self._last_reported_received = snapshot["received"]
         self._outputs["stats"].publish(String(data=json.dumps(snapshot)))
+
+    def _publish_diagnostics(self, now: float) -> None:
+        if self._sync is not None:
+            self.stats.unpaired = self._sync.unpaired_images + self._unpaired_without_info
+        snapshot = self.stats.snapshot(reset_stages=False)
+        clock = time.perf_counter()
+        info_age = "never" if self._last_info_at is None else f"{clock - self._last_info_at:.2f}"
+        pairing = {"image topic": self._input_topic(), "camera_info topic": self.resolve_topic_name("camera_info"),
+                   "camera_info_mode": self._settings.camera_info_mode, "camera_info age (s)": info_age,
+                   "intrinsics from": self._camera_source or "no frame paired yet"}
+        input_age = None if self._last_image_at is None else clock - self._last_image_at
+        result = assess(snapshot, self._diagnostics_before, now - self._diagnostics_at, input_age, pairing)
+        self._diagnostics_before, self._diagnostics_at = snapshot, now
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [to_status(result, f"{self.get_fully_qualified_name()}: input and inference",
+                                  self._input_topic())]
+        self._outputs["diagnostics"].publish(array)

@@ -47,12 +47,22 @@ def test_an_rclpy_node_starts_with_localhost_range_from_inside():
     assert run_clean(code) == "LOCALHOST"
 
 
-def test_importing_roca_ros_sets_the_default_even_without_the_pth(tmp_path):
-    """The node's own entry point must default to LOCALHOST on machines without our venv."""
+def test_the_nodes_follow_the_systems_range_and_the_demo_keeps_localhost():
+    """roca_node is a ROS node like any other: importing it leaves an unset range unset (rmw's
+    default applies, and the node logs which); the demo, an environment of this project, sets
+    LOCALHOST for its processes. Nothing here creates a node."""
     code = (
-        "import os, sys\n"
+        "import os\n"
         "os.environ.pop('ROS_AUTOMATIC_DISCOVERY_RANGE', None)\n"
-        "import roca_ros\n"
+        "import roca_ros, roca_ros.node, roca_ros.lifecycle_node\n"
+        "print(os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE'))\n"
+        "from roca_ros.diagnostics import discovery_range\n"
+        "print(discovery_range())\n"
+        "import roca_ros.demo\n"
         "print(os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE'))\n"
     )
-    assert run_clean(code) == "LOCALHOST"
+    env = {k: v for k, v in os.environ.items() if k not in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-3:] == [
+        "None", "SUBNET (ROS_AUTOMATIC_DISCOVERY_RANGE unset)", "LOCALHOST"]

@@ -222,6 +222,8 @@ def test_corrupt_compressed_payload_is_rejected_with_a_reason(compressed):
 
 def test_camera_info_with_unrelated_stamps_warns_in_synced_mode_and_pairs_in_latest_mode(running):
     """A static camera_info publisher (one message, its own stamp) against a 20 Hz camera."""
+    from rclpy.logging import LoggingSeverity
+    running.node.get_logger().set_level(LoggingSeverity.DEBUG)  # the periodic counters line is DEBUG
     client, calls_before = running.client, len(running.predictor.calls)
     static = driver_camera_info(running.client.new_stamp(), d=[0.0] * 5)
     static.header.stamp.sec -= 100  # published long ago
@@ -242,6 +244,7 @@ def test_camera_info_with_unrelated_stamps_warns_in_synced_mode_and_pairs_in_lat
     assert running.client.spin_until(
         lambda: any("unpaired=" in m.msg and "unpaired=0 " not in m.msg for m in running.logs), 3.0), \
         "the periodic log line does not show the unpaired images"
+    running.node.get_logger().set_level(LoggingSeverity.INFO)
 
     assert running.client.set_params(camera_info_mode="latest")[0].successful
     try:
@@ -430,3 +433,30 @@ def test_mesh_uri_prefix_and_triangle_markers_through_the_node(running):
     finally:
         running.predictor.detections = []
         client.set_params(mesh_uri_prefix="", marker_mesh_mode="resource")
+
+
+# ---------------------------------------------------------------------------- diagnostics
+
+
+def test_diagnostics_report_rates_then_stale_input_and_the_discovery_range_is_logged(running):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    assert running.wait_for_log("DDS discovery range: LOCALHOST")
+    name = "/roca/roca_node: input and inference"
+    statuses: list = []
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        statuses.extend(s for s in msg.status if s.name == name)
+    running.client.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    make = frame_maker(running, blob_image(5, 5), d=[0.0] * 5)
+    for _ in range(3):
+        running.send_until_processed(make)
+    assert running.client.spin_until(lambda: any(s.level == DiagnosticStatus.OK for s in statuses), 3.0), \
+        [(s.level, s.message) for s in statuses]
+    ok = next(s for s in statuses if s.level == DiagnosticStatus.OK)
+    values = {kv.key: kv.value for kv in ok.values}
+    assert float(values["input rate (Hz)"]) > 0 and values["image topic"] == RAW_TOPIC
+    assert values["camera_info topic"] == INFO_TOPIC and values["intrinsics from"]
+    # No more frames: stale after 2 s.
+    assert running.client.spin_until(lambda: statuses[-1].level == DiagnosticStatus.WARN, 5.0)
+    assert "input stale" in statuses[-1].message
