@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -545,3 +546,35 @@ def test_a_signal_stops_at_an_iteration_boundary_with_a_resumable_checkpoint(tmp
     assert resumed.start_iter == 3
     for key, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_a_stop_signal_to_the_data_workers_too_still_saves_a_checkpoint(tmp_path):
+    """``pkill -f roca-train``, ``kill -- -PGID`` or systemd signal the loader's workers as well:
+    they must let it pass so the main process can stop at the boundary and save (a killed
+    worker made the loader raise mid-iteration and the run ended without a checkpoint)."""
+    import multiprocessing
+    import signal
+    import subprocess
+
+    class TermAllOnThirdStep(TinyRocaStandIn):
+        calls = 0
+
+        def forward(self, images, targets=None):
+            TermAllOnThirdStep.calls += 1
+            if TermAllOnThirdStep.calls == 3:
+                workers = multiprocessing.active_children()
+                assert workers, "the loader should run worker processes here"
+                # from another process, as pkill or systemd would: torch's workers exit quietly
+                # only when the signal comes from their parent
+                subprocess.run(["kill", "-TERM", *(str(w.pid) for w in workers)], check=True)
+                time.sleep(0.5)  # let a worker die if it were going to
+                os.kill(os.getpid(), signal.SIGTERM)
+            return super().forward(images, targets)
+
+    trainer = Trainer(experiment(max_iter=6, checkpoint_period=0, num_workers=1), tmp_path,
+                      model=TermAllOnThirdStep(), train_dataset=SyntheticRocaData(8),
+                      collate_fn=collate, progress=False, export_inference_model=False,
+                      log=lambda _m: None)
+    with pytest.raises(KeyboardInterrupt, match="signal"):
+        trainer.train()
+    assert find_last_checkpoint(tmp_path / "checkpoints").name == "iter_0000003"

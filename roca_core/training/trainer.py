@@ -154,6 +154,19 @@ def param_groups(model: torch.nn.Module, tcfg: TrainConfig) -> list[dict]:
 def _worker_init(worker_id: int) -> None:
     # Each worker is a fresh process: keep its intra-op threads from oversubscribing cores.
     torch.set_num_threads(1)
+    # A stop signal sent to the whole process group (Ctrl-C, ``kill -- -PGID``, systemd or
+    # Slurm stopping the job, ``pkill -f roca-train``) must be handled by the main process,
+    # which stops at the next iteration boundary, saves a checkpoint and shuts the workers
+    # down; a worker killed by it made the loader raise mid-iteration and the run ended
+    # without one. So a worker lets the first SIGINT/SIGTERM pass and dies on a second.
+    import signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore_once)
+
+
+def _ignore_once(signum: int, _frame: Any) -> None:
+    import signal
+    signal.signal(signum, signal.SIG_DFL)
 
 
 class Trainer:
@@ -481,6 +494,7 @@ class Trainer:
         self.model.train()
         stop = StopRequest()
         saved_at = -1
+        batches: "Iterator | None" = None
         try:
             with stop.installed():
                 if self.start_iter < t.max_iter:
@@ -556,6 +570,9 @@ class Trainer:
             bar.close()
             if self.csv is not None:
                 self.csv.close()
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if callable(shutdown):  # now, not whenever a traceback holding the loader is freed
+                shutdown()
 
         final_model = self.out_dir / FINAL_MODEL
         def mean_skip(xs: list[float]) -> float:
