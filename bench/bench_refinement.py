@@ -3,6 +3,10 @@ batches of objects, plus what it did to 10 cm / 10 deg / 10 % perturbed poses. P
 
     python bench/bench_refinement.py [--threads 2] [--batches 1,8,32] [--repeats 15]
 
+``--threads`` is torch's setting for the process; each batch size is measured with the fit's
+own default (``RefinementConfig.threads`` = 1 intra-op thread during the call) and with all
+``--threads`` threads.
+
 Objects are the embedded CAD library's models (all symmetry kinds, so a realistic mix of yaw
 hypotheses: 4 for asymmetric models, 2, 1 or 1 for 2-fold, 4-fold and round ones), upright at
 1.5 to 4.5 m, seen 25 deg from above; their depth points are the visible surface (z-buffered
@@ -15,6 +19,7 @@ afterwards) is reported separately.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -101,32 +106,34 @@ def main(argv=None) -> int:
         scene = [scene_object(models[i], dense[i], rng) for i in picks]
         start = [np.stack(x) for x in zip(*(o[1] for o in scene))]
         sf, pts = [surfaces[i] for i in picks], [o[2] for o in scene]
-        res = refine_poses(*start, sf, pts, cfg)  # warm-up (also builds the surface tables)
-        samples, cpu = [], []
-        for _ in range(args.repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = refine_poses(*start, sf, pts, cfg)
-            samples.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        ms = 1000 * statistics.median(samples)
         hyp = sum(min(cfg.yaw_hypotheses, 1 if models[i].symmetry.num_rotations == 36 else
                       max(1, cfg.yaw_hypotheses // models[i].symmetry.num_rotations)) for i in picks)
+        for threads in sorted({cfg.threads or args.threads, args.threads}):
+            run_cfg = dataclasses.replace(cfg, threads=threads)
+            res = refine_poses(*start, sf, pts, run_cfg)  # warm-up (also builds the surface tables)
+            samples, cpu = [], []
+            for _ in range(args.repeats):
+                t0, c0 = time.perf_counter(), time.process_time()
+                res = refine_poses(*start, sf, pts, run_cfg)
+                samples.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            ms = 1000 * statistics.median(samples)
+            rows.append((f"{batch}", f"{threads}", f"{ms:.1f}", f"{ms / batch:.2f}",
+                         f"{min(samples) * 1000 / batch:.2f}", f"{1000 * statistics.median(cpu) / batch:.2f}",
+                         f"{hyp / batch:.1f}", f"{np.mean([len(x) for x in pts]):.0f}",
+                         f"{res.accepted.mean() * 100:.0f}"))
         for k, i in enumerate(picks):
             all_before.append(errors(*(x[k] for x in start), scene[k][0], models[i].symmetry))
             all_after.append(errors(res.rotations[k], res.translations[k], res.scales[k], scene[k][0],
                                     models[i].symmetry))
             accepted.append(bool(res.accepted[k]))
-        rows.append((f"{batch}", f"{ms:.1f}", f"{ms / batch:.2f}", f"{min(samples) * 1000 / batch:.2f}",
-                     f"{1000 * statistics.median(cpu) / batch:.2f}",
-                     f"{hyp / batch:.1f}", f"{np.mean([len(x) for x in pts]):.0f}",
-                     f"{res.accepted.mean() * 100:.0f}"))
 
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"# bench_refinement: CPU x{torch.get_num_threads()} threads ({os.cpu_count()} cores, load average "
+    print(f"# bench_refinement: torch x{torch.get_num_threads()} threads ({os.cpu_count()} cores, load average "
           f"{load}), torch {torch.__version__}; "
           f"{cfg.hypothesis_iterations} + {cfg.iterations} iterations, <= {cfg.max_depth_points} depth points "
           f"per object ({cfg.hypothesis_points} for the yaw hypotheses)")
-    head = ("objects", "ms/call", "ms/object", "best ms/object", "CPU ms/object", "yaw hypotheses/object",
+    head = ("objects", "fit threads", "ms/call", "ms/object", "best ms/object", "CPU ms/object", "yaw hypotheses/object",
             "depth points/object",
             "accepted %")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]

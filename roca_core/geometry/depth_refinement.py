@@ -18,7 +18,8 @@ canonical CAD point m) is refined by robust point-to-plane ICP, batched over obj
   turns below 180 deg, 4-fold: below 90 deg, infinite: none), so symmetric flips are neither
   tried twice nor penalised: the residual of a symmetric model is the same for all of them.
   Every yaw is fitted briefly to a subsample; the best other yaw, where it fits clearly better,
-  is then fitted fully beside the given one and kept only if it still fits
+  is then fitted fully beside the given one and kept only where the given yaw's fit leaves
+  many depth points off the model (``keep_given_inliers``) and the other still fits
   ``hypothesis_margin`` better (a nearly symmetric model's flip fits about as well).
 * Acceptance: the same robust residual (truncated quadratic of the point-to-plane distance,
   scale growing with the depth's squared distance like stereo noise) is computed for ROCA's
@@ -30,6 +31,7 @@ Use: ``surfaces = CadSurfaceCache(db)`` once, then per image
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -47,7 +49,8 @@ class RefinementConfig:
     iterations: int = 6                  # LM iterations of the kept hypothesis
     hypothesis_iterations: int = 3       # LM iterations every yaw hypothesis gets first
     yaw_hypotheses: int = 4              # starting yaws over a full turn (1: only the given rotation)
-    hypothesis_margin: float = 0.15      # another yaw must lower the residual by this fraction
+    hypothesis_margin: float = 0.15      # another yaw must lower the residual by this fraction ...
+    keep_given_inliers: float = 0.9      # ... and is not even considered where the given yaw's fit has this inlier share
     max_depth_points: int = 300          # depth points per object (a seeded subsample)
     hypothesis_points: int = 128         # of those, the ones the yaw hypotheses are fitted to
     min_depth_points: int = 30           # fewer: the object is left as it is
@@ -58,11 +61,15 @@ class RefinementConfig:
     residual_scale_per_m2: float = 0.008  # ... plus this times z^2 (about 2 sigma of a D435)
     min_inlier_fraction: float = 0.5     # share of depth points within the residual scale of the fit
     max_scale_change: float = 1.5        # refined s / ROCA's s per axis lies in [1/x, x]
-    scale_prior_m2: float = 2e-4         # weight of |log(s / s_roca)|^2, per unit robust weight
-    damping: float = 1e-3                # LM damping relative to the mean diagonal of J^T W J
+    scale_prior_m2: float = 1e-3         # weight of |log(s / s_roca)|^2, per unit robust weight
+    damping: float = 3e-2                # LM damping relative to the diagonal of J^T W J (and its mean)
     max_step_rad: float = 0.25           # per-iteration limits of the rotation ...
     max_step_m: float = 0.15             # ... and translation steps
     seed: int = 0                        # of the depth point subsample
+    # torch intra-op threads during the call (None: leave torch's setting). The tensors are
+    # small, so one thread beats two, by far when the cores are busy with other work; the
+    # setting is process-wide while the call runs, and restored afterwards.
+    threads: int | None = 1
 
 
 @dataclass
@@ -86,7 +93,7 @@ class CadSurface:
         return int(self.candidates.shape[0])
 
 
-def cad_surface_from_mesh(mesh, symmetry: "Symmetry | str | int" = Symmetry.NONE, num_points: int = 2048,
+def cad_surface_from_mesh(mesh, symmetry: "Symmetry | str | int" = Symmetry.NONE, num_points: int = 8192,
                           grid_size: int = 32, num_candidates: int = 6, seed: int = 0) -> CadSurface:
     """Area-uniform samples (seeded) of a trimesh mesh in its canonical frame and their grid."""
     from scipy.spatial import cKDTree
@@ -120,9 +127,10 @@ def cad_surface_from_mesh(mesh, symmetry: "Symmetry | str | int" = Symmetry.NONE
 
 class CadSurfaceCache:
     """``cache(cad_id) -> CadSurface`` for the models of a CadDatabase, built on first use
-    (mesh file from ``db.mesh_paths``, symmetry from ``db.symmetries``; ~50 ms per model)."""
+    (mesh file from ``db.mesh_paths``, symmetry from ``db.symmetries``; ~50 ms CPU per model
+    plus loading the mesh, ~1.8 MB each)."""
 
-    def __init__(self, db, num_points: int = 2048, grid_size: int = 32, num_candidates: int = 6):
+    def __init__(self, db, num_points: int = 8192, grid_size: int = 32, num_candidates: int = 6):
         self.db = db
         self.options = dict(num_points=num_points, grid_size=grid_size, num_candidates=num_candidates)
         self._surfaces: dict[str, CadSurface] = {}
@@ -351,7 +359,18 @@ def _object_batch(R0, t0, s0, clouds: list[torch.Tensor], surfaces: list[CadSurf
     return batch, tab
 
 
-@torch.inference_mode()
+@contextlib.contextmanager
+def _torch_threads(count: int | None):
+    before = torch.get_num_threads()
+    if count is not None and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def refine_poses(rotations, translations, scales, surfaces: Sequence[CadSurface],
                  depth_points: Sequence, cfg: RefinementConfig | None = None) -> RefinementResult:
     """Fit each object's CAD surface to its depth points, starting from the given pose.
@@ -364,6 +383,12 @@ def refine_poses(rotations, translations, scales, surfaces: Sequence[CadSurface]
     Objects with fewer than ``cfg.min_depth_points`` points keep their pose (not accepted).
     """
     cfg = cfg or RefinementConfig()
+    with _torch_threads(cfg.threads), torch.inference_mode():
+        return _refine_poses(rotations, translations, scales, surfaces, depth_points, cfg)
+
+
+def _refine_poses(rotations, translations, scales, surfaces: Sequence[CadSurface], depth_points: Sequence,
+                  cfg: RefinementConfig) -> RefinementResult:
     R0 = _as_tensor(rotations, (3, 3), "rotations")
     n_obj = R0.shape[0]
     t0 = _as_tensor(translations, (3,), "translations")
@@ -426,11 +451,13 @@ def refine_poses(rotations, translations, scales, surfaces: Sequence[CadSurface]
     for scale in schedule[cfg.hypothesis_iterations:]:
         _lm_step(batch, tab, scale, cfg)
 
-    # Keep the other yaw only if it still fits clearly better; accept a fit that beats the input.
+    # Keep the other yaw only where the given one fits badly and the other clearly better;
+    # accept a fit that beats the input.
     residual, inliers = (x.tolist() for x in _fit_residual(batch, tab))
     for k, i in enumerate(todo):
         row = given_row[k]
-        if k in other_row and residual[other_row[k]] < (1 - cfg.hypothesis_margin) * residual[row]:
+        if k in other_row and inliers[row] < cfg.keep_given_inliers \
+                and residual[other_row[k]] < (1 - cfg.hypothesis_margin) * residual[row]:
             row = other_row[k]
         result.residual_before[i] = residual_before[k]
         result.residual_after[i] = residual[row]
