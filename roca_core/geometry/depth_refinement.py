@@ -145,14 +145,22 @@ class CadSurfaceCache:
         return self._surfaces[cad_id]
 
 
-def masked_depth_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def masked_depth_points(depth: np.ndarray, K: np.ndarray, mask: np.ndarray, erode_px: int = 0) -> np.ndarray:
     """(P, 3) float32 camera-frame points of the mask's pixels with valid depth (finite, > 0).
 
-    depth: (H, W) metres; K: (3, 3); mask: (H, W) bool."""
+    depth: (H, W) metres; K: (3, 3); mask: (H, W) bool. ``erode_px`` shrinks the mask first:
+    predicted masks bleed onto the background, whose depth then pulls the fit (1 to 2 pixels
+    help there; exact masks lose edge points for nothing)."""
     depth = np.asarray(depth)
-    if depth.shape != np.shape(mask):
-        raise ValueError(f"depth {depth.shape} and mask {np.shape(mask)} differ in size")
-    v, u = np.nonzero(np.asarray(mask, bool))
+    mask = np.asarray(mask, bool)
+    if depth.shape != mask.shape:
+        raise ValueError(f"depth {depth.shape} and mask {mask.shape} differ in size")
+    if erode_px > 0:
+        import cv2
+
+        kernel = np.ones((2 * erode_px + 1, 2 * erode_px + 1), np.uint8)
+        mask = cv2.erode(mask.astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE).astype(bool)
+    v, u = np.nonzero(mask)
     z = depth[v, u].astype(np.float64)
     ok = np.isfinite(z) & (z > 0)
     u, v, z = u[ok], v[ok], z[ok]
@@ -334,8 +342,11 @@ def _subsampled_clouds(depth_points: Sequence, cfg: RefinementConfig) -> list[to
     clouds = []
     for pts in depth_points:
         p = np.asarray(pts, dtype=np.float32).reshape(-1, 3)
-        p = p[np.isfinite(p).all(1) & (p[:, 2] > 0)]
-        clouds.append(torch.from_numpy(p[rng.permutation(len(p))[:cfg.max_depth_points]]))
+        ok = np.isfinite(p).all(1) & (p[:, 2] > 0)
+        if not ok.all():
+            p = p[ok]
+        pick = rng.choice(len(p), min(len(p), cfg.max_depth_points), replace=False)  # shuffled
+        clouds.append(torch.from_numpy(p[pick]))
     return clouds
 
 
