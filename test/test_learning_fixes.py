@@ -273,3 +273,47 @@ def test_init_weights_copies_matching_tensors(cfg, tmp_path):
     assert torch.equal(dst.backbone.body.stem[0].weight, src.backbone.body.stem[0].weight)
     assert "retrieval_head.cad_encoder.fc.weight" in missing and "retrieval_head.cad_encoder.fc.weight" in unused
     assert not any(k.startswith("backbone.") for k in missing)
+
+
+def test_roi_normals_face_the_camera_and_skip_pixels_without_depth():
+    from roca_core.model.alignment_head import roi_normals
+    g = torch.linspace(-0.5, 0.5, 9)
+    x, y = torch.meshgrid(g, g, indexing="xy")
+    points = torch.stack([x, y, 2.0 - 0.5 * x], dim=-1)[None]  # plane z = 2 - x / 2
+    valid = torch.ones(1, 9, 9, dtype=torch.bool)
+    valid[0, 4, 4] = False
+    n = roi_normals(points, valid)
+    want = torch.tensor([-0.5, 0.0, -1.0]) / math.sqrt(1.25)  # towards the camera at the origin
+    inner = torch.ones(9, 9, dtype=torch.bool)
+    inner[[0, -1]] = False
+    inner[:, [0, -1]] = False
+    inner[3:6, 3:6] = False  # the hole and its neighbours
+    assert torch.allclose(n[0][inner], want.expand(int(inner.sum()), 3), atol=1e-5)
+    assert torch.all(n[0, 4, 4] == 0) and torch.all(n[0, 0] == 0)
+
+
+def test_pixel_geometry_starts_as_the_network_it_warm_starts_from_and_then_learns(cfg):
+    """model.pixel_geometry: with the weights of a network without it, the output is the same
+    (its output layer starts at zero); a training step then moves the geometric term."""
+    import dataclasses
+    torch.manual_seed(0)
+    base = RocaModel(cfg).eval()
+    geo = RocaModel(dataclasses.replace(cfg, pixel_geometry=True)).eval()
+    missing, unexpected = geo.load_state_dict(base.state_dict(), strict=False)
+    assert unexpected == [] and all(k.startswith("alignment_head.geo_mlp.") for k in missing)
+    img = torch.rand(3, cfg.image_height, cfg.image_width)
+    K = torch.tensor([[180.0, 0, 127.5], [0, 180.0, 95.5], [0, 0, 1]])
+    boxes, labels = torch.tensor([[40.0, 40, 120, 150], [130, 60, 220, 170]]), torch.tensor([6, 9])
+    depth = 2.0 + torch.rand(cfg.image_height, cfg.image_width)
+    with torch.no_grad():
+        a = base([img], intrinsics=[K], gt_boxes=[boxes], gt_labels=[labels], depths=[depth])[0]
+        b = geo([img], intrinsics=[K], gt_boxes=[boxes], gt_labels=[labels], depths=[depth])[0]
+    for key in ("rotations", "translations", "scales", "noc_embeddings"):
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    head = geo.alignment_head
+    r, s = 2, cfg.roi_size
+    out = head(torch.randn(r, geo.depth_head.out_channels, s, s),
+               2.0 + torch.rand(r, s, s), torch.ones(r, s, s), torch.ones(r, s, s, dtype=torch.bool),
+               boxes, K.expand(r, 3, 3), labels - 1)
+    (out.noc.square().sum() + out.scale.sum()).backward()
+    assert head.geo_mlp[2].weight.grad.abs().sum() > 0
