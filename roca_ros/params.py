@@ -183,8 +183,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("half_precision", False, "Run the network in float16 autocast; only on a CUDA device "
               "(ignored with a warning on CPU).", read_only=True),
     ParamSpec("stats_period", 5.0, "Seconds between ~/stats messages (and DEBUG log lines) with frame "
-              "counters and per-stage latency; 0 disables them. Health goes to /diagnostics at 1 Hz.", constraints="0 <= value <= 3600", check=_range(0.0, 3600.0),
-              bounds=(0.0, 3600.0)),
+              "counters and per-stage latency; 0 disables them. Health goes to /diagnostics at 1 Hz.",
+              constraints="0 <= value <= 3600", check=_range(0.0, 3600.0), bounds=(0.0, 3600.0)),
 )
 SPECS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAM_SPECS}
 

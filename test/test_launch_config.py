@@ -72,7 +72,7 @@ def test_launch_arguments_become_parameter_overrides_only_when_given():
 
 
 def test_rviz_follows_namespace_remaps_and_fixed_frame(tmp_path):
-    from launch_emulation import command_line, launch_nodes
+    from launch_emulation import launch_nodes
 
     node, rviz = launch_nodes(LAUNCH, {
         "use_rviz": "true", "namespace": "cam2", "image_topic": "/camera/color/image_raw",
