@@ -196,3 +196,40 @@ def test_committed_demo_model_fits_the_code_and_the_size_limit():
     assert cfg == load_preset("small")  # trained with the shipped preset
     assert sum(p.numel() for p in model.parameters()) == sum(
         p.numel() for p in RocaModel(cfg).parameters())
+
+
+def test_roca_predict_cli_depth_and_up(checkpoint, tmp_path, capsys):
+    """--depth (16-bit millimetres or .npy metres, one per image) and --up reach the predictor;
+    a depth map of the wrong size, type or count is refused before the model loads."""
+    import cv2
+    from PIL import Image
+
+    from roca_core.cli.predict import main, read_depth
+
+    img_path = tmp_path / "room.png"
+    Image.fromarray(_image(72, 96, 5)).save(img_path)
+    mm = np.full((72, 96), 2500, np.uint16)
+    mm[:10] = 0  # holes
+    cv2.imwrite(str(tmp_path / "d.png"), mm)
+    np.testing.assert_allclose(read_depth(tmp_path / "d.png", 72, 96, 0.001)[20:], 2.5)
+    np.save(tmp_path / "d.npy", np.full((72, 96), 1.25, np.float32))
+    assert read_depth(tmp_path / "d.npy", 72, 96, 0.001).max() == np.float32(1.25)
+    base = [str(img_path), "--checkpoint", str(checkpoint), "--device", "cpu", "--score-threshold", "0.0",
+            "--no-retrieval"]
+    rc = main(base + ["--out", str(tmp_path / "o"), "--depth", str(tmp_path / "d.png"), "--up", "0,-2,0"])
+    assert rc == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "o" / "room.json").read_text())
+    assert record["depth"].endswith("d.png") and record["up"] == [0.0, -1.0, 0.0]
+    assert record["detections"]
+    for det in record["detections"]:  # upright: every object's y axis is the camera's up
+        np.testing.assert_allclose(np.asarray(det["transform"])[:3, 1] / det["scale"][1], [0, -1, 0],
+                                   atol=1e-4)
+    cv2.imwrite(str(tmp_path / "small.png"), mm[:36, :48])
+    cv2.imwrite(str(tmp_path / "eight.png"), (mm // 20).astype(np.uint8))
+    for extra, message in ((["--depth", str(tmp_path / "small.png")], "only depth registered"),
+                           (["--depth", str(tmp_path / "eight.png")], "8-bit"),
+                           (["--depth", str(tmp_path / "d.png"), str(tmp_path / "d.npy")], "one depth map per image"),
+                           (["--depth", str(tmp_path / "nope.png")], "nope.png: no such file"),
+                           (["--up", "0,0,0"], "non-zero"), (["--up", "1,2"], "x,y,z")):
+        assert main(base + ["--out", str(tmp_path / "bad")] + extra) == 2, extra
+        assert message in capsys.readouterr().err, extra

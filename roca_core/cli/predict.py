@@ -1,6 +1,7 @@
 """roca-predict: ROCA on your own images, without ROS.
 
     roca-predict photo.jpg [more.png ...] --out results/ [--fov 58 | --intrinsics fx,fy,cx,cy]
+                 [--depth depth.png [more.png ...]] [--up 0,-1,0]
 
 Writes, per image, <stem>.json (detections: class, score, box, 9-DoF pose, 4x4 transform,
 retrieved CAD), <stem>_overlay.png (masks, boxes, projected CAD outlines) and
@@ -37,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pinhole intrinsics in pixels of the input image(s)")
     cam.add_argument("--fov", type=float, default=None, metavar="DEG",
                      help=f"horizontal field of view in degrees (default {DEFAULT_FOV_DEG:g})")
+    p.add_argument("--depth", nargs="+", default=None, metavar="FILE",
+                   help="depth maps registered to the images, one per image in the same order: "
+                        "16-bit PNG/TIFF in millimetres (scaled by --depth-scale) or .npy float "
+                        "metres; 0 or NaN = no measurement (the predicted depth fills holes)")
+    p.add_argument("--depth-scale", type=float, default=0.001,
+                   help="metres per unit of integer depth images (RealSense, Kinect: 0.001)")
+    p.add_argument("--up", default=None, metavar="X,Y,Z",
+                   help="the camera-frame up direction (against gravity; OpenCV axes: x right, y "
+                        "down, z forward, so 0,-1,0 for a level camera): the upright prior, only "
+                        "each object's yaw is solved")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the demo model)")
     p.add_argument("--cad-db", default=None, help="CAD database dir (default: the embedded CAD library)")
     p.add_argument("--no-retrieval", action="store_true", help="skip CAD retrieval")
@@ -66,6 +77,49 @@ def read_image(path: Path) -> np.ndarray:
     if img is None or img.size == 0:
         raise UsageError(f"{path}: not a readable image")
     return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def parse_up(text: str) -> np.ndarray:
+    try:
+        vals = np.array([float(x) for x in text.split(",")])
+    except ValueError:
+        raise UsageError(f"--up {text!r}: expected three numbers x,y,z") from None
+    if vals.shape != (3,) or not np.all(np.isfinite(vals)) or np.linalg.norm(vals) < 1e-6:
+        raise UsageError(f"--up {text!r}: expected a finite non-zero vector x,y,z")
+    return vals / np.linalg.norm(vals)
+
+
+def read_depth(path: Path, height: int, width: int, scale: float) -> np.ndarray:
+    """(H, W) float32 metres from a 16/32-bit integer image (times ``scale``) or a float
+    .npy/.tiff (metres); UsageError naming the file when it is not a depth map of this size."""
+    import cv2
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    if path.suffix.lower() == ".npy":
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"{path}: not a readable .npy depth map ({exc})") from None
+    else:
+        depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if depth is None:
+            raise UsageError(f"{path}: not a readable depth image")
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise UsageError(f"{path}: a depth map has one channel, this has shape {depth.shape}")
+    if depth.dtype == np.uint8:
+        raise UsageError(f"{path}: an 8-bit image cannot hold depth (expected 16-bit millimetres "
+                         "or float metres)")
+    if depth.shape != (height, width):
+        raise UsageError(f"{path}: depth is {depth.shape[1]}x{depth.shape[0]} but its image is "
+                         f"{width}x{height} (only depth registered to the colour image works)")
+    if np.issubdtype(depth.dtype, np.integer):
+        return depth.astype(np.float32) * np.float32(scale)
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise UsageError(f"{path}: unsupported depth type {depth.dtype}")
+    return depth.astype(np.float32)
 
 
 def image_intrinsics(args: argparse.Namespace, path: Path, height: int, width: int) -> np.ndarray:
@@ -106,23 +160,35 @@ def run(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.images]
     if args.intrinsics is not None:
         parse_intrinsics(args.intrinsics)
+    up = parse_up(args.up) if args.up is not None else None
+    depth_paths: "list[Path | None]" = [None] * len(paths)
+    if args.depth is not None:
+        if len(args.depth) != len(paths):
+            raise UsageError(f"--depth has {len(args.depth)} file(s) for {len(paths)} image(s): "
+                             "give one depth map per image, in the same order")
+        if not (np.isfinite(args.depth_scale) and args.depth_scale > 0):
+            raise UsageError(f"--depth-scale {args.depth_scale}: must be a positive number")
+        depth_paths = [Path(d) for d in args.depth]
     # Check every input before loading the model: fail fast, naming the file.
-    sizes = []
-    for p in paths:
+    for p, dp in zip(paths, depth_paths):
         img = read_image(p)
         image_intrinsics(args, p, *img.shape[:2])
-        sizes.append(img.shape[:2])
+        if dp is not None:
+            read_depth(dp, *img.shape[:2], args.depth_scale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     predictor = Predictor(args.checkpoint, cad_database=False if args.no_retrieval else args.cad_db,
                           device=args.device, score_threshold=args.score_threshold)
-    for p, stem in tqdm(list(zip(paths, _output_stems(paths))), desc="roca-predict", unit="img"):
+    for p, dp, stem in tqdm(list(zip(paths, depth_paths, _output_stems(paths))), desc="roca-predict",
+                            unit="img"):
         img = read_image(p)
         K = image_intrinsics(args, p, *img.shape[:2])
-        dets = predictor.predict(img, K)
+        depth = None if dp is None else read_depth(dp, *img.shape[:2], args.depth_scale)
+        dets = predictor.predict(img, K, depth=depth, up=up)
         record = {
             "image": str(p), "height": int(img.shape[0]), "width": int(img.shape[1]),
             "K": K.tolist(), "class_names": list(predictor.class_names),
+            "depth": None if dp is None else str(dp), "up": None if up is None else up.tolist(),
             "checkpoint": str(predictor.checkpoint_path) if predictor.checkpoint_path else None,
             "detections": [d.to_dict() for d in dets],
         }
