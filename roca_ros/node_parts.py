@@ -461,6 +461,8 @@ class RocaParts:
             if self._settings.fallback_hfov_deg <= 0 or any(msg.k):  # all zero: the fallback field of view
                 intrinsics_from_k(msg.k)
         except CameraInfoError as exc:
+            if not any(msg.k):
+                exc = CameraInfoError(f"{exc}; fallback_hfov_deg:=DEGREES assumes a field of view instead")
             self._reject("camera_info", exc, stamp_to_ns(msg.header.stamp))
             return
         stamp = stamp_to_ns(msg.header.stamp)

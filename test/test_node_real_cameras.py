@@ -278,6 +278,7 @@ def test_all_zero_k_is_rejected_by_default_and_uses_the_fallback_fov_when_set(ru
         image.header.stamp, image.header.frame_id = stamp, FRAME
         return image, driver_camera_info(stamp, d=[], k=np.zeros((3, 3)), p3=np.zeros((3, 3)), distortion_model="")
     running.send_until_rejected(uncalibrated, "all zeros")
+    assert running.wait_for_log("fallback_hfov_deg:=DEGREES assumes a field of view instead")
     assert running.client.set_params(fallback_hfov_deg=70.0)[0].successful
     try:
         _, K_model = running.send_until_processed(uncalibrated)
