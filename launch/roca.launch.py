@@ -67,7 +67,9 @@ def _rviz(context, *args, **kwargs):
     if not _truthy(arg("use_rviz"), "use_rviz"):
         return []
     namespace = arg("namespace")
-    topics = {"Camera image": _topic(namespace, arg("image_topic")),
+    # rviz_default_plugins picks the image transport from the topic's last name (".../compressed").
+    camera = _topic(namespace, arg("image_topic")) + ("/compressed" if arg("image_transport") == "compressed" else "")
+    topics = {"Camera image": camera,
               "Aligned CAD models": _topic(namespace, "markers"),
               "Debug overlay": _topic(namespace, "debug_image")}
     config = rviz_config(_share("config", "roca.rviz"), arg("fixed_frame"), topics)

@@ -90,6 +90,12 @@ def test_rviz_follows_namespace_remaps_and_fixed_frame(tmp_path):
               for d in yaml.safe_load(Path(rviz.arguments[1]).read_text())["Visualization Manager"]["Displays"]
               if "Topic" in d}
     assert topics["Camera image"] == "/cam3/color/image_raw" and topics["Aligned CAD models"] == "/cam3/markers"
+    # A compressed stream: RViz's image display takes the transport from the topic name.
+    _, rviz = launch_nodes(LAUNCH, {"use_rviz": "true", "image_topic": "/bag/image_raw",
+                                    "image_transport": "compressed"})
+    displays = yaml.safe_load(Path(rviz.arguments[1]).read_text())["Visualization Manager"]["Displays"]
+    assert {d["Name"]: d["Topic"]["Value"] for d in displays if "Topic" in d}["Camera image"] == \
+        "/bag/image_raw/compressed"
 
 
 def test_use_sim_time_and_log_level_reach_the_node_and_rviz(tmp_path):
