@@ -11,11 +11,17 @@ with its opposite, so the managed node can map them onto its transitions:
                              inference worker
 ===========================  ==========================================  ================
 
+Input: ``image`` (or ``<image>/compressed``) and ``camera_info`` are paired by stamp
+(:mod:`roca_ros.time_sync`) or with the newest fitting camera_info
+(:mod:`roca_ros.latest_camera_info`); the pair's intrinsics and undistortion come from
+:mod:`roca_ros.camera_model`. Health goes to ``/diagnostics`` (:mod:`roca_ros.diagnostics`).
+
 Threading: the executor thread only checks headers, pairs image with camera_info and hands
-the pair to a :class:`LatestWorker`; conversion, inference, message building and publishing
-all run on that worker, which keeps just the newest pair while busy. A camera faster than the
-model therefore costs dropped frames (counted), never growing latency or memory, and
-parameters, services and the stats timer stay responsive during inference. ``close_io``
+the pair to a :class:`LatestWorker`; conversion (decoding, demosaicing, undistortion),
+inference, message building and publishing all run on that worker, which keeps just the
+newest pair while busy. A camera faster than the model therefore costs dropped frames
+(counted), never growing latency or memory, and parameters, services and the stats timer stay
+responsive during inference. ``close_io``
 lets the frame in flight finish (objects and markers both go out) and drops the pending one.
 """
 from __future__ import annotations
@@ -25,7 +31,6 @@ import gc
 import json
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -45,12 +50,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from roca_ros.camera_info import CameraInfoError, check_frame_ids, check_image_size, intrinsics_from_k
+from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_from_k
 from roca_ros.camera_model import CameraModel, CameraModelCache, resolve_rectified
 from roca_ros.conversions import cad_database_to_msg, detections_to_msg
 from roca_ros.diagnostics import assess, discovery_range, to_status
 from roca_ros.compressed_image import compressed_image_size, decode_compressed
 from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
+from roca_ros.latest_camera_info import LatestCameraInfos
 from roca_ros.latest_worker import LatestWorker
 from roca_ros.markers import MARKER_NAMESPACE, build_marker_array, delete_all_markers
 from roca_ros.mesh_uris import MeshUris
@@ -161,7 +167,7 @@ class RocaParts:
         self._accepting = False
         self._camera_models = CameraModelCache(on_new=self._log_camera_model)
         self._image_topic = "image"
-        self._latest_infos: OrderedDict[tuple[str, int, int], Arrival] = OrderedDict()  # camera_info_mode latest
+        self._latest_infos: LatestCameraInfos[Arrival] = LatestCameraInfos(info_of=lambda arrival: arrival.msg)
         self._newest_info_stamp_ns: Optional[int] = None
         self._unpaired_without_info = 0
         self._pairing_lock = threading.Lock()
@@ -405,7 +411,8 @@ class RocaParts:
         if sync is None or not self._accepting:
             return
         if self._settings.camera_info_mode == "latest":
-            info = self._latest_info_for(image.msg)
+            width, height = self._image_size(image.msg)
+            info = self._latest_infos.for_image(image.msg.header.frame_id, width, height)
             if info is None:
                 with self._pairing_lock:
                     self._unpaired_without_info += 1
@@ -421,21 +428,6 @@ class RocaParts:
     @staticmethod
     def _image_size(msg: Any) -> tuple[int, int]:
         return (int(msg.width), int(msg.height)) if isinstance(msg, Image) else compressed_image_size(msg)
-
-    def _latest_info_for(self, image: Any) -> Optional[Arrival]:
-        """Newest camera_info of the image's frame and size; else the newest at all (rejected when paired)."""
-        width, height = self._image_size(image)
-        with self._pairing_lock:
-            infos = list(reversed(self._latest_infos.values()))
-        for info in infos:
-            if info.msg.header.frame_id != image.header.frame_id:
-                continue
-            try:
-                check_image_size(info.msg, width, height)
-            except CameraInfoError:
-                continue
-            return info
-        return infos[0] if infos else None
 
     def _report_unpaired(self, image_stamp_ns: int) -> None:
         """Throttled WARN naming both topics and the stamp gap: a silent stall is the worst failure."""
@@ -467,13 +459,8 @@ class RocaParts:
             return
         stamp = stamp_to_ns(msg.header.stamp)
         arrival = Arrival(msg, arrived)
-        with self._pairing_lock:
-            key = (msg.header.frame_id, int(msg.width), int(msg.height))
-            self._latest_infos.pop(key, None)
-            self._latest_infos[key] = arrival
-            while len(self._latest_infos) > 4:
-                self._latest_infos.popitem(last=False)
-            self._newest_info_stamp_ns = stamp
+        self._latest_infos.add(arrival)
+        self._newest_info_stamp_ns = stamp
         sync = self._sync
         if sync is not None and self._accepting and self._settings.camera_info_mode == "synced":
             self._submit_pairs(sync.add_info(stamp, arrival))
@@ -503,8 +490,7 @@ class RocaParts:
                                           "the driver's frame_id or the camera_frame_id parameter")
                 if image.header.frame_id and info.header.frame_id:
                     check_frame_ids(image.header.frame_id, info.header.frame_id)
-                width, height = ((image.width, image.height) if isinstance(image, Image)
-                                 else compressed_image_size(image))
+                width, height = self._image_size(image)
                 camera = self._camera_models.get(info, width, height,
                                                  resolve_rectified(settings.rectified, self._image_topic),
                                                  settings.fallback_hfov_deg)

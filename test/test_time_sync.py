@@ -133,3 +133,26 @@ def test_concurrent_producers_do_not_corrupt_state():
     assert len(images) > 1000  # most frames pair despite the interleaving
     assert sync.pending_images <= 5 and sync.pending_infos <= 10
     assert all(abs(p.image_stamp_ns - p.info_stamp_ns) <= 2 * MS for p in pairs)
+
+
+def test_latest_camera_info_prefers_the_image_frame_and_size_then_the_newest():
+    from types import SimpleNamespace
+
+    from roca_ros.latest_camera_info import LatestCameraInfos
+
+    def info(frame: str, width: int, height: int, binning: int = 0):
+        return SimpleNamespace(header=SimpleNamespace(frame_id=frame), width=width, height=height,
+                               binning_x=binning, binning_y=binning, roi=None)
+    infos = LatestCameraInfos(keep=3)
+    assert infos.for_image("cam", 640, 480) is None
+    colour, binned, depth = info("cam", 640, 480), info("cam", 1280, 960, binning=2), info("depth", 640, 480)
+    for item in (colour, binned, depth):
+        infos.add(item)
+    assert infos.for_image("cam", 640, 480) is binned  # newest of the frame that fits (binned 2x2)
+    assert infos.for_image("depth", 640, 480) is depth
+    assert infos.for_image("cam", 320, 240) is depth  # none fits: the newest, rejected when paired
+    newer = info("cam", 640, 480)
+    infos.add(newer)  # replaces colour (same frame and size)
+    infos.add(info("other", 10, 10))  # keep=3: evicts the oldest, binned
+    assert infos.for_image("cam", 640, 480) is newer
+    assert infos.for_image("cam", 1280, 960).header.frame_id == "other"  # nothing fits: the newest
