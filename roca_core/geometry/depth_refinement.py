@@ -14,9 +14,10 @@ canonical CAD point m) is refined by robust point-to-plane ICP, batched over obj
   of a cabinet seen from the front).
 * Yaw hypotheses: ROCA's rotation errors are mostly about the up axis, so the fit also starts
   from the given rotation turned about the CAD's up axis (``yaw_hypotheses`` over the full
-  turn). The CAD's symmetry removes the turns that map the model onto itself (2-fold: only
-  turns below 180 deg, 4-fold: below 90 deg, infinite: none), so symmetric flips are neither
-  tried twice nor penalised: the residual of a symmetric model is the same for all of them.
+  turn: every 45 deg by default, since one fit converges from about 20 deg off). The CAD's
+  symmetry removes the turns that map the model onto itself (2-fold: only turns below 180 deg,
+  4-fold: below 90 deg, infinite: none), so symmetric flips are neither tried twice nor
+  penalised: the residual of a symmetric model is the same for all of them.
   Every yaw is fitted briefly to a subsample; the best other yaw, where it fits clearly better,
   is then fitted fully beside the given one and kept only where the given yaw's fit leaves
   many depth points off the model (``keep_given_inliers``) and the other still fits
@@ -48,11 +49,11 @@ class RefinementConfig:
 
     iterations: int = 6                  # LM iterations of the kept hypothesis
     hypothesis_iterations: int = 3       # LM iterations every yaw hypothesis gets first
-    yaw_hypotheses: int = 4              # starting yaws over a full turn (1: only the given rotation)
+    yaw_hypotheses: int = 8              # starting yaws over a full turn (1: only the given rotation)
     hypothesis_margin: float = 0.15      # another yaw must lower the residual by this fraction ...
     keep_given_inliers: float = 0.9      # ... and is not even considered where the given yaw's fit has this inlier share
     max_depth_points: int = 300          # depth points per object (a seeded subsample)
-    hypothesis_points: int = 128         # of those, the ones the yaw hypotheses are fitted to
+    hypothesis_points: int = 64          # of those, the ones the yaw hypotheses are fitted to
     min_depth_points: int = 30           # fewer: the object is left as it is
     robust_scale_start_m: float = 0.25   # Tukey scale of the first iteration
     robust_scale_end_m: float = 0.02     # ... annealed geometrically to this (per point at least the residual scale)
@@ -83,7 +84,7 @@ class CadSurface:
 
     points: torch.Tensor      # (M, 3) float32 canonical
     normals: torch.Tensor     # (M, 3) float32 unit (sign arbitrary: point-to-plane ignores it)
-    candidates: torch.Tensor  # (G, G, G, C) int64 indices into points
+    candidates: torch.Tensor  # (G, G, G, C) int16 (int32 beyond 32767 samples) indices into points
     origin: torch.Tensor      # (3,) float32 corner of the grid
     pitch: float
     symmetry: Symmetry = Symmetry.NONE
@@ -120,8 +121,9 @@ def cad_surface_from_mesh(mesh, symmetry: "Symmetry | str | int" = Symmetry.NONE
     centres = origin + pitch * (np.stack(np.meshgrid(*[np.arange(grid_size)] * 3, indexing="ij"), -1) + 0.5)
     k = min(num_candidates, num_points)
     _, idx = cKDTree(points).query(centres.reshape(-1, 3), k=k)
+    index_type = np.int16 if num_points <= np.iinfo(np.int16).max else np.int32  # small tables concatenate fast
     return CadSurface(torch.from_numpy(points.astype(np.float32)), torch.from_numpy(normals.astype(np.float32)),
-                      torch.from_numpy(np.asarray(idx, np.int64).reshape(grid_size, grid_size, grid_size, k)),
+                      torch.from_numpy(np.asarray(idx, index_type).reshape(grid_size, grid_size, grid_size, k)),
                       torch.from_numpy(origin.astype(np.float32)), pitch, Symmetry.from_tag(symmetry))
 
 
@@ -194,6 +196,7 @@ class _Batch:
     grid_last: torch.Tensor  # (B, 1, 1) int64: G - 1
     grid_strides: torch.Tensor  # (B, 1, 3) int64: (G^2, G, 1)
     grid_offset: torch.Tensor  # (B, 1) int64: first cell of the row's surface in the tables
+    point_offset: torch.Tensor  # (B, 1, 1) int64: first sample of the row's surface in the tables
     R: torch.Tensor          # (B, 3, 3)
     t: torch.Tensor          # (B, 3)
     s: torch.Tensor          # (B, 3)
@@ -204,17 +207,22 @@ class _Batch:
 
 
 class _SurfaceTables:
-    """The distinct surfaces of a call, concatenated so rows can gather from them."""
+    """Surfaces concatenated so that rows of one batch can gather from any of them."""
 
     def __init__(self, surfaces: list[CadSurface]):
-        offsets = np.cumsum([0] + [len(s.points) for s in surfaces])[:-1]
-        self.points = torch.cat([s.points for s in surfaces])
+        self.surfaces = surfaces  # holding them keeps their ids valid for the lookup below
+        self.index_of = {id(s): j for j, s in enumerate(surfaces)}
+        self.points = torch.cat([s.points for s in surfaces])                     # (sum M, 3)
         self.normals = torch.cat([s.normals for s in surfaces])
+        self.point_offset = torch.tensor(np.cumsum([0] + [len(s.points) for s in surfaces])[:-1], dtype=torch.int64)
         c = max(s.candidates.shape[-1] for s in surfaces)
+        wide = any(s.candidates.dtype != torch.int16 for s in surfaces)
         cand = []
-        for s, off in zip(surfaces, offsets):
-            flat = s.candidates.reshape(-1, s.candidates.shape[-1]) + int(off)
-            cand.append(torch.cat([flat, flat[:, :1].expand(-1, c - flat.shape[1])], 1))  # pad by repeating
+        for s in surfaces:  # indices stay local to their surface: point_offset is added per row
+            flat = s.candidates.reshape(-1, s.candidates.shape[-1])
+            if flat.shape[1] < c:
+                flat = torch.cat([flat, flat[:, :1].expand(-1, c - flat.shape[1])], 1)  # pad by repeating
+            cand.append(flat.to(torch.int32) if wide else flat)
         cell_offsets = np.cumsum([0] + [s.grid_size ** 3 for s in surfaces])[:-1]
         self.candidates = torch.cat(cand)                                       # (sum G^3, C)
         self.cell_offset = torch.tensor(cell_offsets, dtype=torch.int64)         # (U,)
@@ -223,17 +231,24 @@ class _SurfaceTables:
         self.pitch = torch.tensor([s.pitch for s in surfaces], dtype=torch.float32)
 
 
-_TABLES: "dict[tuple[int, ...], tuple[tuple[CadSurface, ...], _SurfaceTables]]" = {}
+_MAX_TABLE_SURFACES = 32
+_LAST_TABLES: list[_SurfaceTables] = []  # the most recent one, grown over the calls of a stream
 
 
-def _surface_tables(surfaces: tuple[CadSurface, ...]) -> _SurfaceTables:
-    """Tables of these surfaces, reused while the same CAD set repeats (video streams)."""
-    key = tuple(id(s) for s in surfaces)
-    if key not in _TABLES:
-        if len(_TABLES) >= 8:
-            _TABLES.pop(next(iter(_TABLES)))
-        _TABLES[key] = (surfaces, _SurfaceTables(list(surfaces)))  # holding the surfaces keeps ids valid
-    return _TABLES[key][1]
+def _surface_tables(surfaces: list[CadSurface]) -> _SurfaceTables:
+    """Tables holding (at least) these surfaces. Concatenating costs ~2 ms per surface, so the
+    last tables are reused while they hold every surface of a call, and a miss builds the union
+    with the last tables' surfaces (up to 32): in a video stream the recurring CADs end up in
+    one table and misses become rare."""
+    last = _LAST_TABLES[0] if _LAST_TABLES else None
+    new = [s for s in surfaces if last is None or id(s) not in last.index_of]
+    if last is not None and not new:
+        return last
+    union = (last.surfaces if last is not None else []) + new
+    if len(union) > _MAX_TABLE_SURFACES:
+        union = surfaces
+    _LAST_TABLES[:] = [_SurfaceTables(union)]
+    return _LAST_TABLES[0]
 
 
 def _correspondences(b: _Batch, tab: _SurfaceTables) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -245,7 +260,7 @@ def _correspondences(b: _Batch, tab: _SurfaceTables) -> tuple[torch.Tensor, torc
     cell = torch.minimum(cell.clamp_min(0), b.grid_last)
     nb, npts = q.shape[:2]
     flat = (b.grid_offset + (cell * b.grid_strides).sum(-1)).view(-1)
-    cand = tab.candidates.index_select(0, flat).view(nb, npts, -1)                  # (B, P, C)
+    cand = tab.candidates.index_select(0, flat).view(nb, npts, -1).long() + b.point_offset  # (B, P, C)
     # metric distance |R diag(s) (m - q)| = |diag(s) (m - q)|: no rotation needed
     m = tab.points.index_select(0, cand.view(-1)).view(nb, npts, -1, 3)              # (B, P, C, 3)
     d2 = ((m - q[:, :, None]) * b.s[:, None, None]).square().sum(-1)                 # (B, P, C)
@@ -353,9 +368,7 @@ def _subsampled_clouds(depth_points: Sequence, cfg: RefinementConfig) -> list[to
 def _object_batch(R0, t0, s0, clouds: list[torch.Tensor], surfaces: list[CadSurface],
                   cfg: RefinementConfig) -> tuple[_Batch, _SurfaceTables]:
     """One row per object, depth points padded to the largest cloud."""
-    unique = {id(s): s for s in surfaces}
-    tab = _surface_tables(tuple(unique.values()))
-    index_of = {key: j for j, key in enumerate(unique)}
+    tab = _surface_tables(list({id(s): s for s in surfaces}.values()))
     p_max = max(len(c) for c in clouds)
     points = torch.zeros(len(clouds), p_max, 3)
     valid = torch.zeros(len(clouds), p_max, dtype=torch.bool)
@@ -363,10 +376,11 @@ def _object_batch(R0, t0, s0, clouds: list[torch.Tensor], surfaces: list[CadSurf
         points[k, :len(c)] = c
         valid[k, :len(c)] = True
     noise = cfg.residual_scale_m + cfg.residual_scale_per_m2 * points[..., 2].square()
-    u = torch.tensor([index_of[id(s)] for s in surfaces])
+    u = torch.tensor([tab.index_of[id(s)] for s in surfaces])
     g = tab.grid_size[u].view(-1, 1, 1)
     batch = _Batch(points, valid, noise, tab.origin[u][:, None], (1.0 / tab.pitch[u]).view(-1, 1, 1), g - 1,
-                   torch.cat([g * g, g, torch.ones_like(g)], -1), tab.cell_offset[u][:, None], R0, t0, s0, s0)
+                   torch.cat([g * g, g, torch.ones_like(g)], -1), tab.cell_offset[u][:, None],
+                   tab.point_offset[u].view(-1, 1, 1), R0, t0, s0, s0)
     return batch, tab
 
 
