@@ -610,11 +610,12 @@ class RocaParts:
             self.get_logger().error(message)
             return False, message
         self._publish_cad_database_info()
-        self._setting_by_service = True
-        try:  # the parameter tells what is loaded (`ros2 param get`)
-            self.set_parameters([Parameter("cad_database", value=path or self._settings.cad_database)])
-        finally:
-            self._setting_by_service = False
+        if path and path != self._settings.cad_database:  # the parameter tells what is loaded
+            self._setting_by_service = True
+            try:
+                self.set_parameters([Parameter("cad_database", value=path)])
+            finally:
+                self._setting_by_service = False
         message = f"loaded CAD database {shown_path} ({len(db)} models)"
         self.get_logger().info(message)
         return True, message
