@@ -69,6 +69,7 @@ class Detection:
     mesh_path: "str | None" = None
     retrieval_distance: float = float("nan")
     valid: bool = True  # False when Procrustes fell back (too few mask pixels)
+    refined: bool = False  # the pose was refined against depth (refine_poses accepted the fit)
 
     def to_dict(self, include_mask: bool = False) -> dict[str, Any]:
         """JSON-friendly dict; the mask as its pixel count (and as an RLE-free list only if asked)."""
@@ -79,7 +80,7 @@ class Detection:
             "translation": [float(x) for x in self.translation], "scale": [float(x) for x in self.scale],
             "transform": self.transform.tolist(), "cad_id": self.cad_id, "mesh_path": self.mesh_path,
             "retrieval_distance": None if np.isnan(self.retrieval_distance) else float(self.retrieval_distance),
-            "valid": bool(self.valid),
+            "valid": bool(self.valid), "refined": bool(self.refined),
         }
         if include_mask:
             d["mask"] = self.mask.astype(np.uint8).tolist()
@@ -152,11 +153,17 @@ class Predictor:
     demo model. cad_database: a CadDatabase, a path to one, None for the embedded CAD
     library, or False for no retrieval. A database without embeddings from this checkpoint
     is embedded with its CAD encoder on load.
+
+    refine: fit each retrieved CAD model to the object's depth points after ROCA's pose
+    (:mod:`roca_core.geometry.depth_refinement`), keeping ROCA's pose where the fit is not
+    better. None (default): only when ``predict`` is given a measured depth map; True: also
+    against the predicted depth; False: never. Needs retrieval (a CAD database).
     """
 
     def __init__(self, checkpoint: "str | Path | torch.nn.Module | None" = None, cad_database: Any = None,
                  device: "str | torch.device" = "auto", score_threshold: float = 0.5,
-                 mask_threshold: float = 0.7, max_detections: "int | None" = None) -> None:
+                 mask_threshold: float = 0.7, max_detections: "int | None" = None,
+                 refine: "bool | None" = None) -> None:
         from roca_core.model.roca import RocaModel
 
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 <= mask_threshold <= 1.0:
@@ -183,6 +190,10 @@ class Predictor:
         self.max_detections = max_detections
         self.db = None
         self.last_depth: "np.ndarray | None" = None  # (H, W) metres of the last predict()
+        self.refine = refine
+        self.refinement_config = None  # RefinementConfig; None: its defaults
+        self.last_refine_seconds = 0.0  # wall time of the last predict()'s refinement
+        self._surfaces = None  # CadSurfaceCache of the current database, built on first use
         self.set_cad_database(cad_database)
 
     @property
@@ -213,6 +224,7 @@ class Predictor:
                 or db.embeddings.shape[1] != dim):
             db.set_embeddings(self._embed_voxels(db.voxels), self.fingerprint)
         self.db = db
+        self._surfaces = None
 
     @torch.no_grad()
     def _embed_voxels(self, voxels: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -269,7 +281,40 @@ class Predictor:
                 rotation=rot, quaternion=matrix_to_quat_np(rot), translation=trans, scale=scale,
                 transform=compose_transform(rot, trans, scale), valid=bool(out["valid"][i])))
             self._retrieve(dets[-1], out["noc_embeddings"][i].numpy())
+        self.last_refine_seconds = 0.0
+        if self.refine or (self.refine is None and depth is not None):
+            measured = extra["depths"][0].cpu().numpy() if depth is not None else None
+            self._refine(dets, measured if measured is not None else self.last_depth, K)
         return dets
+
+    def _refine(self, dets: list[Detection], depth: np.ndarray, K: np.ndarray) -> None:
+        """Fit the retrieved CAD of every detection to its masked depth points, in one batch."""
+        import time
+
+        from roca_core.geometry.depth_refinement import (CadSurfaceCache, masked_depth_points,
+                                                         refine_poses)
+        todo = [d for d in dets if d.cad_id is not None]
+        if not todo or self.db is None:
+            return
+        start = time.perf_counter()
+        if self._surfaces is None:
+            self._surfaces = CadSurfaceCache(self.db)
+        if depth.shape != todo[0].mask.shape:
+            raise ValueError(f"refinement depth {depth.shape} does not match the masks {todo[0].mask.shape}")
+        # eroded masks: predicted masks bleed onto the background behind the object's edges
+        points = [masked_depth_points(depth, K, d.mask, erode_px=1) for d in todo]
+        res = refine_poses(np.stack([d.rotation for d in todo]), np.stack([d.translation for d in todo]),
+                           np.stack([d.scale for d in todo]), [self._surfaces(d.cad_id) for d in todo],
+                           points, self.refinement_config)
+        for k, d in enumerate(todo):
+            if res.accepted[k]:
+                d.rotation = np.asarray(res.rotations[k], np.float64)
+                d.translation = np.asarray(res.translations[k], np.float64)
+                d.scale = np.asarray(res.scales[k], np.float64)
+                d.quaternion = matrix_to_quat_np(d.rotation)
+                d.transform = compose_transform(d.rotation, d.translation, d.scale)
+                d.refined = True
+        self.last_refine_seconds = time.perf_counter() - start
 
     def _retrieve(self, det: Detection, embedding: np.ndarray) -> None:
         if self.db is None or det.class_name not in self.db.class_names:

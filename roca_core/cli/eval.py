@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "by the prediction), or its true depth (an upper bound showing how much "
                         "depth errors cost)")
     p.add_argument("--gt-depth", action="store_true", help="the same as --depth-source gt")
+    p.add_argument("--refine", choices=("auto", "on", "off"), default="auto",
+                   help="fit each retrieved CAD to the object's depth points after ROCA's pose; "
+                        "auto: with measured (sensor or gt) depth only; on: also with predicted depth")
     p.add_argument("--upright", action="store_true",
                    help="upright prior: give the predictor the camera's up direction (from the "
                         "frame's ground-truth objects, which all stand upright: what an IMU or "
@@ -138,7 +141,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
             print(f"roca-eval: WARNING: {warning}", file=sys.stderr)
         dataset = RocaDataset(args.data, split=split, augment=False)
         predictor = Predictor(checkpoint=args.checkpoint, cad_database=cad_db,
-                              device=args.device, score_threshold=args.det_threshold)
+                              device=args.device, score_threshold=args.det_threshold,
+                              refine={"auto": None, "on": True, "off": False}[args.refine])
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
                                     depth_source=depth_source, upright=args.upright,
@@ -147,10 +151,12 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         print(f"roca-eval: {exc}", file=sys.stderr)
         return 1
     report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=split,
-                  cad_database=cad_db or "embedded", gt_boxes=args.gt_boxes)
+                  cad_database=cad_db or "embedded", gt_boxes=args.gt_boxes, refine=args.refine)
     oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
                                           ("sensor depth", depth_source == "sensor"),
                                           ("the upright prior", args.upright),
+                                          ("refinement against depth", args.refine == "on" or (
+                                              args.refine == "auto" and depth_source != "predicted")),
                                           ("ground-truth boxes", args.gt_boxes)) if on)
     oracle = f" with {oracle}" if oracle else ""
     print(format_markdown(report, title=f"ROCA evaluation: {split} split of {args.data}{oracle}"))

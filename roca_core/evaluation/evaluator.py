@@ -340,6 +340,7 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
     if depth_source not in DEPTH_SOURCES:
         raise ValueError(f"depth_source must be one of {DEPTH_SOURCES}, got {depth_source!r}")
     box_source: dict[str, Any] = {}
+    refine_stats = {"seconds": 0.0, "objects": 0, "accepted": 0}
     handles: list[Any] = []
     tap = None
     try:
@@ -364,6 +365,11 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
             if upright:
                 extra["up"] = up_from_ground_truth(target)
             dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64), **extra)
+            refine_s = getattr(predictor, "last_refine_seconds", 0.0)
+            if refine_s:
+                refine_stats["seconds"] += refine_s
+                refine_stats["objects"] += sum(d.cad_id is not None for d in dets)
+                refine_stats["accepted"] += sum(bool(getattr(d, "refined", False)) for d in dets)
             depth = getattr(predictor, "last_depth", None)
             if depth is None and tap is not None and tap.output is not None:
                 depth = tap.output.get("depth")
@@ -378,6 +384,10 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
         if "retrieval" in report:
             report["retrieval"]["boxes"] = "ground_truth" if gt_boxes else "detections"
         report.update(depth_source=depth_source, gt_depth=depth_source == "gt", upright=bool(upright))
+        if refine_stats["objects"]:
+            n = refine_stats["objects"]
+            report["refinement"] = {"objects": n, "accepted": refine_stats["accepted"],
+                                    "ms_per_object": 1000.0 * refine_stats["seconds"] / n}
         return report
     finally:
         if tap is not None:

@@ -63,7 +63,11 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
             "3D heads on the ground-truth boxes and classes (no box AP)" if report.get("gt_boxes") else None,
             "ground-truth depth" if report.get("gt_depth") else None,
             "sensor depth" if report.get("depth_source") == "sensor" else None,
-            "upright prior (camera up given)" if report.get("upright") else None]
+            "upright prior (camera up given)" if report.get("upright") else None,
+            (f"refined against depth ({report['refinement']['accepted']} of "
+             f"{report['refinement']['objects']} fits accepted, "
+             f"{report['refinement']['ms_per_object']:.1f} ms per object)")
+            if report.get("refinement") else None]
     lines += [", ".join(i for i in info if i), ""]
     header = ["metric (%)", *classes, "class mean", "instance mean"]
     lines.append("| " + " | ".join(header) + " |")
