@@ -28,6 +28,8 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("roca_msgs.msg")
 
+from visualization_msgs.msg import Marker  # noqa: E402
+
 from launch_emulation import LaunchError, command_line, find_executable, find_launch_file, launch_nodes  # noqa: E402
 from ros_helpers import (  # noqa: E402
     REPO, START_TIMEOUT_S, VENV_BIN, Client, NodeProcess, node_env, private_domain_id, save_random_checkpoint,
@@ -173,7 +175,11 @@ def test_launched_node_serves_its_topics_and_stops_cleanly_on_sigint(install, si
         assert code == 0, log
         assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
         processed = _processed_at_stop(log)
-        assert sorted(client.objects) == sorted(client.markers), "a frame was half-published"
+        # The last marker array is the shutdown's DELETEALL (stamped now, not an image's stamp).
+        clears = sorted(set(client.markers) - set(client.objects))
+        assert len(clears) == 1 and clears[0] > max(client.objects), "markers not cleared on shutdown"
+        assert [m.action for m in client.markers[clears[0]].markers] == [Marker.DELETEALL]
+        assert sorted(client.objects) == sorted(set(client.markers) - set(clears)), "a frame was half-published"
         assert len(client.objects) == processed, f"{processed} frames processed, {len(client.objects)} received"
     finally:
         if client is not None:
