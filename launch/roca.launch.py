@@ -3,8 +3,8 @@
     ros2 launch roca_ros roca.launch.py image_topic:=/camera/color/image_raw \
         camera_info_topic:=/camera/color/camera_info use_rviz:=true
 
-checkpoint, cad_database, device and image_transport override the parameter file only when
-given (an empty argument leaves the file's value), so an edited params_file is not silently
+checkpoint, cad_database, device, image_transport, depth_topic and imu_topic override the
+parameter file only when given (an empty argument leaves the file's value), so an edited params_file is not silently
 overruled. lifecycle:=true starts the managed variant (roca_lifecycle_node), unconfigured: drive
 it with ``ros2 lifecycle set /roca/roca_node configure`` (then ``activate``).
 
@@ -88,8 +88,8 @@ def _roca_node(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {name: arg(name) for name in ("checkpoint", "cad_database", "device", "image_transport")
-                 if arg(name)}
+    overrides = {name: arg(name) for name in ("checkpoint", "cad_database", "device", "image_transport",
+                                              "depth_topic", "imu_topic") if arg(name)}
     if _truthy(arg("use_sim_time"), "use_sim_time"):
         overrides["use_sim_time"] = True
     managed = _truthy(arg("lifecycle"), "lifecycle")
@@ -126,6 +126,14 @@ def generate_launch_description():
         DeclareLaunchArgument("image_transport", default_value="",
                               description="raw or compressed (subscribe to IMAGE_TOPIC/compressed, JPEG/PNG); "
                                           "empty keeps the parameter file's value (raw)."),
+        DeclareLaunchArgument("depth_topic", default_value="",
+                              description="Depth image registered to the colour image (RealSense: "
+                                          "/camera/camera/aligned_depth_to_color/image_raw with "
+                                          "align_depth.enable:=true); empty keeps the parameter file's value "
+                                          "(RGB only)."),
+        DeclareLaunchArgument("imu_topic", default_value="",
+                              description="sensor_msgs/Imu for the upright prior (see imu_frame_is_camera_optical); "
+                                          "empty keeps the parameter file's value (none)."),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="Start the managed node (roca_lifecycle_node), unconfigured."),
         DeclareLaunchArgument("use_sim_time", default_value="false",

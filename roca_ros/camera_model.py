@@ -51,12 +51,16 @@ class CameraModel:
     source: str  # where K comes from, for the log: "K", "P", "P, undistorted from plumb_bob", ...
     maps: Optional[tuple[np.ndarray, np.ndarray]] = None  # cv2.remap maps; None: image used as is
 
-    def rectify(self, image: np.ndarray) -> np.ndarray:
-        """The input image in this model's pinhole geometry (the input itself when no maps)."""
+    def rectify(self, image: np.ndarray, nearest: bool = False) -> np.ndarray:
+        """The input image in this model's pinhole geometry (the input itself when no maps).
+
+        nearest: nearest-neighbour sampling, for depth (interpolating across an edge invents depths).
+        """
         if self.maps is None:
             return image
         import cv2
-        return cv2.remap(image, self.maps[0], self.maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        return cv2.remap(image, self.maps[0], self.maps[1], cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT)
 
 
 def fallback_intrinsics(width: int, height: int, hfov_deg: float) -> np.ndarray:

@@ -14,7 +14,9 @@ with its opposite, so the managed node can map them onto its transitions:
 Input: ``image`` (or ``<image>/compressed``) and ``camera_info`` are paired by stamp
 (:mod:`roca_ros.time_sync`) or with the newest fitting camera_info
 (:mod:`roca_ros.latest_camera_info`); the pair's intrinsics and undistortion come from
-:mod:`roca_ros.camera_model`. Health goes to ``/diagnostics`` (:mod:`roca_ros.diagnostics`).
+:mod:`roca_ros.camera_model`. With ``depth_topic`` each pair then waits for its registered
+depth image (:mod:`roca_ros.depth_input`), and goes on RGB-only while depth is lost; the
+upright prior comes from ``up_vector`` or an IMU (:mod:`roca_ros.gravity`). Health goes to ``/diagnostics`` (:mod:`roca_ros.diagnostics`).
 
 Threading: the executor thread only checks headers, pairs image with camera_info and hands
 the pair to a :class:`LatestWorker`; conversion (decoding, demosaicing, undistortion),
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
@@ -46,19 +49,21 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from diagnostic_msgs.msg import DiagnosticArray
 from roca_msgs.msg import CadDatabaseInfo, ObjectAlignmentArray
 from roca_msgs.srv import ReloadCadDatabase
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from roca_ros.camera_info import CameraInfoError, check_frame_ids, intrinsics_from_k
 from roca_ros.camera_model import CameraModel, CameraModelCache, resolve_rectified
 from roca_ros.conversions import cad_database_to_msg, detections_to_msg
+from roca_ros.depth_input import DepthInputError, DepthPairing, check_depth_header, check_registered, depth_metres
 from roca_ros.diagnostics import assess, discovery_range, to_status
 from roca_ros.compressed_image import compressed_image_size, decode_compressed
 from roca_ros.image_conversion import ImageConversionError, check_colour_image_header, rgb_pixels, rgb_to_image_msg
 from roca_ros.latest_camera_info import LatestCameraInfos
 from roca_ros.latest_worker import LatestWorker
 from roca_ros.markers import MARKER_NAMESPACE, build_marker_array, delete_all_markers
+from roca_ros.gravity import GravityFilter, unit_up
 from roca_ros.mesh_uris import MeshUris
 from roca_ros.params import PARAM_SPECS, SPECS_BY_NAME, NodeSettings, ParameterError, ParamSpec
 from roca_ros.stats import NodeStats, ThrottledReporter, format_report, rejection_kind
@@ -104,6 +109,7 @@ class Frame:
     arrived: float  # perf_counter() in the image callback (the node's latency starts here)
     paired: float  # perf_counter() when the pair was complete and handed to the worker
     age_s: Optional[float]  # header stamp -> image callback (wall clock), None if not plausible
+    depth: Optional[Image] = None  # registered depth image paired with this one (checked headers)
 
 
 def load_cad_database(path: str):
@@ -128,7 +134,10 @@ def default_predictor_factory(settings: NodeSettings, cad_database: Any):
     return Predictor(checkpoint=str(Path(checkpoint).expanduser()) if checkpoint else None,
                      cad_database=cad_database, device=settings.device,
                      score_threshold=settings.score_threshold, mask_threshold=settings.mask_threshold,
-                     max_detections=settings.max_objects)
+                     max_detections=settings.max_objects, refine=REFINE_MODES[settings.refine])
+
+
+REFINE_MODES: dict[str, Optional[bool]] = {"auto": None, "on": True, "off": False}  # -> Predictor(refine=)
 
 
 PredictorFactory = Callable[[NodeSettings, Any], Any]
@@ -144,6 +153,8 @@ def _declaration(spec: ParamSpec) -> tuple[Any, ParameterDescriptor]:
     elif spec.bounds is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
         descriptor.integer_range = [IntegerRange(from_value=int(spec.bounds[0]), to_value=int(spec.bounds[1]),
                                                  step=1)]
+    if spec.float_array:  # no value: dynamic typing takes integer and double arrays alike
+        return None, descriptor
     if isinstance(spec.default, tuple):  # a string array: declared by type (an empty list has none)
         descriptor.dynamic_typing = False
         return Parameter.Type.STRING_ARRAY, descriptor
@@ -184,6 +195,9 @@ class RocaParts:
         self.get_logger().info(f"DDS discovery range: {discovery_range()} (ROS_AUTOMATIC_DISCOVERY_RANGE; "
                                "LOCALHOST keeps the node on this machine, SUBNET lets RViz elsewhere see it)")
         self._sync: Optional[ApproximateTimeSync[Arrival, Arrival]] = None
+        self._depth: Optional[DepthPairing[Frame]] = None
+        self._gravity: Optional[GravityFilter] = None
+        self._up_source = "off"
         self._outputs: dict[str, Any] = {}
         self._inputs: list[Any] = []
         self._stats_timer = None
@@ -195,7 +209,7 @@ class RocaParts:
             values = {spec.name: self.declare_parameter(spec.name, *_declaration(spec)).value
                       for spec in PARAM_SPECS}
             for spec in PARAM_SPECS:  # an unset string array reads as "not set": give it its empty value
-                if isinstance(spec.default, tuple) and values[spec.name] is None:
+                if isinstance(spec.default, tuple) and not spec.float_array and values[spec.name] is None:
                     self.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, list(spec.default))])
             self._settings = NodeSettings.from_values(values)
         except (ParameterError, InvalidParameterValueException, InvalidParameterTypeException) as exc:
@@ -227,6 +241,9 @@ class RocaParts:
         settings = self._settings.updated(changes)
         if "sync_slop" in changes and self._sync is not None:
             self._sync.slop_s = settings.sync_slop
+        if self._depth is not None:
+            self._depth.sync.slop_s = settings.sync_slop
+            self._depth.liveness.timeout_s = settings.depth_timeout
         if "camera_info_mode" in changes and self._sync is not None:
             self._sync.clear()  # images waiting for a synced camera_info would pair late
         self._settings = settings  # the worker reads it at the start of each frame
@@ -244,6 +261,8 @@ class RocaParts:
                                  ("max_detections", settings.max_objects)):
             if hasattr(self._predictor, attribute) and getattr(self._predictor, attribute) != value:
                 setattr(self._predictor, attribute, value)
+        if hasattr(self._predictor, "refine"):
+            self._predictor.refine = REFINE_MODES[settings.refine]
         # roca_core.Predictor reads the alignment mask threshold from its model config.
         cfg = getattr(self._predictor, "cfg", None)
         if cfg is not None and hasattr(cfg, "align_mask_threshold"):
@@ -328,15 +347,26 @@ class RocaParts:
             self.create_subscription(CameraInfo, "camera_info", self._guarded(self._on_camera_info),
                                      qos_profile_sensor_data, qos_overriding_options=overrides),
         ]
+        settings = self._settings
+        if settings.depth_topic:
+            self._depth = DepthPairing(self.resolve_topic_name(settings.depth_topic), settings.sync_slop,
+                                       settings.depth_timeout)
+            self._inputs.append(self.create_subscription(Image, settings.depth_topic, self._guarded(self._on_depth),
+                                                         qos_profile_sensor_data, qos_overriding_options=overrides))
+        if settings.imu_topic:
+            self._gravity = GravityFilter()
+            self._inputs.append(self.create_subscription(Imu, settings.imu_topic, self._guarded(self._on_imu),
+                                                         qos_profile_sensor_data))
         self._last_report = time.monotonic()
         self._last_reported_received = -1
         self._diagnostics_before, self._diagnostics_at = None, time.monotonic()
         self._stats_timer = self.create_timer(STATS_TICK_S, self._on_stats_tick)
         self._publish_cad_database_info()
         self._accepting = True
+        extra = "".join(f" + {self.resolve_topic_name(t)}" for t in (settings.depth_topic, settings.imu_topic) if t)
         self.get_logger().info(
             f"ready: {len(self._cad_db)} CAD models; listening on "
-            f"{self._input_topic()} + {self.resolve_topic_name('camera_info')}")
+            f"{self._input_topic()} + {self.resolve_topic_name('camera_info')}{extra}")
 
     def close_io(self) -> None:
         """Stop taking frames, let the frame in flight finish, then remove topics and timer."""
@@ -360,6 +390,7 @@ class RocaParts:
         if self._stats_timer is not None:
             self.destroy_timer(self._stats_timer)
         self._inputs, self._outputs, self._stats_timer, self._sync = [], {}, None, None
+        self._depth, self._gravity = None, None
         snapshot = self.stats.snapshot(reset_stages=False)
         self.get_logger().info(
             f"stopped: worker finished its last frame; {snapshot['processed']} frames processed, "
@@ -498,17 +529,83 @@ class RocaParts:
                 self._reject("frame", exc, pair.image_stamp_ns)
                 continue
             self.stats.count("paired")
-            worker = self._worker
-            if worker is None or not self._accepting:
-                return
             age = time.time() - pair.image_stamp_ns / NS_PER_S - (time.perf_counter() - pair.image.at)
             frame = Frame(image, camera, pair.image.at, time.perf_counter(),
                           age if 0.0 <= age < PLAUSIBLE_AGE_S else None)
+            depth = self._depth
+            if depth is None:
+                self._hand_off([(frame, None)])
+                continue
+            frames, note = depth.add_frame(pair.image_stamp_ns, frame, time.monotonic())
+            self._log_depth_state(note)
+            self._hand_off(frames)
+
+    def _on_depth(self, msg: Image) -> None:
+        depth = self._depth
+        if depth is None or not self._accepting:
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            check_depth_header(msg)
+        except DepthInputError as exc:
+            self._reject("depth", exc, stamp)
+            return
+        frames, note = depth.add_depth(stamp, msg, time.monotonic())
+        self._log_depth_state(note)
+        self._hand_off(frames)
+
+    def _log_depth_state(self, note: Optional[str]) -> None:
+        if note is None:
+            return
+        if "RGB only" in note:
+            self.get_logger().warning(note)
+        else:
+            self.get_logger().info(note)
+
+    def _hand_off(self, frames: list[tuple[Frame, Optional[Image]]]) -> None:
+        """Frames (with their depth image, if any) to the worker; a depth not registered to the image is
+        rejected and the frame goes on RGB-only."""
+        for frame, depth_msg in frames:
+            if depth_msg is not None:
+                image = frame.image
+                try:
+                    check_registered(depth_msg, image.header.frame_id, *self._image_size(image))
+                    frame.depth = depth_msg
+                except DepthInputError as exc:
+                    self._reject("depth", exc, stamp_to_ns(depth_msg.header.stamp))
+            frame.paired = time.perf_counter()
+            worker = self._worker
+            if worker is None or not self._accepting:
+                return
             try:
                 if not worker.submit(frame):
                     self.stats.count("dropped")
             except RuntimeError:  # closed between the check and the hand-off (shutdown)
                 return
+
+    def _on_imu(self, msg: Imu) -> None:
+        a = msg.linear_acceleration
+        gravity = self._gravity
+        if gravity is not None:
+            gravity.add((a.x, a.y, a.z), time.monotonic(), str(msg.header.frame_id))
+
+    def _up_direction(self, settings: NodeSettings, frame_id: str) -> Optional[np.ndarray]:
+        """The upright prior for this frame: the IMU's gravity while it has one, else up_vector, else None."""
+        gravity = self._gravity
+        up = gravity.up(time.monotonic()) if gravity is not None else None
+        if up is not None:
+            if settings.imu_frame_is_camera_optical or gravity.frame_id == frame_id:
+                self._up_source = f"imu ({gravity.frame_id})"
+                return up
+            self._warn.report("imu frame", (
+                f"IMU frame_id '{gravity.frame_id}' is not the image's '{frame_id}' and the node has no tf2 to "
+                "rotate it: not used (imu_frame_is_camera_optical:=true if the axes coincide, e.g. RealSense "
+                "camera_imu_optical_frame)"))
+        if settings.up_vector:
+            self._up_source = "up_vector"
+            return unit_up(settings.up_vector)
+        self._up_source = "off"
+        return None
 
     def _clear_markers(self) -> None:
         """DELETEALL for the node's marker namespace, if markers are shown (shutdown, publish_markers off)."""
@@ -532,14 +629,24 @@ class RocaParts:
         except ImageConversionError as exc:
             self._reject("image", exc, stamp_to_ns(frame.image.header.stamp))
             return
+        inputs: dict[str, np.ndarray] = {}  # only what is given: stand-in predictors may take (rgb, K)
+        if frame.depth is not None:
+            try:
+                inputs["depth"] = frame.camera.rectify(depth_metres(frame.depth), nearest=True)
+            except DepthInputError as exc:  # the frame goes on RGB-only
+                self._reject("depth", exc, stamp_to_ns(frame.depth.header.stamp))
+        up = self._up_direction(settings, frame.image.header.frame_id)
+        if up is not None:
+            inputs["up"] = up
         t_converted = time.perf_counter()
         with self._predictor_lock:
             if self._predictor is None:
                 return
             self._apply_thresholds(settings)
             with self._autocast():
-                detections = self._predictor.predict(rgb, frame.camera.K)
+                detections = self._predictor.predict(rgb, frame.camera.K, **inputs)
         t_predicted = time.perf_counter()
+        self.stats.count("with_depth" if "depth" in inputs else "without_depth")
         detections = sorted((d for d in detections if float(d.score) >= settings.score_threshold
                              and (not settings.classes or d.class_name in settings.classes)),
                             key=lambda d: -float(d.score))[: settings.max_objects]
@@ -629,29 +736,40 @@ class RocaParts:
     # ------------------------------------------------------------------ stats
     def _on_stats_tick(self) -> None:
         now = time.monotonic()
+        if self._depth is not None:
+            self._log_depth_state(self._depth.tick(now))
         if now - self._diagnostics_at >= DIAGNOSTICS_PERIOD_S:
             self._publish_diagnostics(now)
         period = self._settings.stats_period
         if period <= 0 or now - self._last_report < period:
             return
         self._last_report = now
-        if self._sync is not None:
-            self.stats.unpaired = self._sync.unpaired_images + self._unpaired_without_info
+        self._count_unpaired()
         snapshot = self.stats.snapshot()
         if snapshot["received"] != self._last_reported_received:  # stay quiet while idle
             self.get_logger().debug(format_report(snapshot))  # /diagnostics carries the health
             self._last_reported_received = snapshot["received"]
         self._outputs["stats"].publish(String(data=json.dumps(snapshot)))
 
-    def _publish_diagnostics(self, now: float) -> None:
+    def _count_unpaired(self) -> None:
         if self._sync is not None:
-            self.stats.unpaired = self._sync.unpaired_images + self._unpaired_without_info
+            waited_for_depth = self._depth.sync.unpaired_images if self._depth is not None else 0
+            self.stats.unpaired = self._sync.unpaired_images + self._unpaired_without_info + waited_for_depth
+
+    def _publish_diagnostics(self, now: float) -> None:
+        self._count_unpaired()
         snapshot = self.stats.snapshot(reset_stages=False)
         clock = time.perf_counter()
         info_age = "never" if self._last_info_at is None else f"{clock - self._last_info_at:.2f}"
         pairing = {"image topic": self._input_topic(), "camera_info topic": self.resolve_topic_name("camera_info"),
                    "camera_info_mode": self._settings.camera_info_mode, "camera_info age (s)": info_age,
-                   "intrinsics from": self._camera_source or "no frame paired yet"}
+                   "intrinsics from": self._camera_source or "no frame paired yet",
+                   "frames with depth": str(snapshot["with_depth"]),
+                   "frames without depth": str(snapshot["without_depth"]), "upright prior": self._up_source}
+        depth = self._depth
+        if depth is not None:
+            pairing.update({"depth topic": depth.liveness.topic, "depth": depth.liveness.state(),
+                            "depth unpaired": str(depth.sync.unpaired_images)})
         input_age = None if self._last_image_at is None else clock - self._last_image_at
         result = assess(snapshot, self._diagnostics_before, now - self._diagnostics_at, input_age, pairing)
         self._diagnostics_before, self._diagnostics_at = snapshot, now

@@ -7,6 +7,7 @@ its type (an int given for a float parameter is accepted, a bool never counts as
 """
 from __future__ import annotations
 
+import array
 import dataclasses
 import math
 import re
@@ -53,6 +54,22 @@ def _as_str_tuple(name: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ParameterError(f"{name} must be a list of strings, got {value!r}")
     return tuple(value)
+
+
+def _as_float_tuple(name: str, value: Any) -> tuple[float, ...]:
+    if value is None:  # declared without a value
+        return ()
+    if isinstance(value, array.array):  # rclpy hands integer and double arrays over as array.array
+        value = value.tolist()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
+            any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise ParameterError(f"{name} must be a list of numbers, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _up_vector(name: str, value: tuple[float, ...]) -> None:
+    if value and (len(value) != 3 or not all(math.isfinite(v) for v in value) or not any(value)):
+        raise ParameterError(f"{name} must be empty or 3 finite numbers, not all zero, got {list(value)}")
 
 
 def _class_names(name: str, value: tuple[str, ...]) -> None:
@@ -107,11 +124,15 @@ class ParamSpec:
     bounds: tuple[float, float] | None = None
     # Changed only by this service (which validates and loads first); `ros2 param set` is refused.
     set_by_service: str = ""
+    # A list of numbers (default ()): declared with dynamic typing so [0, -1, 0] and [0.0, -1.0, 0.0] both work.
+    float_array: bool = False
 
     def coerce(self, value: Any) -> Any:
         """Value converted to the parameter's type, or :class:`ParameterError`."""
         kind = type(self.default)
-        if kind is tuple:
+        if self.float_array:
+            out = _as_float_tuple(self.name, value)
+        elif kind is tuple:
             out = _as_str_tuple(self.name, value)
         elif kind is bool:
             out = _as_bool(self.name, value)
@@ -162,6 +183,25 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "image, undistorted in the node (plumb_bob, rational_polynomial, equidistant) when D is non-zero, "
               "then P; auto: rectified when the image topic's name contains 'rect' (image_rect, image_rect_raw).",
               constraints="auto | true | false", check=_one_of("auto", "true", "false")),
+    ParamSpec("depth_topic", "", "Depth image registered to the colour image (same size and frame_id; "
+              "RealSense: aligned_depth_to_color/image_raw with align_depth.enable:=true), 16UC1 millimetres or "
+              "32FC1 metres, paired with each image by stamp within sync_slop; empty: RGB only.",
+              read_only=True, constraints="topic name, or empty"),
+    ParamSpec("depth_timeout", 1.0, "Seconds without a depth image after which the node carries on RGB-only "
+              "(said once; and again when depth returns).", constraints="0 < value <= 60",
+              check=_range(0.0, 60.0, low_open=True), bounds=(0.0, 60.0)),
+    ParamSpec("refine", "auto", "Refine poses against depth by fitting the retrieved CAD model: auto (only with "
+              "measured depth), on (also against the predicted depth), off.",
+              constraints="auto | on | off", check=_one_of("auto", "on", "off")),
+    ParamSpec("up_vector", (), "Upright prior: the camera's up direction (against gravity) in its optical frame "
+              "(x right, y down, z forward), e.g. [0.0, -1.0, 0.0] for a level camera; only each object's yaw is "
+              "solved. Empty: off. An IMU on imu_topic, while it has a reading, takes precedence.",
+              constraints="empty, or 3 numbers not all zero", check=_up_vector, float_array=True),
+    ParamSpec("imu_topic", "", "sensor_msgs/Imu whose low-passed linear_acceleration (near 1 g) gives the "
+              "upright prior; used only when its frame_id is the image's or imu_frame_is_camera_optical is true "
+              "(no tf2 here). Empty: no IMU.", read_only=True, constraints="topic name, or empty"),
+    ParamSpec("imu_frame_is_camera_optical", False, "The IMU's axes are the camera's optical axes whatever its "
+              "frame_id says (RealSense D435i/D455 camera_imu_optical_frame)."),
     ParamSpec("camera_frame_id", "", "frame_id of the published results instead of the image's (for drivers "
               "whose frame_id is not the optical frame, or is empty); poses are in the OpenCV optical "
               "convention (x right, y down, z forward). Empty: the image's frame_id."),
@@ -205,6 +245,12 @@ class NodeSettings:
     fallback_hfov_deg: float = 0.0
     image_transport: str = "raw"
     rectified: str = "auto"
+    depth_topic: str = ""
+    depth_timeout: float = 1.0
+    refine: str = "auto"
+    up_vector: tuple[float, ...] = ()
+    imu_topic: str = ""
+    imu_frame_is_camera_optical: bool = False
     camera_frame_id: str = ""
     marker_lifetime: float = 0.0
     mesh_uri_prefix: str = ""

@@ -59,6 +59,8 @@ class NodeStats:
     rejected: int = 0
     errors: int = 0
     unpaired: int = 0
+    with_depth: int = 0  # processed frames that had a depth image (depth_topic)
+    without_depth: int = 0
     rejections_by_kind: dict[str, int] = field(default_factory=dict)
     stages: dict[str, StageStats] = field(default_factory=lambda: {s: StageStats() for s in STAGES})
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -85,7 +87,8 @@ class NodeStats:
             out = {
                 "received": self.received, "paired": self.paired, "processed": self.processed,
                 "dropped": self.dropped, "rejected": self.rejected, "errors": self.errors,
-                "unpaired": self.unpaired, "rejections_by_kind": dict(self.rejections_by_kind),
+                "unpaired": self.unpaired, "with_depth": self.with_depth, "without_depth": self.without_depth,
+                "rejections_by_kind": dict(self.rejections_by_kind),
                 "stages": {name: s.as_dict() for name, s in self.stages.items()},
             }
             if reset_stages:

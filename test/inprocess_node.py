@@ -28,7 +28,7 @@ from ros_helpers import Client
 
 
 class RecordingPredictor:
-    """Predictor stand-in: records (rgb, K) per frame and returns ``detections``."""
+    """Predictor stand-in: records (rgb, K) and the depth / up / refine per frame and returns ``detections``."""
 
     score_threshold, mask_threshold, max_detections = 0.5, 0.7, 50
     device = "cpu"
@@ -36,12 +36,17 @@ class RecordingPredictor:
     def __init__(self) -> None:
         self.cfg = types.SimpleNamespace(align_mask_threshold=0.7)
         self.calls: list[tuple[np.ndarray, np.ndarray]] = []
+        self.inputs: list[dict[str, Any]] = []  # per call: depth, up (None when not given), refine
+        self.refine: Optional[bool] = None
         self.detections: list[Any] = []
         self._lock = threading.Lock()
 
-    def predict(self, rgb: np.ndarray, K: np.ndarray) -> list[Any]:
+    def predict(self, rgb: np.ndarray, K: np.ndarray, depth: Optional[np.ndarray] = None,
+                up: Optional[np.ndarray] = None) -> list[Any]:
         with self._lock:
             self.calls.append((np.array(rgb), np.array(K)))
+            self.inputs.append({"depth": None if depth is None else np.array(depth),
+                                "up": None if up is None else np.array(up), "refine": self.refine})
             return list(self.detections)
 
     def set_cad_database(self, db: Any) -> None:
@@ -53,10 +58,10 @@ class InProcessNode:
 
     def __init__(self, domain_id: int, namespace: str = "roca", parameters: Optional[dict] = None,
                  remaps: Sequence[str] = (), client_image_topic: Optional[str] = None,
-                 client_info_topic: Optional[str] = None) -> None:
+                 client_info_topic: Optional[str] = None, predictor: Any = None) -> None:
         from roca_ros.node import RocaNode
 
-        self.predictor = RecordingPredictor()
+        self.predictor = RecordingPredictor() if predictor is None else predictor
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         overrides = [Parameter(k, value=v) for k, v in {"stats_period": 0.5, **(parameters or {})}.items()]

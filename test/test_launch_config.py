@@ -36,7 +36,7 @@ def test_launch_file_declares_the_documented_arguments():
     args = _declared_arguments(_launch_tree())
     assert set(args) == {"namespace", "image_topic", "camera_info_topic", "params_file", "checkpoint",
                          "cad_database", "device", "image_transport", "lifecycle", "use_rviz", "fixed_frame",
-                         "use_sim_time", "log_level"}
+                         "use_sim_time", "log_level", "depth_topic", "imu_topic"}
     assert args["lifecycle"] == "false"
     assert args["namespace"] == "roca"
     assert (args["image_topic"], args["camera_info_topic"]) == ("image", "camera_info")
@@ -151,7 +151,7 @@ def test_param_table_matches_settings_dataclass():
     assert all(getattr(NodeSettings(), s.name) == s.default for s in PARAM_SPECS)
     assert all(s.description for s in PARAM_SPECS)
     read_only = {s.name for s in PARAM_SPECS if s.read_only}
-    assert read_only == {"checkpoint", "device", "half_precision", "image_transport"}
+    assert read_only == {"checkpoint", "device", "half_precision", "image_transport", "depth_topic", "imu_topic"}
     assert {s.name for s in PARAM_SPECS if s.set_by_service} == {"cad_database"}
 
 
