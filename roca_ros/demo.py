@@ -11,6 +11,12 @@ rate, and this recorder, which listens to ``/roca/objects`` (and the debug image
   (Scan2CAD thresholds: 20 cm, 20 degrees, 20 % scale; per frame and merged over the scene),
 
 and prints a table of frames, objects, latency and accuracy.
+
+``--depth`` renders the sweep with simulated depth-camera output and plays it as a RealSense
+does with ``align_depth.enable:=true`` (16UC1 millimetres on ``aligned_depth_to_color/image_raw``,
+registered to the colour image): the node pairs it with each frame (``depth_topic``) and refines
+the poses against it. ``--upright`` publishes gravity on ``imu`` (an accelerometer at rest, in
+the camera's frame) and the node uses it as the upright prior (``imu_topic``).
 """
 from __future__ import annotations
 
@@ -130,6 +136,10 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID of the demo's processes (default: a random free-ish id 100-200)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node to start")
+    parser.add_argument("--depth", action="store_true",
+                        help="play simulated registered depth (16UC1 mm) too; the node uses it (depth_topic)")
+    parser.add_argument("--upright", action="store_true",
+                        help="play gravity as sensor_msgs/Imu; the node uses it as the upright prior (imu_topic)")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.rate <= 0:
         parser.error("--frames must be >= 1 and --rate > 0")
@@ -156,7 +166,7 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
     print(f"[demo] rendering a {args.frames}-frame camera sweep (seed {args.seed}) ...", flush=True)
     from roca_core.data.sequence import load_sequence, render_sequence
 
-    seq_dir = render_sequence(out / "sequence", num_frames=args.frames, seed=args.seed)
+    seq_dir = render_sequence(out / "sequence", num_frames=args.frames, seed=args.seed, sensor_depth=args.depth)
     seq = load_sequence(seq_dir)
 
     bin_dir = Path(sys.executable).parent
@@ -166,6 +176,10 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
         "-p", f"score_threshold:={args.score_threshold}", "-p", "stats_period:=0.0"]
     if args.cad_db:
         node_cmd += ["-p", f"cad_database:={Path(args.cad_db).resolve()}"]
+    if args.depth:
+        node_cmd += ["-p", "depth_topic:=aligned_depth_to_color/image_raw"]
+    if args.upright:
+        node_cmd += ["-p", "imu_topic:=imu"]
     node_log = out / "node.log"
     print(f"[demo] starting the node: {' '.join(node_cmd)}", flush=True)
     node_proc = subprocess.Popen(node_cmd, env=env, stdout=open(node_log, "w"), stderr=subprocess.STDOUT,
@@ -216,7 +230,7 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
         times_file = out / "publish_times.json"
         player_proc = subprocess.Popen(
             [sys.executable, "-m", "roca_ros.demo_player", "--sequence", str(seq_dir), "--rate", str(args.rate),
-             "--times", str(times_file)], env=env)
+             "--times", str(times_file)] + ["--depth"] * args.depth + ["--imu"] * args.upright, env=env)
         wait_for(lambda: player_proc.poll() is not None, args.frames / args.rate + 120, spin)
         if player_proc.returncode != 0:
             print("roca-demo: the camera player failed", file=sys.stderr)
@@ -243,6 +257,13 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
         rclpy.try_shutdown()
 
     return write_outputs(out, seq, seq_dir, published, rec, args, time.monotonic() - t0)
+
+
+def mode_line(args: argparse.Namespace) -> str:
+    """What the node was given, for the summary."""
+    parts = ["RGB", "sensor depth (16UC1, refine auto)" if getattr(args, "depth", False) else "",
+             "IMU gravity (upright prior)" if getattr(args, "upright", False) else ""]
+    return " + ".join(p for p in parts if p)
 
 
 def write_outputs(out: Path, seq: dict, seq_dir: Path, published: list[dict], rec: Recording,
@@ -277,7 +298,7 @@ def write_outputs(out: Path, seq: dict, seq_dir: Path, published: list[dict], re
         "frames_published": len(frames), "frames_processed": processed, "frames_dropped": len(frames) - processed,
         "rate_hz": args.rate, "latency_ms_median": float(np.median(latencies)) if latencies else None,
         "latency_ms_p95": float(np.percentile(latencies, 95)) if latencies else None,
-        "accuracy": scores, "elapsed_s": elapsed_s,
+        "inputs": mode_line(args), "accuracy": scores, "elapsed_s": elapsed_s,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -293,7 +314,7 @@ def write_outputs(out: Path, seq: dict, seq_dir: Path, published: list[dict], re
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1f} %"
 
     lines = [
-        "# roca demo", "",
+        "# roca demo", "", f"Inputs: {mode_line(args)}.", "",
         f"{len(frames)} frames at {args.rate:g} Hz, {processed} processed, {len(frames) - processed} dropped; "
         f"latency (image published -> objects received) median "
         f"{summary['latency_ms_median'] or float('nan'):.0f} ms, p95 {summary['latency_ms_p95'] or float('nan'):.0f} ms.",

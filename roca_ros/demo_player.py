@@ -2,7 +2,9 @@
 
 Its own process in the demo: publishes ``image`` (rgb8) and ``camera_info`` of every frame of a
 sequence (``roca_core.data.sequence``) at a fixed rate, stamps each pair with the same time,
-and writes which stamp went with which frame (and the wall-clock publish time, for latency)
+optionally with the frame's registered depth (``--depth``: ``aligned_depth_to_color/image_raw``,
+16UC1 millimetres, as a RealSense with ``align_depth.enable:=true``) and an accelerometer
+reading of gravity (``--imu``: sensor_msgs/Imu on ``imu`` in the camera's frame), and writes which stamp went with which frame (and the wall-clock publish time, for latency)
 to a JSON file when done.
 """
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+import numpy as np  # noqa: E402
 
 
 def camera_info_msg(K, width: int, height: int, header):
@@ -32,6 +36,27 @@ def camera_info_msg(K, width: int, height: int, header):
     return info
 
 
+def depth_msg(millimetres, header):
+    """sensor_msgs/Image 16UC1 (millimetres, 0 = no measurement) registered to the colour image."""
+    from sensor_msgs.msg import Image
+
+    msg = Image(header=header, height=int(millimetres.shape[0]), width=int(millimetres.shape[1]),
+                encoding="16UC1", is_bigendian=0, step=int(millimetres.shape[1]) * 2)
+    msg.data = np.ascontiguousarray(millimetres, dtype="<u2").tobytes()
+    return msg
+
+
+def imu_msg(up, header, gravity: float = 9.80665):
+    """sensor_msgs/Imu of a camera at rest: the accelerometer reads g along the up direction."""
+    from sensor_msgs.msg import Imu
+
+    msg = Imu(header=header)
+    a = gravity * np.asarray(up, dtype=float) / np.linalg.norm(up)
+    msg.linear_acceleration.x, msg.linear_acceleration.y, msg.linear_acceleration.z = (float(v) for v in a)
+    msg.orientation_covariance[0] = -1.0  # no orientation estimate
+    return msg
+
+
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(prog="roca-demo-player", description=__doc__)
     parser.add_argument("--sequence", required=True, help="sequence folder (sequence.json + frames/)")
@@ -40,6 +65,9 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--frame-id", default="camera", help="frame_id of the published headers")
     parser.add_argument("--times", required=True, help="JSON file to write the publish log to")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for subscribers")
+    parser.add_argument("--depth", action="store_true",
+                        help="also publish the sequence's depth (rendered with sensor_depth) registered to the image")
+    parser.add_argument("--imu", action="store_true", help="also publish gravity as sensor_msgs/Imu on 'imu'")
     args = parser.parse_args(argv)
     if args.rate <= 0:
         parser.error("--rate must be > 0")
@@ -48,7 +76,7 @@ def main(argv: "list[str] | None" = None) -> int:
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, QoSReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, Image, Imu
     from std_msgs.msg import Header
 
     from roca_core.data.sequence import load_sequence
@@ -63,6 +91,15 @@ def main(argv: "list[str] | None" = None) -> int:
             print(f"roca-demo-player: cannot read {frame['file']}", file=sys.stderr)
             return 1
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    depths = []
+    if args.depth:
+        for frame in seq["frames"]:
+            mm = cv2.imread(str(Path(args.sequence) / frame.get("depth_file", "-")), cv2.IMREAD_UNCHANGED)
+            if mm is None or mm.dtype != np.uint16:
+                print(f"roca-demo-player: no 16-bit depth for {frame['file']} (render with sensor_depth)",
+                      file=sys.stderr)
+                return 1
+            depths.append(mm)
 
     rclpy.init()
     node = Node("roca_demo_player")
@@ -70,6 +107,8 @@ def main(argv: "list[str] | None" = None) -> int:
     ns = "/" + args.namespace.strip("/") if args.namespace.strip("/") else ""
     image_pub = node.create_publisher(Image, f"{ns}/image", qos)
     info_pub = node.create_publisher(CameraInfo, f"{ns}/camera_info", qos)
+    depth_pub = node.create_publisher(Image, f"{ns}/aligned_depth_to_color/image_raw", qos) if args.depth else None
+    imu_pub = node.create_publisher(Imu, f"{ns}/imu", qos) if args.imu else None
     log = []
     try:
         deadline = time.monotonic() + args.wait
@@ -87,6 +126,10 @@ def main(argv: "list[str] | None" = None) -> int:
             if delay > 0:
                 time.sleep(delay)
             header = Header(frame_id=args.frame_id, stamp=node.get_clock().now().to_msg())
+            if imu_pub is not None:
+                imu_pub.publish(imu_msg(seq["frames"][i]["up"], header))
+            if depth_pub is not None:
+                depth_pub.publish(depth_msg(depths[i], header))
             info_pub.publish(camera_info_msg(seq["K"], seq["width"], seq["height"], header))
             image_pub.publish(rgb_to_image_msg(rgb, header))
             log.append({"frame": i, "stamp_ns": stamp_to_ns(header.stamp),

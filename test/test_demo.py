@@ -91,3 +91,57 @@ def test_demo_runs_end_to_end_with_a_given_checkpoint(tmp_path):
             assert f["latency_ms"] > 0
     assert "| frame | GT objects |" in proc.stdout
     assert "class mean" in (out / "summary.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def depth_sequence(tmp_path_factory) -> Path:
+    return render_sequence(tmp_path_factory.mktemp("seq_depth"), num_frames=2, seed=3, sensor_depth=True)
+
+
+def test_sweep_with_sensor_depth_writes_registered_millimetres_and_the_up_direction(depth_sequence, sequence):
+    import cv2
+    from std_msgs.msg import Header
+
+    from roca_ros.demo_player import depth_msg, imu_msg
+    from roca_ros.depth_input import depth_metres
+    from roca_ros.gravity import GravityFilter
+
+    seq = load_sequence(depth_sequence)
+    first_rgb = (depth_sequence / "frames/000000.png").read_bytes()
+    assert first_rgb == (sequence / "frames/000000.png").read_bytes()  # depth leaves the colour frames alone
+    for frame in seq["frames"]:
+        mm = cv2.imread(str(depth_sequence / frame["depth_file"]), cv2.IMREAD_UNCHANGED)
+        assert mm.dtype == np.uint16 and mm.shape == (seq["height"], seq["width"])
+        valid = mm > 0
+        assert 0.5 < valid.mean() < 1.0  # a sensor: mostly measured, with holes
+        assert 300 < np.median(mm[valid]) < 10000
+        up = np.asarray(frame["up"])
+        np.testing.assert_allclose(up, np.asarray(frame["cam_to_world"])[:3, :3].T @ [0.0, 1.0, 0.0], atol=1e-9)
+        assert up[1] < -0.5  # the camera looks roughly level: up is mostly -y in the optical frame
+        # what the player publishes is what the node reads
+        np.testing.assert_allclose(depth_metres(depth_msg(mm, Header(frame_id="camera"))), mm / 1000.0, rtol=1e-6)
+        gravity = GravityFilter()
+        a = imu_msg(up, Header(frame_id="camera")).linear_acceleration
+        assert gravity.add((a.x, a.y, a.z), 0.0)
+        np.testing.assert_allclose(gravity.up(0.0), up, atol=1e-9)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_demo_with_depth_and_imu_runs_end_to_end(tmp_path):
+    """roca-demo --depth --upright: the node gets depth and gravity and the summary says so."""
+    cfg = load_preset("small")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "small.safetensors"
+    save_checkpoint(ckpt, RocaModel(cfg), cfg)
+    out = tmp_path / "demo"
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = subprocess.run([str(VENV_BIN / "roca-demo"), "--out", str(out), "--frames", "2", "--rate", "2",
+                           "--checkpoint", str(ckpt), "--score-threshold", "0.0", "--depth", "--upright"],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_processed"] >= 1
+    assert summary["inputs"] == "RGB + sensor depth (16UC1, refine auto) + IMU gravity (upright prior)"
+    log = (out / "node.log").read_text()
+    assert "/roca/aligned_depth_to_color/image_raw + /roca/imu" in log and "rejected" not in log.split("stopped")[0]

@@ -7,9 +7,14 @@ so the demo can score what the node says.
 On disk: ``<dir>/frames/<i:06d>.png`` (RGB) and ``<dir>/sequence.json``::
 
     {"width": W, "height": H, "K": 3x3, "seed": S, "scene_id": "...",
-     "frames": [{"file": "frames/000000.png", "cam_to_world": 4x4,
+     "frames": [{"file": "frames/000000.png", "cam_to_world": 4x4, "up": camera-frame up (3,),
+                 ["depth_file": "depth/000000.png",]
                  "objects": [{"class_name", "class_index", "cad_id", "t", "q", "s", "sym",
                               "alignment_id", "bbox_xyxy"}]}]}
+
+With ``sensor_depth=True``, ``depth/<i:06d>.png`` holds the simulated depth-camera image
+(:mod:`roca_core.data.sensor_depth`) registered to the frame, as 16-bit millimetres (0 = no
+measurement), the way a RealSense publishes aligned depth.
 """
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ def sweep_cameras(first: CameraPose, num_frames: int, lateral_m: float, look_dis
 
 
 def render_sequence(out_dir: "str | Path", num_frames: int = 12, seed: int = 7, scene_index: int = 0,
-                    cfg: RenderConfig | None = None, lateral_m: float = 0.8, camera_tries: int = 12) -> Path:
+                    cfg: RenderConfig | None = None, lateral_m: float = 0.8, camera_tries: int = 12,
+                    sensor_depth: bool = False) -> Path:
     """Render a sweep through one synthetic room; returns the sequence folder.
 
     Of ``camera_tries`` sampled start cameras, the one that sees the most objects is kept,
@@ -58,7 +64,9 @@ def render_sequence(out_dir: "str | Path", num_frames: int = 12, seed: int = 7, 
     cfg = cfg or RenderConfig()
     out = Path(out_dir)
     (out / "frames").mkdir(parents=True, exist_ok=True)
-    gen = SyntheticSceneGenerator(cfg, seed)
+    gen = SyntheticSceneGenerator(cfg, seed, sensor_depth=sensor_depth)
+    if sensor_depth:
+        (out / "depth").mkdir(exist_ok=True)
     try:
         layout = gen.layout(scene_index)
         rng = np.random.default_rng([seed, 4, scene_index])
@@ -87,7 +95,13 @@ def render_sequence(out_dir: "str | Path", num_frames: int = 12, seed: int = 7, 
                     "alignment_id": int(o["alignment_id"]),
                     "bbox_xyxy": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
                 })
-            frames.append({"file": name, "cam_to_world": cam_to_world.tolist(), "objects": objects})
+            frame = {"file": name, "cam_to_world": cam_to_world.tolist(),
+                     "up": (cam.R_wc @ np.array([0.0, 1.0, 0.0])).tolist(), "objects": objects}
+            if sensor_depth:
+                frame["depth_file"] = f"depth/{i:06d}.png"
+                mm = np.clip(np.round(np.nan_to_num(img.sensor_depth) * 1000.0), 0, 65535).astype(np.uint16)
+                cv2.imwrite(str(out / frame["depth_file"]), mm)
+            frames.append(frame)
         info = {"width": cfg.camera.width, "height": cfg.camera.height, "K": gen.K.tolist(),
                 "seed": seed, "scene_id": img.scene_id, "frames": frames}
         (out / SEQUENCE_FILE).write_text(json.dumps(info, indent=1))
