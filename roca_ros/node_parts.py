@@ -645,6 +645,7 @@ class RocaParts:
             self._apply_thresholds(settings)
             with self._autocast():
                 detections = self._predictor.predict(rgb, frame.camera.K, **inputs)
+            refine_s = float(getattr(self._predictor, "last_refine_seconds", 0.0))
         t_predicted = time.perf_counter()
         self.stats.count("with_depth" if "depth" in inputs else "without_depth")
         detections = sorted((d for d in detections if float(d.score) >= settings.score_threshold
@@ -681,6 +682,8 @@ class RocaParts:
                       latency=t_published - frame.arrived)
         if frame.age_s is not None:
             stages["transport"] = frame.age_s
+        if refine_s > 0:
+            stages["refine"] = refine_s
         self.stats.record(**stages)
 
     def _on_worker_error(self, frame: Frame, exc: BaseException) -> None:

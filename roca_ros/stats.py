@@ -42,10 +42,12 @@ class StageStats:
 # handoff    paired -> the worker starts on it (waits for the frame in flight)
 # convert    Image message -> RGB array (a view for unpadded rgb8)
 # predict    the model (Predictor.predict)
+# refine     of which pose refinement against depth (Predictor.last_refine_seconds; frames that refined)
 # build      ObjectAlignmentArray, MarkerArray (and debug image) messages
 # publish    rclpy publish calls (serialisation, hand-over to DDS)
 # latency    image callback -> all results published (the node's part of end-to-end latency)
-STAGES: tuple[str, ...] = ("transport", "sync", "handoff", "convert", "predict", "build", "publish", "latency")
+STAGES: tuple[str, ...] = ("transport", "sync", "handoff", "convert", "predict", "refine", "build", "publish",
+                           "latency")
 
 
 @dataclass

@@ -38,6 +38,7 @@ class RecordingPredictor:
         self.calls: list[tuple[np.ndarray, np.ndarray]] = []
         self.inputs: list[dict[str, Any]] = []  # per call: depth, up (None when not given), refine
         self.refine: Optional[bool] = None
+        self.last_refine_seconds = 0.0  # as roca_core.Predictor reports it
         self.detections: list[Any] = []
         self._lock = threading.Lock()
 

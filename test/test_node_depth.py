@@ -81,7 +81,17 @@ def test_registered_16uc1_depth_reaches_the_model_in_metres(running):
     assert depth is not None and depth.dtype == np.float32 and depth.shape == (H, W)
     np.testing.assert_allclose(depth, MM / 1000.0, rtol=1e-6)
     assert running.node.stats.snapshot(False)["with_depth"] > before
-    assert running.client.latest_stats()["with_depth"] > before
+    published = running.client.stats
+    seen = len(published)
+    running.predictor.last_refine_seconds = 0.004  # the refinement time the predictor reports goes to ~/stats
+    try:
+        running.send_until_processed(with_depth(running))
+        assert running.client.spin_until(
+            lambda: any(s["stages"]["refine"]["count"] for s in published[seen:]), 3.0), published[seen:]
+    finally:
+        running.predictor.last_refine_seconds = 0.0
+    refined = next(s for s in published[seen:] if s["stages"]["refine"]["count"])
+    assert refined["stages"]["refine"]["max_ms"] == 4.0 and refined["with_depth"] > before
 
 
 def test_32fc1_metres_with_nan_holes(running):
