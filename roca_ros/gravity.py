@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -29,6 +30,31 @@ def unit_up(vector: Sequence[float]) -> np.ndarray:
     if v.shape != (3,) or not np.all(np.isfinite(v)) or np.linalg.norm(v) < 1e-9:
         raise ValueError(f"an up direction needs 3 finite numbers, not all zero; got {list(vector)}")
     return v / np.linalg.norm(v)
+
+
+@dataclass(frozen=True)
+class UpChoice:
+    """The upright prior of one frame: direction (None: off), where it came from, and why the IMU was not used."""
+
+    up: Optional[np.ndarray]
+    source: str
+    problem: Optional[str] = None
+
+
+def choose_up(gravity: "GravityFilter | None", now: float, camera_frame: str, up_vector: Sequence[float],
+              imu_axes_are_optical: bool) -> UpChoice:
+    """The IMU's gravity while it has a current one in the camera's axes, else ``up_vector``, else off."""
+    up = gravity.up(now) if gravity is not None else None
+    problem = None
+    if up is not None:
+        if imu_axes_are_optical or gravity.frame_id == camera_frame:
+            return UpChoice(up, f"imu ({gravity.frame_id})")
+        problem = (f"IMU frame_id '{gravity.frame_id}' is not the image's '{camera_frame}' and the node has no tf2 "
+                   "to rotate it: not used (imu_frame_is_camera_optical:=true if the axes coincide, e.g. RealSense "
+                   "camera_imu_optical_frame)")
+    if up_vector:
+        return UpChoice(unit_up(up_vector), "up_vector", problem)
+    return UpChoice(None, "off", problem)
 
 
 class GravityFilter:

@@ -16,7 +16,8 @@ Input: ``image`` (or ``<image>/compressed``) and ``camera_info`` are paired by s
 (:mod:`roca_ros.latest_camera_info`); the pair's intrinsics and undistortion come from
 :mod:`roca_ros.camera_model`. With ``depth_topic`` each pair then waits for its registered
 depth image (:mod:`roca_ros.depth_input`), and goes on RGB-only while depth is lost; the
-upright prior comes from ``up_vector`` or an IMU (:mod:`roca_ros.gravity`). Health goes to ``/diagnostics`` (:mod:`roca_ros.diagnostics`).
+upright prior comes from ``up_vector`` or an IMU (:mod:`roca_ros.gravity`). Health goes to
+``/diagnostics`` (:mod:`roca_ros.diagnostics`).
 
 Threading: the executor thread only checks headers, pairs image with camera_info and hands
 the pair to a :class:`LatestWorker`; conversion (decoding, demosaicing, undistortion),
@@ -63,7 +64,7 @@ from roca_ros.image_conversion import ImageConversionError, check_colour_image_h
 from roca_ros.latest_camera_info import LatestCameraInfos
 from roca_ros.latest_worker import LatestWorker
 from roca_ros.markers import MARKER_NAMESPACE, build_marker_array, delete_all_markers
-from roca_ros.gravity import GravityFilter, unit_up
+from roca_ros.gravity import GravityFilter, choose_up
 from roca_ros.mesh_uris import MeshUris
 from roca_ros.params import PARAM_SPECS, SPECS_BY_NAME, NodeSettings, ParameterError, ParamSpec
 from roca_ros.stats import NodeStats, ThrottledReporter, format_report, rejection_kind
@@ -590,22 +591,13 @@ class RocaParts:
             gravity.add((a.x, a.y, a.z), time.monotonic(), str(msg.header.frame_id))
 
     def _up_direction(self, settings: NodeSettings, frame_id: str) -> Optional[np.ndarray]:
-        """The upright prior for this frame: the IMU's gravity while it has one, else up_vector, else None."""
-        gravity = self._gravity
-        up = gravity.up(time.monotonic()) if gravity is not None else None
-        if up is not None:
-            if settings.imu_frame_is_camera_optical or gravity.frame_id == frame_id:
-                self._up_source = f"imu ({gravity.frame_id})"
-                return up
-            self._warn.report("imu frame", (
-                f"IMU frame_id '{gravity.frame_id}' is not the image's '{frame_id}' and the node has no tf2 to "
-                "rotate it: not used (imu_frame_is_camera_optical:=true if the axes coincide, e.g. RealSense "
-                "camera_imu_optical_frame)"))
-        if settings.up_vector:
-            self._up_source = "up_vector"
-            return unit_up(settings.up_vector)
-        self._up_source = "off"
-        return None
+        """The upright prior for this frame (:func:`roca_ros.gravity.choose_up`)."""
+        choice = choose_up(self._gravity, time.monotonic(), frame_id, settings.up_vector,
+                           settings.imu_frame_is_camera_optical)
+        if choice.problem is not None:
+            self._warn.report("imu frame", choice.problem)
+        self._up_source = choice.source
+        return choice.up
 
     def _clear_markers(self) -> None:
         """DELETEALL for the node's marker namespace, if markers are shown (shutdown, publish_markers off)."""

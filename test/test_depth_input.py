@@ -121,3 +121,21 @@ def test_unit_up_refuses_degenerate_vectors():
     for bad in ([0, 0, 0], [1, 2], [math.inf, 0, 0]):
         with pytest.raises(ValueError, match="3 finite numbers"):
             unit_up(bad)
+
+
+def test_choose_up_prefers_a_current_imu_in_the_camera_axes_then_up_vector():
+    from roca_ros.gravity import choose_up
+
+    g = GravityFilter()
+    assert choose_up(None, 0.0, "cam", (), False).up is None
+    assert choose_up(g, 0.0, "cam", (), False).source == "off"  # no reading yet
+    g.add((0.0, 0.0, 9.81), 0.0, "imu_link")
+    other = choose_up(g, 0.1, "cam", (0.0, -2.0, 0.0), False)
+    np.testing.assert_allclose(other.up, [0, -1, 0])
+    assert other.source == "up_vector" and "no tf2" in other.problem
+    trusted = choose_up(g, 0.1, "cam", (0.0, -2.0, 0.0), True)
+    np.testing.assert_allclose(trusted.up, [0, 0, 1])
+    assert trusted.source == "imu (imu_link)" and trusted.problem is None
+    g.add((0.0, 0.0, 9.81), 0.2, "cam")
+    np.testing.assert_allclose(choose_up(g, 0.2, "cam", (), False).up, [0, 0, 1])
+    assert choose_up(g, 5.0, "cam", (), False).up is None  # stale
