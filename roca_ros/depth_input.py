@@ -86,17 +86,17 @@ def depth_metres(msg: Any) -> np.ndarray:
 
 
 class DepthLiveness:
-    """Whether depth is arriving: lost after ``timeout_s`` without one, back with the next.
+    """Whether depth is arriving: lost when colour frames came for ``timeout_s`` without one.
 
-    ``arrived`` and ``check`` return a line to log on a change of state (once each way), else
-    None. Before the first depth the clock starts with the first colour frame (``frame``): a
-    node started before its camera stays quiet.
+    The clock runs from the first colour frame (``frame``) after the newest depth image, so a
+    node started before its camera, or a camera slower than ``1 / timeout_s``, stays quiet.
+    ``arrived`` and ``check`` return a line to log on a change of state (once each way), else None.
     """
 
     def __init__(self, topic: str, timeout_s: float) -> None:
         self.topic = topic
         self.timeout_s = float(timeout_s)
-        self._last: Optional[float] = None
+        self._waiting_since: Optional[float] = None  # first colour frame since the newest depth
         self._ever = False
         self._active = True
         self._lock = threading.Lock()
@@ -113,21 +113,21 @@ class DepthLiveness:
 
     def arrived(self, now: float) -> Optional[str]:
         with self._lock:
-            self._last, self._ever = now, True
+            self._waiting_since, self._ever = None, True
             if self._active:
                 return None
             self._active = True
         return f"depth is back on {self.topic}: pairing images with depth again"
 
     def frame(self, now: float) -> None:
-        """A colour frame is waiting: before any depth, the timeout counts from the first one."""
+        """A colour frame came: the timeout counts from the first one since the newest depth."""
         with self._lock:
-            if self._last is None:
-                self._last = now
+            if self._waiting_since is None:
+                self._waiting_since = now
 
     def check(self, now: float) -> Optional[str]:
         with self._lock:
-            if not self._active or self._last is None or now - self._last <= self.timeout_s:
+            if not self._active or self._waiting_since is None or now - self._waiting_since <= self.timeout_s:
                 return None
             self._active = False
             ever = self._ever

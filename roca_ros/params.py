@@ -187,8 +187,8 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "RealSense: aligned_depth_to_color/image_raw with align_depth.enable:=true), 16UC1 millimetres or "
               "32FC1 metres, paired with each image by stamp within sync_slop; empty: RGB only.",
               read_only=True, constraints="topic name, or empty"),
-    ParamSpec("depth_timeout", 1.0, "Seconds without a depth image after which the node carries on RGB-only "
-              "(said once; and again when depth returns).", constraints="0 < value <= 60",
+    ParamSpec("depth_timeout", 1.0, "Seconds of colour frames without a depth image after which the node "
+              "carries on RGB-only (said once; and again when depth returns).", constraints="0 < value <= 60",
               check=_range(0.0, 60.0, low_open=True), bounds=(0.0, 60.0)),
     ParamSpec("refine", "auto", "Refine poses against depth by fitting the retrieved CAD model: auto (only with "
               "measured depth), on (also against the predicted depth), off.",

@@ -79,8 +79,14 @@ def test_liveness_says_once_when_depth_stops_and_once_when_it_returns():
     assert "has not arrived for 1 s" in live.check(1.1) and not live.active
     assert live.check(5.0) is None  # said once
     assert "back on /cam/depth" in live.arrived(5.1) and live.state() == "paired"
-    assert live.arrived(5.2) is None and live.check(6.0) is None
-    assert "stopped arriving" in live.check(6.3) and live.state().startswith("lost")
+    assert live.arrived(5.2) is None and live.check(7.0) is None  # no colour frame waits for depth
+    for t in (8.0, 10.0, 12.0):  # a 0.5 Hz camera with its depth: never lost
+        live.frame(t)
+        assert live.arrived(t + 0.01) is None
+        assert live.check(t + 1.9) is None
+    live.frame(14.0)
+    assert live.check(14.9) is None
+    assert "stopped arriving" in live.check(15.1) and live.state().startswith("lost")
 
 
 def test_pairing_waits_for_depth_then_goes_rgb_only_when_it_is_lost():

@@ -97,12 +97,15 @@ def test_launch_file_and_executables_are_found_as_ros2_launch_finds_them(install
         "-r", "image:=image", "-r", "camera_info:=camera_info"]
     assert not node.lifecycle
 
-    (managed,) = launch_nodes(launch_file, {"lifecycle": "true", "namespace": "cam2", "device": "cpu"})
+    depth = "/camera/camera/aligned_depth_to_color/image_raw"
+    (managed,) = launch_nodes(launch_file, {"lifecycle": "true", "namespace": "cam2", "device": "cpu",
+                                            "depth_topic": depth})
     command = command_line(managed, tmp_path)
     assert managed.lifecycle and command[0] == str(prefix / "lib" / "roca_ros" / "roca_lifecycle_node")
     assert command[1:6] == ["--ros-args", "-r", "__node:=roca_node", "-r", "__ns:=/cam2"]
     overrides = Path(command[command.index("--params-file", 7) + 1]).read_text()
     assert "/cam2/roca_node:" in overrides and "device: cpu" in overrides
+    assert f"depth_topic: {depth}" in overrides and "imu_topic" not in overrides  # only the arguments given
 
     node, rviz = launch_nodes(launch_file, {"use_rviz": "true"})
     assert (rviz.package, rviz.executable, rviz.arguments[0]) == ("rviz2", "rviz2", "-d")
