@@ -7,7 +7,8 @@ values: input and processing rates, drop ratio, input age, rejections by kind, p
 
 * ERROR: no image received at all, or none for ``no_input_after_s``;
 * WARN: the newest image is older than ``stale_after_s``, images arrive but none is processed
-  (unpaired or rejected), or frames were rejected in this period;
+  (unpaired or rejected), frames were rejected in this period, or the depth topic went silent
+  (``pairing["depth"]`` starts with "lost": the node runs RGB-only);
 * OK otherwise.
 """
 from __future__ import annotations
@@ -59,6 +60,8 @@ def assess(now: dict, before: Optional[dict], elapsed_s: float, input_age_s: Opt
         return Assessment(WARN, f"{received} images received, none processed: {reason}", values)
     if delta["rejected"]:
         return Assessment(WARN, f"{delta['rejected']} frames rejected in the last {elapsed_s:.1f} s", values)
+    if pairing.get("depth", "").startswith("lost"):
+        return Assessment(WARN, f"no depth on {pairing.get('depth topic', 'the depth topic')}: RGB only", values)
     return Assessment(OK, f"processing {delta['processed'] / period:.1f} Hz of {received / period:.1f} Hz input",
                       values)
 

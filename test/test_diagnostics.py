@@ -41,3 +41,11 @@ def test_status_message_carries_rejection_kinds():
     values = {kv.key: kv.value for kv in status.values}
     assert values["rejected: image: unsupported image encoding"] == "30"
     assert status.level == WARN and status.hardware_id == "/camera/color/image_raw"
+
+
+def test_lost_depth_is_a_warning_and_the_depth_state_is_shown():
+    pairing = dict(PAIRING, **{"depth topic": "/camera/aligned_depth_to_color/image_raw", "depth": "paired"})
+    assert assess(counters(60, 20), counters(30, 10), 1.0, 0.03, pairing).level == OK
+    lost = assess(counters(60, 20), counters(30, 10), 1.0, 0.03, dict(pairing, depth="lost: RGB only"))
+    assert lost.level == WARN and lost.message == "no depth on /camera/aligned_depth_to_color/image_raw: RGB only"
+    assert lost.values["depth"] == "lost: RGB only"

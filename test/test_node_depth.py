@@ -18,6 +18,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("roca_msgs.msg")
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import Image, Imu  # noqa: E402
 
 from inprocess_node import InProcessNode  # noqa: E402
@@ -53,6 +54,8 @@ def running():
                          client_image_topic=COLOR, client_info_topic=INFO)
     node.depth_pub = node.client.node.create_publisher(Image, DEPTH, qos_profile_sensor_data)
     node.imu_pub = node.client.node.create_publisher(Imu, IMU, qos_profile_sensor_data)
+    node.diagnostics = []
+    node.client.node.create_subscription(DiagnosticArray, "/diagnostics", node.diagnostics.append, 10)
     yield node
     node.close()
 
@@ -139,6 +142,14 @@ def test_rgb_only_after_depth_timeout_and_depth_again_when_it_returns(running):
     assert last_inputs(running)["depth"] is None
     assert running.wait_for_log(f"depth on {DEPTH} stopped arriving for 1 s")
     assert running.node.stats.snapshot(False)["without_depth"] > without
+
+    def depth_state(array: DiagnosticArray) -> tuple[str, str]:
+        (status,) = array.status
+        return status.message, {kv.key: kv.value for kv in status.values}.get("depth", "")
+
+    seen = len(running.diagnostics)
+    assert running.client.spin_until(lambda: any(depth_state(a) == (f"no depth on {DEPTH}: RGB only", "lost: RGB only")
+                                                 for a in running.diagnostics[seen:]), 3.0)
     running.send_until_processed(with_depth(running))  # may still go RGB-only: it can pair before its depth
     assert running.wait_for_log(f"depth is back on {DEPTH}")
     running.send_until_processed(with_depth(running))
