@@ -177,7 +177,12 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
     if args.cad_db:
         node_cmd += ["-p", f"cad_database:={Path(args.cad_db).resolve()}"]
     if args.depth:
-        node_cmd += ["-p", "depth_topic:=aligned_depth_to_color/image_raw"]
+        # Colour and depth are 0.5 MB and 0.35 MB: best effort between processes loses many of them
+        # under load (README, "Large images on one machine"); the player publishes reliably.
+        depth_topic = "aligned_depth_to_color/image_raw"
+        node_cmd += ["-p", f"depth_topic:={depth_topic}"] + [
+            arg for topic in ("image", "camera_info", depth_topic)
+            for arg in ("-p", f"qos_overrides./roca/{topic}.subscription.reliability:=reliable")]
     if args.upright:
         node_cmd += ["-p", "imu_topic:=imu"]
     node_log = out / "node.log"

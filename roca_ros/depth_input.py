@@ -88,8 +88,9 @@ def depth_metres(msg: Any) -> np.ndarray:
 class DepthLiveness:
     """Whether depth is arriving: lost when colour frames came for ``timeout_s`` without one.
 
-    The clock runs from the first colour frame (``frame``) after the newest depth image, so a
-    node started before its camera, or a camera slower than ``1 / timeout_s``, stays quiet.
+    The clock runs from the first colour frame left waiting for its depth (``frame``) since the
+    newest depth image, so a node started before its camera, or a camera slower than
+    ``1 / timeout_s``, stays quiet.
     ``arrived`` and ``check`` return a line to log on a change of state (once each way), else None.
     """
 
@@ -119,10 +120,13 @@ class DepthLiveness:
             self._active = True
         return f"depth is back on {self.topic}: pairing images with depth again"
 
-    def frame(self, now: float) -> None:
-        """A colour frame came: the timeout counts from the first one since the newest depth."""
+    def frame(self, now: float, waiting: bool = True) -> None:
+        """A colour frame came: waiting for its depth (the timeout counts from the first such), or
+        paired at once (``waiting=False``: older waiting frames were dropped, nothing waits)."""
         with self._lock:
-            if self._waiting_since is None:
+            if not waiting:
+                self._waiting_since = None
+            elif self._waiting_since is None:
                 self._waiting_since = now
 
     def check(self, now: float) -> Optional[str]:
@@ -152,11 +156,12 @@ class DepthPairing(Generic[F]):
         self.liveness = DepthLiveness(topic, timeout_s)
 
     def add_frame(self, stamp_ns: int, frame: F, now: float) -> tuple[list[tuple[F, Any]], Optional[str]]:
-        self.liveness.frame(now)
         note = self.tick(now)
         if not self.liveness.active:
             return [(frame, None)], note
-        return [(p.image, p.info) for p in self.sync.add_image(stamp_ns, frame)], note
+        pairs = self.sync.add_image(stamp_ns, frame)
+        self.liveness.frame(now, waiting=not pairs)
+        return [(p.image, p.info) for p in pairs], note
 
     def add_depth(self, stamp_ns: int, depth_msg: Any, now: float) -> tuple[list[tuple[F, Any]], Optional[str]]:
         note = self.liveness.arrived(now)

@@ -217,7 +217,9 @@ class RocaParts:
             raise StartupError(f"invalid parameter: {exc}") from exc
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
-        unknown = sorted(n for n in getattr(self, "_parameter_overrides", {}) if not self.has_parameter(n))
+        # qos_overrides.* are declared with the subscriptions (open_io), later
+        unknown = sorted(n for n in getattr(self, "_parameter_overrides", {})
+                         if not self.has_parameter(n) and not n.startswith("qos_overrides."))
         if unknown:
             self.get_logger().warning(f"ignoring unknown parameters {unknown}; known: {sorted(SPECS_BY_NAME)}")
 

@@ -80,9 +80,12 @@ def test_liveness_says_once_when_depth_stops_and_once_when_it_returns():
     assert live.check(5.0) is None  # said once
     assert "back on /cam/depth" in live.arrived(5.1) and live.state() == "paired"
     assert live.arrived(5.2) is None and live.check(7.0) is None  # no colour frame waits for depth
-    for t in (8.0, 10.0, 12.0):  # a 0.5 Hz camera with its depth: never lost
+    for t in (8.0, 10.0, 12.0):  # a 0.5 Hz camera with its depth, either first: never lost
         live.frame(t)
         assert live.arrived(t + 0.01) is None
+        assert live.check(t + 1.0) is None
+        assert live.arrived(t + 1.1) is None
+        live.frame(t + 1.11, waiting=False)  # paired with the depth that came first
         assert live.check(t + 1.9) is None
     live.frame(14.0)
     assert live.check(14.9) is None
@@ -95,10 +98,12 @@ def test_pairing_waits_for_depth_then_goes_rgb_only_when_it_is_lost():
     assert pairing.add_depth(105_000_000, "d1", 0.12) == ([("f1", "d1")], None)
     assert pairing.add_depth(200_000_000, "d2", 0.2)[0] == []
     assert pairing.add_frame(203_000_000, "f2", 0.21)[0] == [("f2", "d2")]
-    assert pairing.add_frame(900_000_000, "f3", 0.9)[0] == []  # depth may still come
-    frames, note = pairing.add_frame(1_500_000_000, "f4", 1.5)
-    assert frames == [("f4", None)] and "RGB only" in note and pairing.sync.pending_images == 0
-    assert pairing.add_depth(1_600_000_000, "d3", 1.6)[1].startswith("depth is back")
+    assert pairing.tick(1.5) is None  # f2 found its depth at once: nothing waits, however slow the camera
+    assert pairing.add_frame(2_000_000_000, "f3", 2.0)[0] == []  # depth may still come
+    assert pairing.add_frame(2_500_000_000, "f4", 2.5) == ([], None)
+    frames, note = pairing.add_frame(3_100_000_000, "f5", 3.1)  # 1.1 s after f3 began to wait
+    assert frames == [("f5", None)] and "RGB only" in note and pairing.sync.pending_images == 0
+    assert pairing.add_depth(3_200_000_000, "d3", 3.2)[1].startswith("depth is back")
 
 
 def test_gravity_filter_low_passes_and_ignores_acceleration():
