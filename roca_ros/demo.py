@@ -161,6 +161,15 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
     env = dict(os.environ, PYTHONUNBUFFERED="1",
                ROS_DOMAIN_ID=str(args.domain_id if args.domain_id is not None else random.randint(100, 200)))
     os.environ["ROS_DOMAIN_ID"] = env["ROS_DOMAIN_ID"]
+    if args.depth:
+        # Colour (0.5 MB) and depth (0.35 MB) published back to back overflow Fast DDS's default 512 KB
+        # shared-memory segment and get lost (README, "Large images on one machine"): the profile the
+        # README recommends for cameras, in every demo process.
+        from roca_core.paths import share_dir
+        profile = share_dir() / "config" / "fastdds_large_images.xml"
+        if profile.is_file():
+            env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = env["FASTDDS_DEFAULT_PROFILES_FILE"]
 
     t0 = time.monotonic()
     print(f"[demo] rendering a {args.frames}-frame camera sweep (seed {args.seed}) ...", flush=True)
@@ -177,12 +186,7 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
     if args.cad_db:
         node_cmd += ["-p", f"cad_database:={Path(args.cad_db).resolve()}"]
     if args.depth:
-        # Colour and depth are 0.5 MB and 0.35 MB: best effort between processes loses many of them
-        # under load (README, "Large images on one machine"); the player publishes reliably.
-        depth_topic = "aligned_depth_to_color/image_raw"
-        node_cmd += ["-p", f"depth_topic:={depth_topic}"] + [
-            arg for topic in ("image", "camera_info", depth_topic)
-            for arg in ("-p", f"qos_overrides./roca/{topic}.subscription.reliability:=reliable")]
+        node_cmd += ["-p", "depth_topic:=aligned_depth_to_color/image_raw"]
     if args.upright:
         node_cmd += ["-p", "imu_topic:=imu"]
     node_log = out / "node.log"

@@ -147,7 +147,7 @@ class DepthPairing(Generic[F]):
     """Colour frames waiting for the depth image stamped within ``slop_s`` of them.
 
     While depth arrives (:class:`DepthLiveness`) a frame waits for its depth; once depth is
-    lost the frames go on alone (depth None) and the waiting ones are dropped. Each method
+    lost the newest waiting frame and all later ones go on alone (depth None). Each method
     returns ``(completed [(frame, depth message or None)], line to log or None)``.
     """
 
@@ -156,9 +156,9 @@ class DepthPairing(Generic[F]):
         self.liveness = DepthLiveness(topic, timeout_s)
 
     def add_frame(self, stamp_ns: int, frame: F, now: float) -> tuple[list[tuple[F, Any]], Optional[str]]:
-        note = self.tick(now)
+        released, note = self.tick(now)
         if not self.liveness.active:
-            return [(frame, None)], note
+            return [(frame, None)], note  # (a frame released by tick is older than this one: dropped)
         pairs = self.sync.add_image(stamp_ns, frame)
         self.liveness.frame(now, waiting=not pairs)
         return [(p.image, p.info) for p in pairs], note
@@ -167,8 +167,11 @@ class DepthPairing(Generic[F]):
         note = self.liveness.arrived(now)
         return [(p.image, p.info) for p in self.sync.add_info(stamp_ns, depth_msg)], note
 
-    def tick(self, now: float) -> Optional[str]:
+    def tick(self, now: float) -> tuple[list[tuple[F, Any]], Optional[str]]:
+        """On losing depth: the newest waiting frame, to go on RGB-only, and the line to log."""
         note = self.liveness.check(now)
-        if note is not None:
-            self.sync.clear()  # frames waiting for depth would pair late: drop them
-        return note
+        if note is None:
+            return [], None
+        newest = self.sync.take_newest_image()
+        self.sync.clear()  # depth images kept for pairing are stale by the time depth returns
+        return ([(newest[1], None)] if newest is not None else []), note

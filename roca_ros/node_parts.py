@@ -734,7 +734,9 @@ class RocaParts:
     def _on_stats_tick(self) -> None:
         now = time.monotonic()
         if self._depth is not None:
-            self._log_depth_state(self._depth.tick(now))
+            frames, note = self._depth.tick(now)
+            self._log_depth_state(note)
+            self._hand_off(frames)
         if now - self._diagnostics_at >= DIAGNOSTICS_PERIOD_S:
             self._publish_diagnostics(now)
         period = self._settings.stats_period

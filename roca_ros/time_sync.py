@@ -114,6 +114,16 @@ class ApproximateTimeSync(Generic[ImageT, InfoT]):
             self._images.clear()
             self._infos.clear()
 
+    def take_newest_image(self) -> "tuple[int, ImageT] | None":
+        """Give up pairing: the newest waiting (stamp, image), or None; older waiting images count unpaired."""
+        with self._lock:
+            if not self._images:
+                return None
+            newest = max(self._images, key=lambda item: item[0])
+            self.unpaired_images += len(self._images) - 1
+            self._images.clear()
+            return newest
+
     def _closest(self, queue: deque, stamp_ns: int):
         best = None
         best_dt = None

@@ -98,12 +98,18 @@ def test_pairing_waits_for_depth_then_goes_rgb_only_when_it_is_lost():
     assert pairing.add_depth(105_000_000, "d1", 0.12) == ([("f1", "d1")], None)
     assert pairing.add_depth(200_000_000, "d2", 0.2)[0] == []
     assert pairing.add_frame(203_000_000, "f2", 0.21)[0] == [("f2", "d2")]
-    assert pairing.tick(1.5) is None  # f2 found its depth at once: nothing waits, however slow the camera
+    assert pairing.tick(1.5) == ([], None)  # f2 found its depth at once: nothing waits, however slow the camera
     assert pairing.add_frame(2_000_000_000, "f3", 2.0)[0] == []  # depth may still come
     assert pairing.add_frame(2_500_000_000, "f4", 2.5) == ([], None)
-    frames, note = pairing.add_frame(3_100_000_000, "f5", 3.1)  # 1.1 s after f3 began to wait
-    assert frames == [("f5", None)] and "RGB only" in note and pairing.sync.pending_images == 0
-    assert pairing.add_depth(3_200_000_000, "d3", 3.2)[1].startswith("depth is back")
+    assert pairing.tick(2.9) == ([], None)
+    frames, note = pairing.tick(3.1)  # 1.1 s after f3 began to wait: the newest waiting frame goes on
+    assert frames == [("f4", None)] and "RGB only" in note and pairing.sync.pending_images == 0
+    assert pairing.sync.unpaired_images == 1  # f3
+    assert pairing.add_frame(3_300_000_000, "f5", 3.3) == ([("f5", None)], None)
+    assert pairing.add_depth(3_400_000_000, "d3", 3.4)[1].startswith("depth is back")
+    assert pairing.add_frame(3_500_000_000, "f6", 3.5) == ([], None)  # waits again
+    frames, note = pairing.add_frame(4_600_000_000, "f7", 4.6)  # lost again on the next frame, before any tick
+    assert frames == [("f7", None)] and "stopped arriving" in note
 
 
 def test_gravity_filter_low_passes_and_ignores_acceleration():

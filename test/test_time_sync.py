@@ -156,3 +156,14 @@ def test_latest_camera_info_prefers_the_image_frame_and_size_then_the_newest():
     infos.add(info("other", 10, 10))  # keep=3: evicts the oldest, binned
     assert infos.for_image("cam", 640, 480) is newer
     assert infos.for_image("cam", 1280, 960).header.frame_id == "other"  # nothing fits: the newest
+
+
+def test_take_newest_image_gives_up_pairing_and_counts_the_older_ones():
+    sync: ApproximateTimeSync[str, str] = ApproximateTimeSync(0.01)
+    assert sync.take_newest_image() is None
+    sync.add_image(1_000_000_000, "a")
+    sync.add_image(3_000_000_000, "c")
+    sync.add_image(2_000_000_000, "b")
+    assert sync.take_newest_image() == (3_000_000_000, "c")
+    assert sync.pending_images == 0 and sync.unpaired_images == 2
+    assert sync.add_info(3_000_000_000, "i") == []  # "c" is gone: it does not pair later
