@@ -95,13 +95,16 @@ def rss_mib(pid: int) -> float:
 class NodeUnderTest:
     """roca_node started as users start it (console entry point), log in a file."""
 
-    def __init__(self, checkpoint: str, threads: int, params: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, checkpoint: str, threads: int, params: Optional[dict[str, str]] = None,
+                 namespace: str = "") -> None:
         exe = Path(sys.executable).parent / "roca_node"
         command = [str(exe), "--ros-args", "-p", f"checkpoint:={checkpoint}", "-p", "device:=cpu",
                    "-p", "publish_debug_image:=false"]
         for name, value in (params or {}).items():
             command += ["-p", f"{name}:={value}"]
-        self.log_path = Path("/tmp") / f"roca_bench_node_{os.getpid()}.log"
+        if namespace:
+            command += ["-r", f"__ns:=/{namespace.strip('/')}"]
+        self.log_path = Path("/tmp") / f"roca_bench_node_{os.getpid()}{'_' + namespace.strip('/') if namespace else ''}.log"
         self._log = open(self.log_path, "w")
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), RCUTILS_COLORIZED_OUTPUT="0")
         self.proc = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
