@@ -418,22 +418,18 @@ class RocaParts:
         self._warn.report(kind, f"rejected {source}{when}: {exc}")
 
     def _on_image(self, msg: Image) -> None:
-        arrived = self._last_image_at = time.perf_counter()
-        self.stats.count("received")
-        stamp = stamp_to_ns(msg.header.stamp)
-        try:
-            check_colour_image_header(msg)
-        except ImageConversionError as exc:
-            self._reject("image", exc, stamp)
-            return
-        self._pair_image(stamp, Arrival(msg, arrived))
+        self._accept_image(msg, check_colour_image_header)
 
     def _on_compressed_image(self, msg: CompressedImage) -> None:
+        self._accept_image(msg, compressed_image_size)
+
+    def _accept_image(self, msg: "Image | CompressedImage", check: Callable[[Any], Any]) -> None:
+        """Count, check the header (raw) or payload header (compressed), then pair."""
         arrived = self._last_image_at = time.perf_counter()
         self.stats.count("received")
         stamp = stamp_to_ns(msg.header.stamp)
         try:
-            compressed_image_size(msg)
+            check(msg)
         except ImageConversionError as exc:
             self._reject("image", exc, stamp)
             return
