@@ -452,6 +452,15 @@ def test_roca_train_cli_rejects_a_bad_config(tmp_path, capsys):
     assert "max_iter" in capsys.readouterr().err
 
 
+def test_roca_train_cli_init_weights_override_must_exist(tmp_path, capsys):
+    """--init-weights (a curriculum's next stage from a fresh clone) names a missing file."""
+    from roca_core.cli.train import main
+    code = main(["--config", str(REPO / "config" / "small_stage2.yaml"), "--init-weights",
+                 str(tmp_path / "stage1.safetensors"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "stage1.safetensors': no such file" in capsys.readouterr().err
+
+
 def test_roca_train_cli_missing_data_is_a_clear_error(tmp_path, capsys):
     from roca_core.cli.train import main
     code = main(["--config", str(REPO / "config" / "small.yaml"), "--data",

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-period", type=int, help="override train.checkpoint_period")
     p.add_argument("--eval-period", type=int, help="override train.eval_period (0 disables)")
     p.add_argument("--threads", type=int, help="override train.num_threads (torch intra-op threads)")
+    p.add_argument("--init-weights", help="override train.init_weights (start from this "
+                   ".safetensors: a curriculum's next stage)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summary-json", help="also write the run summary (timings, losses) here")
     return p
@@ -61,13 +63,15 @@ def main(argv: "list[str] | None" = None) -> int:
         overrides = {"max_iter": args.iterations, "ims_per_batch": args.batch_size,
                      "device": args.device, "num_workers": args.num_workers, "seed": args.seed,
                      "checkpoint_period": args.checkpoint_period, "eval_period": args.eval_period,
-                     "num_threads": args.threads}
+                     "num_threads": args.threads, "init_weights": args.init_weights}
         cfg.train = replace(cfg.train, **{k: v for k, v in overrides.items() if v is not None})
         if args.out:
             cfg.train.out_dir = args.out
         if args.data:
             cfg.data.root = args.data
         cfg.train.validate()
+        if cfg.train.init_weights and not Path(cfg.train.init_weights).is_file():
+            raise ConfigError(f"train.init_weights {cfg.train.init_weights!r}: no such file")
     except ConfigError as exc:
         print(f"roca-train: bad config: {exc}", file=sys.stderr)
         return 2
