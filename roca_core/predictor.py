@@ -7,6 +7,7 @@ camera frame (metric, so the resize does not change them). No detection is a nor
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,8 +290,6 @@ class Predictor:
 
     def _refine(self, dets: list[Detection], depth: np.ndarray, K: np.ndarray) -> None:
         """Fit the retrieved CAD of every detection to its masked depth points, in one batch."""
-        import time
-
         from roca_core.geometry.depth_refinement import (CadSurfaceCache, masked_depth_points,
                                                          refine_poses)
         todo = [d for d in dets if d.cad_id is not None]

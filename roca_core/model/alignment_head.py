@@ -60,9 +60,6 @@ class AlignmentHead(nn.Module):
         self.min_pixels = cfg.min_procrustes_pixels
         self.pixel_mlp = nn.Sequential(nn.Linear(feat_channels, p), nn.ReLU(inplace=True),
                                        nn.Linear(p, p), nn.ReLU(inplace=True))
-        # The max-pooled pixel features of different ROIs differ little in scale and a lot in
-        # pattern; normalising them (LayerNorm) keeps the shape code's ReLUs alive and its
-        # variation across ROIs comparable with the point term in the NOC head.
         # Geometric term of the pixel features (``pixel_geometry``): added to the pre-activation
         # of pixel_mlp's last layer; its output layer starts at zero, so a network warm-started
         # from weights without it computes exactly what it did.
@@ -73,6 +70,9 @@ class AlignmentHead(nn.Module):
             nn.init.zeros_(self.geo_mlp[0].bias)
             nn.init.zeros_(self.geo_mlp[2].weight)
             nn.init.zeros_(self.geo_mlp[2].bias)
+        # The max-pooled pixel features of different ROIs differ little in scale and a lot in
+        # pattern; normalising them (LayerNorm) keeps the shape code's ReLUs alive and its
+        # variation across ROIs comparable with the point term in the NOC head.
         self.pool_norm = nn.LayerNorm(p) if cfg.arch_version >= 2 else nn.Identity()
         self.centre_noc_input = cfg.arch_version >= 2
         self.shape_mlp = nn.Sequential(nn.Linear(p, e), nn.ReLU(inplace=True), nn.Linear(e, e),
@@ -166,20 +166,19 @@ class AlignmentHead(nn.Module):
         dst = (points - t0[:, None, None]).reshape(r, s * s, 3)  # p~ = p - t_init
         w = (weights * mask * valid).reshape(r, s * s)
         rot, t_delta = weighted_procrustes(src, dst, w)
+        solved = valid.flatten(1).sum(dim=1) >= self.min_pixels
+        fallback = torch.eye(3, dtype=rot.dtype, device=rot.device).expand_as(rot)
         if up is not None:
             if up.shape != (r, 3):
                 raise ValueError(f"up must be (R, 3) = ({r}, 3), got {tuple(up.shape)}")
-            known = up.norm(dim=1) > 1e-6
+            known = up.norm(dim=1) > 1e-6  # (R,)
             if bool(known.any()):
-                rot_u, t_u = weighted_procrustes_upright(src, dst, w, torch.where(
-                    known[:, None], up.to(src.dtype), torch.ones_like(up, dtype=src.dtype)))
+                up_safe = torch.where(known[:, None], up.to(src.dtype), torch.ones_like(up, dtype=src.dtype))
+                rot_u, t_u = weighted_procrustes_upright(src, dst, w, up_safe)
                 rot = torch.where(known[:, None, None], rot_u, rot)
                 t_delta = torch.where(known[:, None], t_u, t_delta)
-        solved = valid.flatten(1).sum(dim=1) >= self.min_pixels
-        eye = torch.eye(3, dtype=rot.dtype, device=rot.device).expand_as(rot)
-        if up is not None and bool(known.any()):  # unsolved but upright: at least stand it up
-            eye = torch.where(known[:, None, None], rotation_y_to(torch.where(
-                known[:, None], up.to(rot.dtype), torch.ones_like(up, dtype=rot.dtype))), eye)
-        rot = torch.where(solved[:, None, None], rot, eye)
+                # unsolved but upright: at least stand it up
+                fallback = torch.where(known[:, None, None], rotation_y_to(up_safe), fallback)
+        rot = torch.where(solved[:, None, None], rot, fallback)
         trans = torch.where(solved[:, None], t0 + t_delta, t_init)
         return AlignmentOutput(e, scale, t_init, pmax, pmin, points, valid, noc, weights, rot, trans, solved)
