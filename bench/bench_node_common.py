@@ -36,7 +36,15 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def render_frames(count: int, size: tuple[int, int], seed: int = 11) -> tuple[list[np.ndarray], np.ndarray]:
-    """``count`` RGB frames of a synthetic sweep at ``size`` (width, height) and their K.
+    """``count`` RGB frames of a synthetic sweep at ``size`` (width, height) and their K."""
+    frames, _depths, K = render_sweep(count, size, seed)
+    return frames, K
+
+
+def render_sweep(count: int, size: tuple[int, int], seed: int = 11, sensor_depth: bool = False
+                 ) -> tuple[list[np.ndarray], "list[np.ndarray] | None", np.ndarray]:
+    """(RGB frames, 16-bit millimetre sensor depth frames or None, K) of a synthetic sweep at
+    ``size`` (width, height).
 
     Rendered in a child process: Mesa's EGL context and torch's CPU kernels in one process
     have crashed here (segfault), so the renderer never shares a process with inference.
@@ -44,25 +52,26 @@ def render_frames(count: int, size: tuple[int, int], seed: int = 11) -> tuple[li
     import cv2
 
     from roca_core.data.sequence import load_sequence
+    from roca_core.geometry.camera import scale_intrinsics
 
-    seq_dir = Path("/tmp") / f"roca_bench_seq_{os.getpid()}_{count}"
+    kind = "rgbd" if sensor_depth else "seq"
+    seq_dir = Path("/tmp") / f"roca_bench_{kind}_{os.getpid()}_{count}_{seed}"
     if not (seq_dir / "sequence.json").is_file():
         subprocess.run([sys.executable, "-c", "import sys; from roca_core.data.sequence import render_sequence; "
-                        f"render_sequence(sys.argv[1], num_frames={count}, seed={seed})", str(seq_dir)], check=True)
+                        f"render_sequence(sys.argv[1], num_frames={count}, seed={seed}, "
+                        f"sensor_depth={sensor_depth})", str(seq_dir)], check=True)
     seq = load_sequence(seq_dir)
     width, height = size
-    sx, sy = width / seq["width"], height / seq["height"]
-    K = seq["K"].copy()
-    K[0, :] *= sx
-    K[1, :] *= sy
-    K[0, 2] = (seq["K"][0, 2] + 0.5) * sx - 0.5  # pixel centres, as cv2.resize maps them
-    K[1, 2] = (seq["K"][1, 2] + 0.5) * sy - 0.5
-    frames = []
+    K = scale_intrinsics(seq["K"], (seq["height"], seq["width"]), (height, width))
+    frames, depths = [], []
     for f in seq["frames"]:
         bgr = cv2.imread(str(seq_dir / f["file"]))
         frames.append(cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_LINEAR),
                                    cv2.COLOR_BGR2RGB))
-    return frames, K
+        if sensor_depth:  # nearest: averaging would blend depths across edges and holes
+            mm = cv2.imread(str(seq_dir / f["depth_file"]), cv2.IMREAD_UNCHANGED)
+            depths.append(cv2.resize(mm, (width, height), interpolation=cv2.INTER_NEAREST))
+    return frames, (depths if sensor_depth else None), K
 
 
 def resolve_checkpoint(path: str, random_model: bool) -> str:

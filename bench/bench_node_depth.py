@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -25,35 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_node_common import NodeUnderTest, merge_stage_windows, parse_size, resolve_checkpoint  # noqa: E402
-
-
-def render_rgbd(count: int, size: tuple[int, int], seed: int = 11):
-    """(RGB frames, 16-bit millimetre depth frames, K) of a sweep with sensor depth, at ``size``."""
-    import cv2
-
-    from roca_core.data.sequence import load_sequence
-
-    seq_dir = Path("/tmp") / f"roca_bench_rgbd_{count}_{seed}"
-    if not (seq_dir / "sequence.json").is_file():  # rendered in a child process (EGL and torch do not mix)
-        subprocess.run([sys.executable, "-c", "import sys; from roca_core.data.sequence import render_sequence; "
-                        f"render_sequence(sys.argv[1], num_frames={count}, seed={seed}, sensor_depth=True)",
-                        str(seq_dir)], check=True)
-    seq = load_sequence(seq_dir)
-    width, height = size
-    sx, sy = width / seq["width"], height / seq["height"]
-    K = seq["K"].copy()
-    K[0, :] *= sx
-    K[1, :] *= sy
-    K[0, 2] = (seq["K"][0, 2] + 0.5) * sx - 0.5
-    K[1, 2] = (seq["K"][1, 2] + 0.5) * sy - 0.5
-    rgbs, depths = [], []
-    for f in seq["frames"]:
-        bgr = cv2.resize(cv2.imread(str(seq_dir / f["file"])), size, interpolation=cv2.INTER_LINEAR)
-        rgbs.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        mm = cv2.imread(str(seq_dir / f["depth_file"]), cv2.IMREAD_UNCHANGED)
-        depths.append(cv2.resize(mm, size, interpolation=cv2.INTER_NEAREST))
-    return rgbs, depths, K
+from bench_node_common import (NodeUnderTest, merge_stage_windows, parse_size, render_sweep,  # noqa: E402
+                               resolve_checkpoint)
 
 
 def main() -> int:
@@ -77,7 +49,7 @@ def main() -> int:
     from roca_ros.time_sync import stamp_to_ns
 
     size = parse_size(args.size)
-    rgbs, depths, K = render_rgbd(args.frames, size)
+    rgbs, depths, K = render_sweep(args.frames, size, sensor_depth=True)
     checkpoint = resolve_checkpoint(args.checkpoint, False)
     params = {"stats_period": "1.0"}
     nodes = {"rgb": NodeUnderTest(checkpoint, args.threads, params, namespace="rgb"),

@@ -254,8 +254,9 @@ class Predictor:
             raise ValueError(f"image is empty ({h}x{w} pixels)")
         K = validate_intrinsics(K, h, w)
         extra: dict[str, Any] = {}
-        if depth is not None:
-            extra["depths"] = [torch.from_numpy(validate_depth(depth, h, w)).to(self.device)]
+        measured = None if depth is None else validate_depth(depth, h, w)  # (H, W) metres, 0 unknown
+        if measured is not None:
+            extra["depths"] = [torch.from_numpy(measured).to(self.device)]
         if up is not None:
             extra["up"] = [torch.as_tensor(validate_up(up), dtype=torch.float32, device=self.device)]
         t = torch.from_numpy(np.ascontiguousarray(img))
@@ -283,8 +284,7 @@ class Predictor:
                 transform=compose_transform(rot, trans, scale), valid=bool(out["valid"][i])))
             self._retrieve(dets[-1], out["noc_embeddings"][i].numpy())
         self.last_refine_seconds = 0.0
-        if self.refine or (self.refine is None and depth is not None):
-            measured = extra["depths"][0].cpu().numpy() if depth is not None else None
+        if self.refine or (self.refine is None and measured is not None):
             self._refine(dets, measured if measured is not None else self.last_depth, K)
         return dets
 

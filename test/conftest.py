@@ -32,3 +32,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def random_small_checkpoint(tmp_path_factory):
+    """A randomly initialised small-preset model (seed 0) saved once for the whole run."""
+    import torch
+
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.model import RocaModel, load_preset
+    cfg = load_preset("small")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("random_small") / "small.safetensors"
+    save_checkpoint(path, RocaModel(cfg), cfg)
+    return path

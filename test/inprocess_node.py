@@ -92,17 +92,20 @@ class InProcessNode:
     def wait_for_log(self, text: str, timeout: float = 5.0) -> bool:
         return self.client.spin_until(lambda: text in self.log_text(), timeout)
 
+    def _publish(self, make_frame) -> None:
+        image, info = make_frame()
+        if image is not None:  # None: make_frame published it itself (another message type)
+            self.client.image_pub.publish(image)
+        if info is not None:
+            self.client.info_pub.publish(info)
+
     def send_until_processed(self, make_frame, timeout: float = 15.0) -> tuple[np.ndarray, np.ndarray]:
         """Publish ``make_frame()``'s (image, info) every 0.2 s until the predictor gets one; its (rgb, K)."""
         self.client.spin_until(lambda: False, 0.3)  # frames of an earlier call still in flight arrive first
         calls = len(self.predictor.calls)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            image, info = make_frame()
-            if image is not None:  # None: make_frame published it itself (another message type)
-                self.client.image_pub.publish(image)
-            if info is not None:
-                self.client.info_pub.publish(info)
+            self._publish(make_frame)
             if self.client.spin_until(lambda: len(self.predictor.calls) > calls, 0.2):
                 return self.predictor.calls[calls]
         raise AssertionError(f"no frame reached the model within {timeout} s; log:\n{self.log_text()}")
@@ -111,11 +114,7 @@ class InProcessNode:
         """Publish frames until a rejection whose kind contains ``reason`` is counted; the counters."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            image, info = make_frame()
-            if image is not None:  # None: make_frame published it itself (another message type)
-                self.client.image_pub.publish(image)
-            if info is not None:
-                self.client.info_pub.publish(info)
+            self._publish(make_frame)
             self.client.spin_until(lambda: False, 0.2)
             snapshot = self.node.stats.snapshot(reset_stages=False)
             if any(reason in kind for kind in snapshot["rejections_by_kind"]):

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from roca_core.checkpoint import save_checkpoint
 from roca_core.data.sequence import load_sequence, render_sequence
 from roca_core.geometry.camera import project_points_np
 from roca_core.geometry.rotations import quat_to_matrix_np
-from roca_core.model import RocaModel
-from roca_core.model.config import load_preset
+# torchvision must load before this module renders with EGL (the other order segfaults); the
+# model fixtures import it lazily
+import roca_core.model.roca  # noqa: E402,F401
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -68,19 +67,20 @@ def test_sweep_is_deterministic(sequence, tmp_path):
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_demo_runs_end_to_end_with_a_given_checkpoint(tmp_path):
-    """The README's main job on a small random-init model: every output is written."""
-    cfg = load_preset("small")
-    torch.manual_seed(0)
-    ckpt = tmp_path / "small.safetensors"
-    save_checkpoint(ckpt, RocaModel(cfg), cfg)
-    out = tmp_path / "demo"
+def _run_demo(checkpoint: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """roca-demo on ``checkpoint`` into ``out`` with ``args``; (the process, its summary.json)."""
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = subprocess.run([str(VENV_BIN / "roca-demo"), "--out", str(out), "--frames", "3", "--rate", "2",
-                           "--checkpoint", str(ckpt), "--score-threshold", "0.0"],
+    proc = subprocess.run([str(VENV_BIN / "roca-demo"), "--out", str(out), "--rate", "2",
+                           "--checkpoint", str(checkpoint), "--score-threshold", "0.0", *args],
                           env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    return proc, json.loads((out / "summary.json").read_text())
+
+
+def test_demo_runs_end_to_end_with_a_given_checkpoint(random_small_checkpoint, tmp_path):
+    """The README's main job on a small random-init model: every output is written."""
+    out = tmp_path / "demo"
+    proc, summary = _run_demo(random_small_checkpoint, out, "--frames", "3")
     assert summary["frames_published"] == 3
     assert summary["frames_processed"] >= 1
     frames = json.loads((out / "objects.json").read_text())
@@ -128,19 +128,10 @@ def test_sweep_with_sensor_depth_writes_registered_millimetres_and_the_up_direct
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_demo_with_depth_and_imu_runs_end_to_end(tmp_path):
+def test_demo_with_depth_and_imu_runs_end_to_end(random_small_checkpoint, tmp_path):
     """roca-demo --depth --upright: the node gets depth and gravity and the summary says so."""
-    cfg = load_preset("small")
-    torch.manual_seed(0)
-    ckpt = tmp_path / "small.safetensors"
-    save_checkpoint(ckpt, RocaModel(cfg), cfg)
     out = tmp_path / "demo"
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = subprocess.run([str(VENV_BIN / "roca-demo"), "--out", str(out), "--frames", "2", "--rate", "2",
-                           "--checkpoint", str(ckpt), "--score-threshold", "0.0", "--depth", "--upright"],
-                          env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    _proc, summary = _run_demo(random_small_checkpoint, out, "--frames", "2", "--depth", "--upright")
     assert summary["frames_processed"] >= 1
     assert summary["inputs"] == "RGB + sensor depth (16UC1, refine auto) + IMU gravity (upright prior)"
     log = (out / "node.log").read_text()

@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from roca_core.checkpoint import save_checkpoint
 from roca_core.geometry.procrustes import rotation_y_to, weighted_procrustes, weighted_procrustes_upright
-from roca_core.model import RocaModel, load_preset
 from roca_core.model.measured_inputs import fuse_measured_depth
 from roca_core.predictor import Predictor, validate_depth
 
@@ -91,12 +89,9 @@ def test_fusion_keeps_measurements_and_fills_holes_with_the_prediction():
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory) -> Predictor:
-    cfg = load_preset("small")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("measured") / "small.safetensors"
-    save_checkpoint(path, RocaModel(cfg), cfg)
-    return Predictor(path, cad_database=False, device="cpu", score_threshold=0.0, max_detections=6)
+def predictor(random_small_checkpoint) -> Predictor:
+    return Predictor(random_small_checkpoint, cad_database=False, device="cpu", score_threshold=0.0,
+                     max_detections=6)
 
 
 def _scene(h: int = 96, w: int = 128):
@@ -157,16 +152,12 @@ def _zbuffer_depth(mesh_path: str, rotation: np.ndarray, translation: np.ndarray
     return depth.astype(np.float32)
 
 
-def test_predictor_refinement_moves_a_perturbed_pose_onto_the_depth(tmp_path):
+def test_predictor_refinement_moves_a_perturbed_pose_onto_the_depth(random_small_checkpoint):
     """Predictor._refine fits the retrieved CAD to the depth inside the object's mask: a pose
     10 cm / 10 deg / 10 % off comes back close to the truth, and is marked refined."""
     from roca_core.geometry.rotations import rotation_about_y_np
     from roca_core.predictor import Detection, compose_transform
-    cfg = load_preset("small")
-    torch.manual_seed(0)
-    path = tmp_path / "m.safetensors"
-    save_checkpoint(path, RocaModel(cfg), cfg)
-    pred = Predictor(path, cad_database=None, device="cpu", refine=True)
+    pred = Predictor(random_small_checkpoint, cad_database=None, device="cpu", refine=True)
     db = pred.cad_database
     cad = next(i for i, c in zip(db.ids, db.model_classes) if c == "chair")
     h, w = 120, 160

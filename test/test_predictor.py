@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from roca_core.checkpoint import CheckpointError, save_checkpoint
+from roca_core.checkpoint import CheckpointError
 from roca_core.geometry.rotations import quat_to_matrix_np
 from roca_core.model import RocaModel, load_preset
 from roca_core.predictor import Detection, Predictor
@@ -17,12 +17,8 @@ torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    cfg = load_preset("small")
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("pred") / "small.safetensors"
-    save_checkpoint(path, RocaModel(cfg), cfg)
-    return path
+def checkpoint(random_small_checkpoint) -> Path:
+    return random_small_checkpoint
 
 
 @pytest.fixture(scope="module")
