@@ -52,6 +52,24 @@ if [[ $DRY == 0 ]]; then
     echo "[gpu_run] no wheels in $WHEELS: using the packages the image has" | tee -a "$OUT/job.log" >&2
   fi
 fi
+# EGL for the renderer: GPU images may lack the GL vendor-neutral loader (libEGL.so.1).
+# scripts/gpu_bundle.sh downloads its Debian packages into .gl; unpacked as root only.
+GL_DEBS="${ROCA_GL_DEBS:-$ROOT/.gl}"
+if [[ $DRY == 0 ]] && ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1 ' && compgen -G "$GL_DEBS/*.deb" > /dev/null; then
+  if [[ $(id -u) == 0 ]]; then
+    echo "[gpu_run] no libEGL.so.1: unpacking $(ls "$GL_DEBS"/*.deb | wc -l) GL loader package(s) from $GL_DEBS" \
+      | tee -a "$OUT/job.log" >&2
+    for f in "$GL_DEBS"/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  else
+    echo "[gpu_run] no libEGL.so.1 and not root: cannot unpack $GL_DEBS" | tee -a "$OUT/job.log" >&2
+  fi
+fi
+NV_EGL=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+if [[ $DRY == 0 && -z "${__EGL_VENDOR_LIBRARY_FILENAMES:-}" && -f $NV_EGL ]] \
+   && ! compgen -G "/usr/share/glvnd/egl_vendor.d/*nvidia*" > /dev/null; then
+  export __EGL_VENDOR_LIBRARY_FILENAMES=$NV_EGL  # the driver's EGL lives outside glvnd's search path
+fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 cd "$ROOT"
 exec "$PY" -m roca_core.cli.gpu_job "$OUT" "${ARGS[@]}"

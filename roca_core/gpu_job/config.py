@@ -70,6 +70,8 @@ class TrainJob:
     amp: str = "bf16"
     # Images per step; 0 keeps the preset's.
     ims_per_batch: int = 0
+    # Learning rate for that batch; 0 keeps the preset's.
+    base_lr: float = 0.0
     num_workers: int = 12
     # Planned seconds per step = benchmarked step x margin (real data, logging, loader).
     step_time_margin: float = 1.3
@@ -128,6 +130,9 @@ class GpuJobConfig:
             raise ConfigError(f"bench: unknown amp {bad}; known: none, bf16, fp16")
         if self.train.amp not in ("none", "bf16"):
             raise ConfigError(f"train.amp must be none or bf16, got {self.train.amp!r}")
+        if self.train.base_lr < 0 or self.train.ims_per_batch < 0:
+            raise ConfigError(f"train: base_lr and ims_per_batch must be >= 0 (0: the preset's), got "
+                              f"{self.train.base_lr}, {self.train.ims_per_batch}")
         if self.train.step_time_margin < 1.0 or self.train.min_iterations < 1:
             raise ConfigError("train.step_time_margin must be >= 1 and train.min_iterations >= 1")
         if self.part_mb <= 0 or self.part_mb > 16:

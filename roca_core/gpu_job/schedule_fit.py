@@ -35,7 +35,7 @@ def base_experiment(job: Any, preset: "str | Path") -> Any:
     t = job.train
     exp.train = dataclasses.replace(
         exp.train, amp=t.amp, device=job.device, num_workers=t.num_workers, eval_period=0,
-        ims_per_batch=t.ims_per_batch or exp.train.ims_per_batch)
+        ims_per_batch=t.ims_per_batch or exp.train.ims_per_batch, base_lr=t.base_lr or exp.train.base_lr)
     exp.train.validate()
     return exp
 
