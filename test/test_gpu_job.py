@@ -252,6 +252,34 @@ def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home
 
 
 # ---------------------------------------------------------------- the GPU image's code paths
+def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_home):
+    """--step-seconds plans from an earlier run's step time without benchmarking, and --no-eval
+    leaves the evaluation to another machine: a short second GPU call spends its time training."""
+    import json
+    import os
+
+    import yaml
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    res = _run(["bash", "scripts/gpu_run.sh", str(out), "--dry-run", "--work", str(work),
+                "--step-seconds", "2.0", "--no-eval"], {"ROCA_HOME": os.environ["ROCA_HOME"]}, 300)
+    log = (out / "job.log").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert res.returncode == 0 and summary["failures"] == [], log[-4000:]
+    assert "benchmark skipped: planning with --step-seconds 2.0" in log and "evaluation skipped" in log
+    assert not (out / "bench.json").exists() and not list(out.glob("eval_*"))
+    assert " bench| " not in log and "bench: started" not in log
+    # planned from the given step time x the profile's margin (1.3), capped at 3 iterations
+    assert summary["train_plan"]["benchmarked_step_s"] == 2.0
+    assert summary["train_plan"]["planned_step_s"] == 2.6
+    cfg = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert summary["train"]["final_iteration"] >= 1 and cfg["train"]["max_iter"] <= 3
+    assert (work / "train" / summary["train"]["model"]).is_file() and summary["model_manifest"]
+    assert "--step-seconds 2 --no-eval" in summary["repro"]
+    bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o2"), "--dry-run", "--step-seconds", "0"], {}, 60)
+    assert bad.returncode == 2 and "--step-seconds must be > 0" in bad.stderr
+
+
 def test_pure_torch_voxeliser_takes_autocast_dtypes():
     """Without pytorch3d (the GPU image) autocast hands the voxeliser half-precision NOCs."""
     import torch

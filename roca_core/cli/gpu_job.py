@@ -1,6 +1,7 @@
 """GPU job: benchmark, train and evaluate roca on one CUDA machine in one command.
 
     scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_stage2.yaml]   # on the GPU machine
+    scripts/gpu_run.sh OUT_DIR --step-seconds 0.22 --no-eval   # a short call that only trains
     python -m roca_core.cli.gpu_job OUT_DIR --dry-run                        # CPU check, tiny sizes
 
 Sizes and limits: config/gpu_job.yaml (profiles gpu and dry_run). Everything written to
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="preset YAML to train (default: the profile's train.preset, config/small_stage2.yaml)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="limit of the whole job (default: the profile's budget_minutes)")
+    p.add_argument("--step-seconds", type=float, default=None,
+                   help="seconds per training step measured on an earlier run: skip the benchmark "
+                        "and plan the schedule with this (a short call that only trains)")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip roca-eval (evaluate the model elsewhere); its reserve goes to training")
     p.add_argument("--work", default=None,
                    help="folder for data and checkpoints (default: a new temporary folder)")
     p.add_argument("--config", default=None, help="job config file (default: config/gpu_job.yaml)")
@@ -54,6 +60,8 @@ def main(argv: "list[str] | None" = None) -> int:
         job.validate()
         if minutes <= 0:
             raise ConfigError(f"--minutes must be > 0, got {minutes}")
+        if args.step_seconds is not None and not args.step_seconds > 0:
+            raise ConfigError(f"--step-seconds must be > 0, got {args.step_seconds}")
         preset = Path(args.preset).resolve() if args.preset else resolve_repo_path(job.train.preset)
         if not preset.is_file():
             raise ConfigError(f"preset file not found: {preset}")
@@ -62,7 +70,8 @@ def main(argv: "list[str] | None" = None) -> int:
         return 2
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="roca_gpu_job_"))
     req = JobRequest(out_dir=Path(args.out_dir).resolve(), work_dir=work.resolve(), job=job,
-                     profile=profile, minutes=minutes, preset=preset, t0=t0)
+                     profile=profile, minutes=minutes, preset=preset, t0=t0,
+                     step_seconds=args.step_seconds, evaluate=not args.no_eval)
     return run_job(req)
 
 

@@ -88,6 +88,8 @@ class EvalJob:
 
     # Held-out images evaluated; 0: all.
     max_images: int = 0
+    # Intra-op threads of each evaluation (the demo model's runs beside training).
+    threads: int = 2
     # Seconds kept free after training for evaluation and writing the outputs.
     reserve_seconds: float = 100.0
     # Also evaluated on the same rooms, to compare against (skipped when missing).

@@ -3,8 +3,8 @@
 Timeline (gpu profile, 9 minutes): environment check; the render of the training and held-out
 rooms on all cores but two while the benchmark runs on the GPU from those two; the
 preset's schedule fitted to the minutes left; training with bf16 autocast until the plan is
-done or the deadline (SIGINT: checkpoint, then exit); evaluation of the new and the committed
-demo model on the held-out rooms; the model split into parts; ``summary.md``/``summary.json``.
+done or the deadline (SIGINT: checkpoint, then exit), while the committed demo model is
+evaluated on the held-out rooms beside it; the new model's evaluation on the same rooms; the model split into parts; ``summary.md``/``summary.json``.
 Everything the job writes to OUT_DIR is small (data and checkpoints stay in the work folder).
 """
 from __future__ import annotations
@@ -47,6 +47,11 @@ class JobRequest:
     minutes: float
     preset: Path
     t0: float
+    # Seconds per training step measured on an earlier run: skips the benchmark (a short
+    # second call that only trains). None: benchmark, and plan with its train_step row.
+    step_seconds: "float | None" = None
+    # False: no roca-eval here (the model is evaluated elsewhere); its reserve goes to training.
+    evaluate: bool = True
 
 
 def _write_yaml(path: Path, data: dict) -> Path:
@@ -155,6 +160,7 @@ def run_job(req: JobRequest) -> int:
                                "train_minutes_requested": req.minutes, "preset": str(req.preset),
                                "git": _git_commit(), "phases_s": {}, "failures": []}
     phase_t = time.time()
+    evals: dict[str, Child] = {}  # evaluations in flight; none outlives the job
 
     def phase_done(name: str) -> None:
         nonlocal phase_t
@@ -186,22 +192,28 @@ def run_job(req: JobRequest) -> int:
         child_env = {"ROCA_HOME": str(work / "roca_home")}
         bench_cpus, render_cpus, workers = _core_split(job)
 
+        reserve_s = job.eval.reserve_seconds if req.evaluate else 20.0  # evaluation, or the model's write-out
+
         # Render (CPU) and benchmark (GPU) at the same time, on separate cores.
         render = Child("render", _render_args(job, data, workers), log, render_cpus, child_env)
-        bench_budget = max(30.0, 0.45 * (deadline - time.time()))
-        bench = Child("bench", ["-m", "roca_core.gpu_job.benchmark", "--job-config", str(out / "job_config.json"),
-                                "--train-config", str(base_yaml), "--out", str(out), "--data", str(data),
-                                "--wait-for-data", f"{0.6 * bench_budget:.0f}"], log, bench_cpus, child_env)
-        if bench.wait(bench_budget) != 0:
-            fail("benchmark (see the bench| lines of job.log)")
-        rows = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else []
+        rows: list[dict] = []
+        if req.step_seconds is None:
+            bench_budget = max(30.0, 0.45 * (deadline - time.time()))
+            bench = Child("bench", ["-m", "roca_core.gpu_job.benchmark", "--job-config", str(out / "job_config.json"),
+                                    "--train-config", str(base_yaml), "--out", str(out), "--data", str(data),
+                                    "--wait-for-data", f"{0.6 * bench_budget:.0f}"], log, bench_cpus, child_env)
+            if bench.wait(bench_budget) != 0:
+                fail("benchmark (see the bench| lines of job.log)")
+            rows = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else []
+            bad_rows = [r for r in rows if "error" in r]
+            if bad_rows:
+                fail(f"{len(bad_rows)} benchmark row(s) failed: {bad_rows[0]['error'][:200]}")
+        else:
+            log(f"benchmark skipped: planning with --step-seconds {req.step_seconds}")
         summary["bench_rows"] = rows
-        bad_rows = [r for r in rows if "error" in r]
-        if bad_rows:
-            fail(f"{len(bad_rows)} benchmark row(s) failed: {bad_rows[0]['error'][:200]}")
         phase_done("benchmark")
 
-        render_left = deadline - time.time() - job.eval.reserve_seconds - 30.0
+        render_left = deadline - time.time() - reserve_s - 30.0
         rc = render.wait(render_left, heartbeat=lambda: f"{_count_images(data)} of {job.render.images} images",
                          every_s=15.0)
         info_path = data / "dataset_info.json"
@@ -215,10 +227,16 @@ def run_job(req: JobRequest) -> int:
             f"on {info['workers']} workers)")
         phase_done("render_wait")
 
+        # The committed demo model's evaluation needs nothing from training: it runs beside it
+        # on a few cores (evaluation is mostly Python), so only the new model's is left for the end.
+        demo = resolve_repo_path(job.eval.compare_checkpoint)
+        if req.evaluate and demo.is_file():
+            evals["demo"] = _eval_child("demo", demo, data, out, job, log, child_env)
+
         # Train: the preset's schedule fitted to the time left.
-        stop_at = deadline - job.eval.reserve_seconds
+        stop_at = deadline - reserve_s
         seconds = min(60.0 * req.minutes, stop_at - time.time() - TRAIN_STARTUP_S)
-        step_s = _train_step_s(rows, job.train.amp)
+        step_s = req.step_seconds or _train_step_s(rows, job.train.amp)
         if seconds < 5.0:
             fail(f"no time left to train ({seconds:.0f} s)")
             return _finish(req, log, summary, out)
@@ -244,7 +262,7 @@ def run_job(req: JobRequest) -> int:
                     f"lr {row['lr']}, {time.time() - trainer.started:.0f} s")
         train_rc = trainer.wait(stop_at - time.time(), heartbeat=train_status,
                                every_s=30.0 if job.device == "cuda" else 10.0, on_timeout="interrupt",
-                               grace_s=min(60.0, max(10.0, 0.3 * job.eval.reserve_seconds)))
+                               grace_s=min(60.0, max(10.0, 0.3 * reserve_s)))
         model = next((p for p in (train_dir / "model_final.safetensors", train_dir / "model_last.safetensors")
                       if p.is_file()), None)
         train_summary = json.loads((train_dir / "summary.json").read_text()) \
@@ -268,21 +286,12 @@ def run_job(req: JobRequest) -> int:
             fail(f"training exited with {train_rc}")
         phase_done("train")
 
-        # Evaluate the new model and the one to beat on the same held-out rooms, side by side
-        # (each is half GPU, half Python; together they take about the time of one).
-        models = {"trained": model}
-        demo = resolve_repo_path(job.eval.compare_checkpoint)
-        if demo.is_file():
-            models["demo"] = demo
+        # Evaluate the new model on the held-out rooms the demo model was evaluated on.
         summary["eval"] = {}
-        evals = {}
-        for name, ckpt in models.items():
-            args = ["-m", "roca_core.cli.eval", "--checkpoint", str(ckpt), "--data", str(data), "--split", "val",
-                    "--device", job.device, "--out", str(out / f"eval_{name}.json"),
-                    "--md", str(out / f"eval_{name}.md"), "--no-progress"]
-            if job.eval.max_images:
-                args += ["--max-images", str(job.eval.max_images)]
-            evals[name] = Child(f"eval-{name}", args, log, None, child_env)
+        if req.evaluate:
+            evals = {"trained": _eval_child("trained", model, data, out, job, log, child_env), **evals}
+        else:
+            log("evaluation skipped (--no-eval): evaluate the model on the same held-out rooms elsewhere")
         for name, child in evals.items():
             rc = child.wait(max(5.0, deadline - time.time() - 10.0))
             report = out / f"eval_{name}.json"
@@ -303,12 +312,29 @@ def run_job(req: JobRequest) -> int:
         return 3
     except Exception as exc:  # noqa: BLE001 - whatever happens, the outputs so far come back
         fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        for child in evals.values():
+            if child.running():
+                child.proc.kill()
     return _finish(req, log, summary, out)
+
+
+def _eval_child(name: str, checkpoint: Path, data: Path, out: Path, job: GpuJobConfig, log: JobLog,
+                env: dict[str, str]) -> Child:
+    """``roca-eval`` of one checkpoint on the held-out split, as a child process."""
+    args = ["-m", "roca_core.cli.eval", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "val",
+            "--device", job.device, "--out", str(out / f"eval_{name}.json"),
+            "--md", str(out / f"eval_{name}.md"), "--no-progress"]
+    if job.eval.max_images:
+        args += ["--max-images", str(job.eval.max_images)]
+    return Child(f"eval-{name}", args, log, None, {**env, "OMP_NUM_THREADS": str(job.eval.threads)})
 
 
 def _finish(req: JobRequest, log: JobLog, summary: dict, out: Path) -> int:
     summary["total_s"] = round(time.time() - req.t0, 1)
     summary["repro"] = (f"bash scripts/gpu_run.sh OUT {'--dry-run ' if req.profile == 'dry_run' else ''}"
+                        f"{f'--step-seconds {req.step_seconds:g} ' if req.step_seconds else ''}"
+                        f"{'' if req.evaluate else '--no-eval '}"
                         f"--minutes {req.minutes:g} --preset {req.preset.relative_to(REPO_ROOT) if req.preset.is_relative_to(REPO_ROOT) else req.preset}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "summary.md").write_text(summary_markdown(summary))
