@@ -38,10 +38,7 @@ cp "$EVAL_DIR/eval_val.json" models/roca_demo_eval.json
 cp "$EVAL_DIR/eval_val_gt_boxes.md" models/roca_demo_eval_gt_boxes.md
 cp "$EVAL_DIR/eval_val_gt_boxes_depth.md" models/roca_demo_eval_gt_boxes_depth.md
 cp "$EVAL_DIR/eval_val_upright.md" models/roca_demo_eval_upright.md
-if [[ -f "$TRAIN_DIR/eval_metrics.csv" ]]; then
-  cp "$TRAIN_DIR/eval_metrics.csv" models/roca_demo_eval_during_training.csv
-else
-  rm -f models/roca_demo_eval_during_training.csv  # a run without held-out checks (the GPU job)
-fi
+# A run without held-out checks during training (the GPU job) keeps the earlier stages' file.
+[[ -f "$TRAIN_DIR/eval_metrics.csv" ]] && cp "$TRAIN_DIR/eval_metrics.csv" models/roca_demo_eval_during_training.csv
 [[ -f "$TRAIN_DIR/loss_curves.png" ]] && cp "$TRAIN_DIR/loss_curves.png" models/roca_demo_loss_curves.png
 echo "demo model: models/roca_demo.safetensors ($(du -h models/roca_demo.safetensors | cut -f1))"

@@ -182,8 +182,8 @@ def test_overlay_and_scene_export_for_a_known_pose(tmp_path):
 
 
 def test_committed_demo_model_fits_the_code_and_the_size_limit():
-    """models/roca_demo.safetensors is the small preset's stage 2 (what make demo-model trains),
-    loads with this code and stays < 25 MB."""
+    """models/roca_demo.safetensors has the small preset's stage-2 architecture (make demo-model,
+    then the GPU job's stage), loads with this code and stays < 25 MB."""
     from roca_core.checkpoint import load_checkpoint
     from roca_core.predictor import default_checkpoint
     path = default_checkpoint()
