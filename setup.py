@@ -35,6 +35,7 @@ setup(
             "roca-predict = roca_core.cli.predict:main",
             "roca-train = roca_core.cli.train:main",
             "roca-eval = roca_core.cli.eval:main",
+            "roca-train-yaw = roca_core.cli.train_yaw:main",
             "roca-cad-db = roca_core.cli.cad_db:main",
             "roca-make-dataset = roca_core.cli.make_dataset:main",
         ],

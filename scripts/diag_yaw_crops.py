@@ -121,6 +121,9 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--cache", default=None, help="crops file to reuse / write (torch.save)")
+    p.add_argument("--resize", type=int, default=0, help="train on crops resized to this side (0: 48)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: default)")
+    p.add_argument("--save-net", default=None, help="write the trained network's state_dict here")
     p.add_argument("--out", default=None, help="JSON summary")
     args = p.parse_args(argv)
     t0 = time.time()
@@ -131,6 +134,11 @@ def main(argv: "list[str] | None" = None) -> int:
         va = load_crops(args.data, "val", 100000, args.workers)
         if args.cache:
             torch.save((tr, va), args.cache)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.resize and args.resize != CROP:
+        for d in (tr, va):
+            d["x"] = F.interpolate(d["x"].float(), size=(args.resize, args.resize), mode="area").round().to(torch.uint8)
     print(f"crops: {len(tr['cls'])} train, {len(va['cls'])} held-out, {time.time() - t0:.0f} s; chance exact "
           f"{1 / NB:.3f}, within one bin {3 / NB:.3f}", flush=True)
     device = torch.device(args.device)
@@ -160,6 +168,8 @@ def main(argv: "list[str] | None" = None) -> int:
             row.update({f"train_{k}": v for k, v in accuracy(net, {k: v[:2000] for k, v in tr.items()}, device).items()})
         history.append(row)
         print(json.dumps(row), flush=True)
+    if args.save_net:
+        torch.save(net.state_dict(), args.save_net)
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "num_train": len(c_all), "num_heldout": len(va["cls"]),
                                               "history": history}, indent=1))

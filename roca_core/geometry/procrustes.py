@@ -64,6 +64,19 @@ def weighted_procrustes(src: torch.Tensor, dst: torch.Tensor, weights: torch.Ten
     return rot.to(out_dtype), t.to(out_dtype)
 
 
+def weighted_translation(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor,
+                         rot: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """The least-squares translation for a given rotation: ``mu_dst - R mu_src`` with the
+    weighted centroids (uniform where the weights sum to zero), as ``weighted_procrustes``
+    computes it. src, dst: (B, N, 3); weights: (B, N); rot: (B, 3, 3) -> t (B, 3)."""
+    w = weights.to(src.dtype).clamp_min(0.0)
+    w_sum = w.sum(dim=1, keepdim=True)
+    w_norm = torch.where(w_sum > eps, w / w_sum.clamp_min(eps), torch.full_like(w, 1.0 / max(w.shape[1], 1)))
+    mu_s = (w_norm.unsqueeze(-1) * src).sum(dim=1)
+    mu_d = (w_norm.unsqueeze(-1) * dst).sum(dim=1)
+    return mu_d - (rot.to(src.dtype) @ mu_s.unsqueeze(-1)).squeeze(-1)
+
+
 def procrustes_valid(weights: torch.Tensor, min_points: int, threshold: float = 0.0) -> torch.Tensor:
     """(B,) True where at least ``min_points`` weights exceed ``threshold`` (the caller's rule)."""
     return (weights > threshold).sum(dim=1) >= min_points

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roca_core.geometry.procrustes import rotation_y_to, weighted_procrustes, weighted_procrustes_upright
+from roca_core.geometry.procrustes import (rotation_y_to, weighted_procrustes, weighted_procrustes_upright,
+                                           weighted_translation)
 from roca_core.model.config import ModelConfig
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid
+from roca_core.model.yaw_head import replace_yaw
 
 
 def select_class(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
@@ -105,12 +107,15 @@ class AlignmentHead(nn.Module):
 
     def forward(self, feat_rois: torch.Tensor, depth_rois: torch.Tensor, mask: torch.Tensor,
                 align_mask: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor,
-                classes: torch.Tensor, up: "torch.Tensor | None" = None) -> AlignmentOutput:
+                classes: torch.Tensor, up: "torch.Tensor | None" = None,
+                yaw: "torch.Tensor | None" = None) -> AlignmentOutput:
         """feat_rois (R, F, S, S) depth features; depth_rois (R, S, S) metres; mask (R, S, S)
         probabilities in [0, 1]; align_mask (R, S, S) bool; boxes (R, 4) network pixels;
         K (R, 3, 3) network intrinsics; classes (R,) 0-based; up (R, 3) optional camera-frame
         up direction per ROI (the upright prior: only the yaw about it is solved; rows of
-        zeros, or None, solve the full rotation).
+        zeros, or None, solve the full rotation). yaw (R,) optional camera yaw per ROI (the yaw
+        head's, radians; ``roca_core.model.yaw_head``): it replaces the solved rotation's yaw
+        about its own up axis, and the translation is re-solved for that rotation.
 
         Gradient paths follow the reference implementation: the NOC and weight heads see
         detached points, scale and NOCs (they must not move depth or scale to make their own
@@ -179,6 +184,9 @@ class AlignmentHead(nn.Module):
                 t_delta = torch.where(known[:, None], t_u, t_delta)
                 # unsolved but upright: at least stand it up
                 fallback = torch.where(known[:, None, None], rotation_y_to(up_safe), fallback)
+        if yaw is not None:
+            rot = replace_yaw(rot, yaw)
+            t_delta = weighted_translation(src, dst, w, rot)
         rot = torch.where(solved[:, None, None], rot, fallback)
         trans = torch.where(solved[:, None], t0 + t_delta, t_init)
         return AlignmentOutput(e, scale, t_init, pmax, pmin, points, valid, noc, weights, rot, trans, solved)

@@ -36,6 +36,7 @@ class LossWeights:
     trans: float = 1.0
     triplet: float = 1.0
     completion: float = 1.0
+    yaw: float = 1.0  # the yaw head's classification (only with model.yaw_bins > 0)
 
 
 @dataclass
@@ -94,6 +95,12 @@ class ModelConfig:
     # through the pixel features, can see which way the visible surfaces face (orientation
     # cues that image features of a small backbone trained from scratch do not give).
     pixel_geometry: bool = False
+    # Yaw head (roca_core/model/yaw_head.py; not in the paper): a small CNN classifies each
+    # object's yaw into ``yaw_bins`` bins from a ``yaw_crop`` x ``yaw_crop`` image crop of its
+    # box, and its prediction replaces the yaw of the Procrustes rotation. 0: no yaw head.
+    yaw_bins: int = 0
+    yaw_crop: int = 32
+    yaw_width: int = 16  # channels of the first of its three conv blocks (then x2, x4)
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7
@@ -127,6 +134,9 @@ class ModelConfig:
                               "(at least 32x32)")
         if len(self.voxel_channels) != 3:
             raise ConfigError("model.voxel_channels needs 3 entries (32^3 -> 16 -> 8 -> 4)")
+        if self.yaw_bins < 0 or (self.yaw_bins and (self.yaw_bins < 4 or self.yaw_crop < 8 or self.yaw_width < 1)):
+            raise ConfigError(f"model.yaw_bins={self.yaw_bins} (0 or >= 4), yaw_crop={self.yaw_crop} (>= 8), "
+                              f"yaw_width={self.yaw_width} (>= 1)")
         if len(self.tiny_channels) != 4:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:

@@ -32,6 +32,7 @@ from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
+from roca_core.model.yaw_head import YawHead, decode_yaw, yaw_crops, yaw_loss, yaw_targets
 
 STAGES = ("backbone_rpn", "roi_heads", "depth", "alignment", "retrieval")
 _FPN_LEVELS = ["0", "1", "2", "3"]
@@ -43,6 +44,7 @@ _LOSS_FIELDS = {
     "loss_depth": "depth", "loss_roi_depth": "roi_depth", "loss_box_minmax": "box_minmax",
     "loss_scale": "scale", "loss_trans_init": "trans_init", "loss_noc": "noc", "loss_rot": "rot",
     "loss_trans": "trans", "loss_triplet": "triplet", "loss_completion": "completion",
+    "loss_yaw": "yaw",
 }
 
 
@@ -84,6 +86,10 @@ class RocaModel(nn.Module):
                                     ray_input=cfg.depth_ray_input)
         self.alignment_head = AlignmentHead(cfg, self.depth_head.out_channels)
         self.retrieval_head = RetrievalHead(cfg)
+        self.yaw_head = YawHead(cfg.num_classes, cfg.yaw_bins, cfg.yaw_crop, cfg.yaw_width) if cfg.yaw_bins else None
+        # Eval switch: False keeps the Procrustes yaw although the network has a yaw head
+        # (roca-eval --no-yaw-head, to measure what the head adds).
+        self.use_yaw_head = True
         # Per-class loss weights (detection, mask, alignment); the trainer sets them.
         self.register_buffer("class_weights", torch.ones(c))
         self.profile = False
@@ -252,6 +258,10 @@ class RocaModel(nn.Module):
             feat_rois, depth_rois, K_rois = self._roi_inputs(feat_d, depth, boxes_t, bidx_t, Ks)
             out = self.alignment_head(feat_rois, depth_rois, gt.mask, gt.mask > 0.5, boxes_t, K_rois, classes)
             losses.update(alignment_losses(out, gt, depth_rois))
+            if self.yaw_head is not None:
+                logits = self.yaw_head(yaw_crops(torch.stack(imgs), boxes_t, bidx_t, cfg.yaw_crop), classes)
+                allowed, valid = yaw_targets(gt.rotation, boxes_t, K_rois, gt.symmetry, cfg.yaw_bins)
+                losses["loss_yaw"] = yaw_loss(logits, allowed, valid, gt.class_weight)
         with self._stage("retrieval"):
             r, s = boxes_t.shape[0], cfg.roi_size
             vox_w = (gt.mask * (depth_rois > 1e-3)).reshape(r, s * s)
@@ -347,8 +357,12 @@ class RocaModel(nn.Module):
             m = F.interpolate(probs[:, None], size=(s, s), mode="bilinear", align_corners=False)[:, 0] \
                 if r else probs.new_zeros(0, s, s)
             up_rois = None if up is None else per_roi_up(up, bidx, r, boxes)
+            yaw = None
+            if self.yaw_head is not None and self.use_yaw_head and r:
+                logits = self.yaw_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.yaw_crop), classes)
+                yaw, _ = decode_yaw(logits, boxes, K_rois)
             out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois,
-                                      classes, up_rois)
+                                      classes, up_rois, yaw)
         with self._stage("retrieval"):
             vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
             z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
