@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Reproduce the committed demo model from scratch: render the synthetic data set, train the
 # small preset on 2 CPU cores (stage 1, config/small.yaml), continue from it with the paper-width
-# NOC head (stage 2, config/small_stage2.yaml), then evaluate it on the held-out scenes and
-# install it as models/roca_demo.safetensors (scripts/install_demo_model.sh). The committed
-# model adds a GPU stage on top (models/README.md: scripts/gpu_run.sh, then install_demo_model.sh).
+# NOC head (stage 2, config/small_stage2.yaml), train its yaw head on crops (roca-train-yaw),
+# then evaluate it on the held-out scenes and install it as models/roca_demo.safetensors
+# (scripts/install_demo_model.sh). The committed model had two GPU stages between stage 2 and
+# the yaw head (models/README.md: scripts/gpu_run.sh).
 #
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
-# DATA (default data/synthetic), STAGE1 (default out/small) and OUT (default
-# out/small_stage2) can be overridden; a finished stage 1 is reused.
+# DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2)
+# and YAW (default out/small_yaw) can be overridden; a finished stage 1 is reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
@@ -16,6 +17,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 DATA="${DATA:-data/synthetic}"
 STAGE1="${STAGE1:-out/small}"
 OUT="${OUT:-out/small_stage2}"
+YAW="${YAW:-out/small_yaw}"
 BIN=.venv/bin
 
 if [[ ! -f "$DATA/annotations_train.json" ]]; then
@@ -27,4 +29,8 @@ if [[ ! -f "$STAGE1/model_final.safetensors" ]]; then
 fi
 "$BIN/roca-train" --config config/small_stage2.yaml --data "$DATA" --out "$OUT" --overwrite \
   --init-weights "$STAGE1/model_final.safetensors" --summary-json "$OUT/summary.json"
-DATA="$DATA" bash scripts/install_demo_model.sh "$OUT/model_final.safetensors" "$OUT"
+# The yaw head, trained alone on crops of the ground-truth boxes (minutes; config/small_yaw.yaml
+# is the resulting network's preset).
+"$BIN/roca-train-yaw" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --out "$YAW" \
+  --epochs 40 --workers 2
+DATA="$DATA" bash scripts/install_demo_model.sh "$YAW/model_yaw.safetensors" "$OUT"

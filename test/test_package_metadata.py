@@ -24,7 +24,7 @@ def console_scripts() -> dict[str, str]:
 def test_console_entry_points_are_importable_callables():
     scripts = console_scripts()
     assert {"roca_node", "roca-demo", "roca-predict", "roca-train", "roca-eval", "roca-cad-db",
-            "roca-make-dataset"} <= set(scripts)
+            "roca-make-dataset", "roca-train-yaw"} <= set(scripts)
     for name, target in scripts.items():
         module, _, func = target.partition(":")
         obj = getattr(importlib.import_module(module), func)
