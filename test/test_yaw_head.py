@@ -148,7 +148,8 @@ def test_the_head_learns_a_yaw_cue_from_crops():
         allowed = torch.zeros(n, bins, dtype=torch.bool)
         allowed[torch.arange(n), angle_to_bin(ang, bins)] = True
         return {"x": (x * 255).round().to(torch.uint8), "allowed": allowed,
-                "valid": torch.ones(n, dtype=torch.bool), "cls": torch.zeros(n, dtype=torch.int64)}
+                "valid": torch.ones(n, dtype=torch.bool), "cls": torch.zeros(n, dtype=torch.int64),
+                "allo": ang, "fold": torch.ones(n, dtype=torch.int64)}
 
     train, val = data(512, 0), data(128, 1)
     head = YawHead(num_classes=2, bins=bins, crop=16, width=8)
@@ -156,6 +157,8 @@ def test_the_head_learns_a_yaw_cue_from_crops():
     hist = train_yaw_head(head, train, val, YawStageConfig(bins=bins, crop=16, width=8, epochs=12, batch=64, lr=3e-3))
     after = yaw_accuracy(head, val)
     assert before < 0.3 and after["exact"] > 0.7 and after["within_one_bin"] > 0.95, hist[-1]
+    # the decoded angle (interpolated between bins) is finer than a 45-degree bin
+    assert after["within_20deg"] > 0.6 and after["median_error_deg"] < 15, after
     assert hist[-1]["loss"] < hist[0]["loss"] and len(hist) == 12
 
 
@@ -229,6 +232,7 @@ def test_roca_train_yaw_cli_adds_and_trains_a_head_that_eval_uses(tiny_data, tmp
     assert (cfg2.yaw_bins, cfg2.yaw_crop, cfg2.yaw_width) == (8, 16, 4) and model.yaw_head is not None
     assert replace(cfg2, yaw_bins=0, yaw_crop=cfg.yaw_crop, yaw_width=cfg.yaw_width) == cfg  # nothing else changed
     hist = json.loads((out / "yaw_history.json").read_text())
+    assert 0 <= hist["heldout"]["within_20deg"] <= 1 and "median_error_deg" in hist["heldout"]
     assert len(hist["history"]) == 2 and extra["yaw_stage"]["heldout"]["objects"] == hist["heldout"]["objects"] > 0
     assert (out / "yaw_curve.png").stat().st_size > 1000 and (out / "crops_train.pt").is_file()
     base_model, _, _ = load_checkpoint(base)  # the rest of the network is the base network's
@@ -244,3 +248,14 @@ def test_roca_train_yaw_cli_adds_and_trains_a_head_that_eval_uses(tiny_data, tmp
         assert json.loads((tmp_path / f"r_{state}.json").read_text())["yaw_head"] == state
     assert train_yaw_main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     assert train_yaw_main(args + ["--bins", "2"]) == 2
+
+
+def test_chance_level_counts_the_equivalent_bins_of_symmetric_objects():
+    from roca_core.training.yaw_stage import chance_levels
+
+    allowed = torch.zeros(3, 8, dtype=torch.bool)
+    allowed[0, 0] = True  # no symmetry: 1 of 8 bins, 3 of 8 within one
+    allowed[1, [0, 4]] = True  # 2-fold: 2 of 8, 6 of 8 within one
+    data = {"allowed": allowed, "valid": torch.tensor([True, True, False])}
+    ch = chance_levels(data)
+    assert ch["exact"] == pytest.approx(1.5 / 8) and ch["within_one_bin"] == pytest.approx(4.5 / 8)

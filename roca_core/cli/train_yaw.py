@@ -48,8 +48,8 @@ def main(argv: "list[str] | None" = None) -> int:
     import torch
 
     from roca_core.checkpoint import load_checkpoint, save_checkpoint
-    from roca_core.training.yaw_stage import (YawStageConfig, load_crops, train_yaw_head, with_yaw_head,
-                                              yaw_accuracy)
+    from roca_core.training.yaw_stage import (CROPS_VERSION, YawStageConfig, chance_levels, load_crops,
+                                              train_yaw_head, with_yaw_head, yaw_accuracy)
 
     stage = YawStageConfig(bins=args.bins, crop=args.crop, width=args.width, epochs=args.epochs, batch=args.batch,
                            lr=args.lr, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images)
@@ -76,7 +76,7 @@ def main(argv: "list[str] | None" = None) -> int:
     data = {}
     for split in ("train", "val"):
         cache = out / f"crops_{split}.pt"
-        key = {"data": str(Path(args.data).resolve()), "size": list(cfg.image_size), "crop": stage.crop,
+        key = {"version": CROPS_VERSION, "data": str(Path(args.data).resolve()), "size": list(cfg.image_size), "crop": stage.crop,
                "bins": stage.bins, "max_images": stage.max_train_images if split == "train" else 0}
         if cache.is_file():
             stored = torch.load(cache)
@@ -92,8 +92,9 @@ def main(argv: "list[str] | None" = None) -> int:
             return 2
         torch.save({"key": key, "crops": data[split]}, cache)
     n_train, n_val = int(data["train"]["valid"].sum()), int(data["val"]["valid"].sum())
-    print(f"[roca-train-yaw] {n_train} training and {n_val} held-out objects with a yaw; chance: "
-          f"{1 / stage.bins:.3f} in the right bin, {3 / stage.bins:.3f} within one", flush=True)
+    chance = chance_levels(data["val"])
+    print(f"[roca-train-yaw] {n_train} training and {n_val} held-out objects with a yaw; held-out chance: "
+          f"{chance['exact']:.3f} in a right bin, {chance['within_one_bin']:.3f} within one", flush=True)
     if n_train == 0:
         print("roca-train-yaw: no training object with a yaw (all infinite symmetry?)", file=sys.stderr)
         return 2
@@ -105,7 +106,8 @@ def main(argv: "list[str] | None" = None) -> int:
 
     def log(row: dict) -> None:
         text = (f"epoch {row['epoch']}: loss {row['loss']:.3f}, held-out {row.get('heldout_exact', 0):.3f} right bin, "
-                f"{row.get('heldout_within_one_bin', 0):.3f} within one ({row['seconds']:.0f} s)")
+                f"{row.get('heldout_within_one_bin', 0):.3f} within one, {row.get('heldout_within_20deg', 0):.3f} "
+                f"within 20 deg ({row['seconds']:.0f} s)")
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(text.split(": ", 1)[1])
@@ -117,17 +119,18 @@ def main(argv: "list[str] | None" = None) -> int:
         bar.close()
     final = yaw_accuracy(model.yaw_head, data["val"])
     extra = dict(extra or {}, yaw_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
-                                         "train_objects": n_train})
+                                         "heldout_chance": chance, "train_objects": n_train})
     path = save_checkpoint(out / "model_yaw.safetensors", model, cfg, extra)
     (out / "yaw_history.json").write_text(json.dumps({"stage": asdict(stage), "history": history,
-                                                      "heldout": final}, indent=1))
-    _plot(history, out / "yaw_curve.png", stage.bins)
+                                                      "heldout": final, "heldout_chance": chance}, indent=1))
+    _plot(history, out / "yaw_curve.png", chance)
     print(f"[roca-train-yaw] held-out: {final['exact']:.3f} in the right bin, {final['within_one_bin']:.3f} "
-          f"within one ({final['objects']} objects); wrote {path}", flush=True)
+          f"within one, {final.get('within_20deg', 0):.3f} within 20 degrees (median error "
+          f"{final.get('median_error_deg', float('nan')):.1f} deg; {final['objects']} objects); wrote {path}", flush=True)
     return 0
 
 
-def _plot(history: list[dict], path: Path, bins: int) -> None:
+def _plot(history: list[dict], path: Path, chance: dict[str, float]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -137,9 +140,10 @@ def _plot(history: list[dict], path: Path, bins: int) -> None:
     a.plot(ep, [r["loss"] for r in history])
     a.set(xlabel="epoch", ylabel="training loss (NLL of the right bins)", title="yaw head: loss")
     a.grid(alpha=0.3)
-    for key, label, chance in (("heldout_exact", "right bin", 1 / bins), ("heldout_within_one_bin", "within one bin", 3 / bins)):
-        line, = b.plot(ep, [r.get(key, float("nan")) for r in history], label=label)
-        b.axhline(chance, color=line.get_color(), ls=":", lw=1)
+    for key, label in (("exact", "right bin"), ("within_one_bin", "within one bin")):
+        line, = b.plot(ep, [r.get(f"heldout_{key}", float("nan")) for r in history], label=label)
+        b.axhline(chance[key], color=line.get_color(), ls=":", lw=1)
+    b.plot(ep, [r.get("heldout_within_20deg", float("nan")) for r in history], label="decoded yaw within 20°")
     b.set(xlabel="epoch", ylabel="held-out share", title="yaw head: held-out accuracy (dotted: chance)", ylim=(0, 1))
     b.legend()
     b.grid(alpha=0.3)

@@ -102,18 +102,23 @@ def yaw_loss(logits: torch.Tensor, allowed: torch.Tensor, valid: torch.Tensor,
     return (nll * w).sum() / w.sum().clamp_min(1e-6)
 
 
-def decode_yaw(logits: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (camera yaw psi (R,) radians, confidence (R,) = probability of the winning bin and
-    its two neighbours). The angle is the probability-weighted circular mean over the winning
-    bin and its neighbours, so it is finer than one bin."""
+def decode_allocentric(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, bins) logits -> (allocentric yaw (R,) radians, confidence (R,) = probability of the
+    winning bin and its two neighbours). The angle is the probability-weighted circular mean
+    over the winning bin and its neighbours, so it is finer than one bin."""
     p = logits.float().softmax(dim=1)  # (R, B)
     b = p.shape[1]
     top = p.argmax(dim=1)
     nb = (top[:, None] + torch.arange(-1, 2, device=p.device)[None]) % b  # (R, 3)
     pn = p.gather(1, nb)
     ang = nb.to(p.dtype) * (2 * math.pi / b)
-    allo = torch.atan2((pn * ang.sin()).sum(1), (pn * ang.cos()).sum(1))
-    return allo + ray_angle(boxes, K).to(p.dtype), pn.sum(1)
+    return torch.atan2((pn * ang.sin()).sum(1), (pn * ang.cos()).sum(1)), pn.sum(1)
+
+
+def decode_yaw(logits: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (camera yaw psi (R,) radians, confidence (R,)): the allocentric yaw plus the ray's."""
+    allo, conf = decode_allocentric(logits)
+    return allo + ray_angle(boxes, K).to(allo.dtype), conf
 
 
 def replace_yaw(rot: torch.Tensor, psi: torch.Tensor, steps: int = 360) -> torch.Tensor:
@@ -144,6 +149,10 @@ class YawHead(nn.Module):
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes * bins))
 
     def forward(self, crops: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """crops (R, 3, S, S) RGB in [0, 1], classes (R,) 0-based -> logits (R, bins)."""
-        out = self.net(crops).view(-1, self.num_classes, self.bins)
+        """crops (R, 3, S, S) RGB in [0, 1], classes (R,) 0-based -> logits (R, bins).
+
+        Always float32, outside autocast: the head is tiny, and CPUs without bf16 units
+        emulate bf16 convolutions about ten times slower than float32 ones."""
+        with torch.autocast(crops.device.type, enabled=False):
+            out = self.net(crops.float()).view(-1, self.num_classes, self.bins)
         return out[torch.arange(out.shape[0], device=out.device), classes]

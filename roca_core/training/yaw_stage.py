@@ -19,7 +19,10 @@ from typing import Any, Callable
 
 import torch
 
-from roca_core.model.yaw_head import YawHead, yaw_crops, yaw_loss, yaw_targets
+from roca_core.model.yaw_head import (YawHead, camera_yaw, decode_allocentric, ray_angle, symmetry_folds, yaw_crops,
+                                      yaw_loss, yaw_targets)
+
+CROPS_VERSION = 2  # cached crops of another version are cut again
 
 
 @dataclass
@@ -42,7 +45,7 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
     from roca_core.data.loader import RocaDataset
 
     ds = RocaDataset(root, split, image_size=size, class_names=class_names)
-    xs, allowed, valid, cls = [], [], [], []
+    xs, allowed, valid, cls, allo, folds = [], [], [], [], [], []
     for i in range(start, min(stop, len(ds))):
         img, t = ds[i]
         n = t["boxes"].shape[0]
@@ -56,16 +59,21 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
         allowed.append(a)
         valid.append(v)
         cls.append(t["labels"] - 1)
+        allo.append(camera_yaw(t["rotations"].float()) - ray_angle(boxes, K))
+        folds.append(symmetry_folds(t["symmetries"]))
     if not xs:
         return {"x": torch.zeros(0, 3, crop, crop, dtype=torch.uint8), "allowed": torch.zeros(0, bins, dtype=torch.bool),
-                "valid": torch.zeros(0, dtype=torch.bool), "cls": torch.zeros(0, dtype=torch.int64)}
-    return {"x": torch.cat(xs), "allowed": torch.cat(allowed), "valid": torch.cat(valid), "cls": torch.cat(cls)}
+                "valid": torch.zeros(0, dtype=torch.bool), "cls": torch.zeros(0, dtype=torch.int64),
+                "allo": torch.zeros(0), "fold": torch.zeros(0, dtype=torch.int64)}
+    return {"x": torch.cat(xs), "allowed": torch.cat(allowed), "valid": torch.cat(valid), "cls": torch.cat(cls),
+            "allo": torch.cat(allo), "fold": torch.cat(folds)}
 
 
 def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], class_names: tuple[str, ...],
                crop: int, bins: int, workers: int = 1, max_images: int = 0) -> dict[str, torch.Tensor]:
     """Crops of every ground-truth box of a split (uint8), their right bins, the objects that
-    have a yaw (not "infinite" symmetry) and their classes (0-based)."""
+    have a yaw (not "infinite" symmetry), their classes (0-based), allocentric yaws (radians)
+    and symmetry folds."""
     from roca_core.data.loader import RocaDataset
 
     n = len(RocaDataset(root, split, class_names=class_names))
@@ -84,10 +92,13 @@ def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], clas
 
 @torch.no_grad()
 def yaw_accuracy(head: YawHead, data: dict[str, torch.Tensor], batch: int = 512) -> dict[str, float]:
-    """Over the objects with a yaw: share whose top bin is a right one, and within one bin."""
+    """Over the objects with a yaw: share whose top bin is a right one, within one bin, and
+    (with ``allo``/``fold`` in the data) whose decoded yaw, as the network uses it, is within
+    20 degrees (the alignment metric's threshold) up to the CAD's symmetry; median error."""
     head.eval()
     sel = torch.where(data["valid"])[0]
     exact = near = 0
+    errors = []
     for j in range(0, sel.numel(), batch):
         idx = sel[j:j + batch]
         logits = head(data["x"][idx].float() / 255, data["cls"][idx])
@@ -97,9 +108,28 @@ def yaw_accuracy(head: YawHead, data: dict[str, torch.Tensor], batch: int = 512)
         ar = torch.arange(idx.numel())
         exact += int(allowed[ar, top].sum())
         near += int((allowed[ar, top] | allowed[ar, (top + 1) % b] | allowed[ar, (top - 1) % b]).sum())
+        if "allo" in data:
+            pred, _ = decode_allocentric(logits)
+            f = data["fold"][idx].clamp_min(1).float()
+            err = torch.remainder((pred - data["allo"][idx]) * f + math.pi, 2 * math.pi) - math.pi
+            errors.append((err / f).abs() * (180 / math.pi))
     head.train()
     n = max(1, sel.numel())
-    return {"exact": exact / n, "within_one_bin": near / n, "objects": int(sel.numel())}
+    out = {"exact": exact / n, "within_one_bin": near / n, "objects": int(sel.numel())}
+    if errors:
+        err = torch.cat(errors)
+        out.update(within_20deg=float((err < 20).float().mean()), median_error_deg=float(err.median()))
+    return out
+
+
+def chance_levels(data: dict[str, torch.Tensor]) -> dict[str, float]:
+    """What a guess of a uniformly random bin scores: symmetric objects have several right
+    bins, so chance is above 1 / bins."""
+    allowed = data["allowed"][data["valid"]]
+    if allowed.shape[0] == 0:
+        return {"exact": 0.0, "within_one_bin": 0.0}
+    near = allowed | allowed.roll(1, dims=1) | allowed.roll(-1, dims=1)
+    return {"exact": allowed.float().mean().item(), "within_one_bin": near.float().mean().item()}
 
 
 def train_yaw_head(head: YawHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",
