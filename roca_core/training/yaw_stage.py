@@ -2,8 +2,8 @@
 yaw bins, with the rest of the network frozen and untouched.
 
 The yaw head reads image crops only, so it can learn from cached crops at a fraction of a full
-training step's cost: on 2 CPU cores an epoch over the 15k objects of the demo data takes
-about 20 s instead of the hours a joint schedule would need to give it as many samples. The
+training step's cost: on one CPU thread an epoch over the 15k objects of the demo data takes
+about 25 s instead of the hours a joint schedule would need to give it as many samples. The
 result is the same network with its yaw head trained (``model.yaw_bins`` set), ready for
 roca-eval, the node and further joint training with roca-train.
 """
@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from roca_core.model.yaw_head import (YawHead, camera_yaw, decode_allocentric, ray_angle, symmetry_folds, yaw_crops,
+from roca_core.model.yaw_head import (YawHead, allocentric_yaw, decode_allocentric, symmetry_folds, yaw_crops,
                                       yaw_loss, yaw_targets)
 
 CROPS_VERSION = 2  # cached crops of another version are cut again
@@ -59,7 +59,7 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
         allowed.append(a)
         valid.append(v)
         cls.append(t["labels"] - 1)
-        allo.append(camera_yaw(t["rotations"].float()) - ray_angle(boxes, K))
+        allo.append(allocentric_yaw(t["rotations"].float(), boxes, K))
         folds.append(symmetry_folds(t["symmetries"]))
     if not xs:
         return {"x": torch.zeros(0, 3, crop, crop, dtype=torch.uint8), "allowed": torch.zeros(0, bins, dtype=torch.bool),
