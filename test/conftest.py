@@ -6,6 +6,8 @@ This runs before any test module imports rclpy.
 """
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -46,3 +48,17 @@ def random_small_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("random_small") / "small.safetensors"
     save_checkpoint(path, RocaModel(cfg), cfg)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_render(tmp_path_factory, roca_home):
+    """A data set of 6 rendered 48x64 images in 2 rooms, for the crop heads' CLIs (a
+    subprocess keeps EGL out of the test process)."""
+    root = tmp_path_factory.mktemp("tiny_render")
+    (root / "render.yaml").write_text("min_visible_pixels: 20\n")
+    cmd = [sys.executable, "-m", "roca_core.cli.make_dataset", "--out", str(root / "data"), "--images", "6",
+           "--height", "48", "--width", "64", "--focal", "58", "--images-per-scene", "3",
+           "--config", str(root / "render.yaml"), "--workers", "1", "--seed", "4", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root / "data"

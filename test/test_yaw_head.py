@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -200,20 +199,7 @@ def test_config_rejects_a_bad_yaw_head():
         replace(tiny_model_config(), yaw_bins=8, yaw_crop=4)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, roca_home) -> Path:
-    """6 rendered 48x64 images in 2 rooms (a subprocess keeps EGL out of this process)."""
-    root = tmp_path_factory.mktemp("tiny_yaw")
-    (root / "render.yaml").write_text("min_visible_pixels: 20\n")
-    cmd = [sys.executable, "-m", "roca_core.cli.make_dataset", "--out", str(root / "data"), "--images", "6",
-           "--height", "48", "--width", "64", "--focal", "58", "--images-per-scene", "3",
-           "--config", str(root / "render.yaml"), "--workers", "1", "--seed", "4", "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return root / "data"
-
-
-def test_roca_train_yaw_cli_adds_and_trains_a_head_that_eval_uses(tiny_data, tmp_path, capsys):
+def test_roca_train_yaw_cli_adds_and_trains_a_head_that_eval_uses(tiny_render, tmp_path, capsys):
     from roca_core.checkpoint import load_checkpoint, save_checkpoint
     from roca_core.cli.eval import main as eval_main
     from roca_core.cli.train_yaw import main as train_yaw_main
@@ -223,7 +209,7 @@ def test_roca_train_yaw_cli_adds_and_trains_a_head_that_eval_uses(tiny_data, tmp
     cfg = tiny_model_config()
     base = save_checkpoint(tmp_path / "base.safetensors", RocaModel(cfg), cfg)
     out = tmp_path / "yaw"
-    args = ["--checkpoint", str(base), "--data", str(tiny_data), "--out", str(out), "--epochs", "2",
+    args = ["--checkpoint", str(base), "--data", str(tiny_render), "--out", str(out), "--epochs", "2",
             "--crop", "16", "--width", "4", "--workers", "1", "--no-progress"]
     assert train_yaw_main(args) == 0
     err = capsys.readouterr()
@@ -242,7 +228,7 @@ def test_roca_train_yaw_cli_adds_and_trains_a_head_that_eval_uses(tiny_data, tmp
     assert train_yaw_main(args[:-3] + ["--workers", "1", "--no-progress"]) == 0
     assert "cutting" not in capsys.readouterr().out
     for flag, state in (([], "on"), (["--no-yaw-head"], "off")):
-        rc = eval_main(["--checkpoint", str(out / "model_yaw.safetensors"), "--data", str(tiny_data),
+        rc = eval_main(["--checkpoint", str(out / "model_yaw.safetensors"), "--data", str(tiny_render),
                         "--out", str(tmp_path / f"r_{state}.json"), "--no-progress", "--device", "cpu"] + flag)
         assert rc == 0
         assert json.loads((tmp_path / f"r_{state}.json").read_text())["yaw_head"] == state

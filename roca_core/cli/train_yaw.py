@@ -48,8 +48,9 @@ def main(argv: "list[str] | None" = None) -> int:
     import torch
 
     from roca_core.checkpoint import load_checkpoint, save_checkpoint
-    from roca_core.training.yaw_stage import (CROPS_VERSION, YawStageConfig, chance_levels, load_crops,
-                                              train_yaw_head, with_yaw_head, yaw_accuracy)
+    from roca_core.training.crop_cache import cached_crops
+    from roca_core.training.yaw_stage import (YawStageConfig, chance_levels, train_yaw_head, with_yaw_head,
+                                              yaw_accuracy)
 
     stage = YawStageConfig(bins=args.bins, crop=args.crop, width=args.width, epochs=args.epochs, batch=args.batch,
                            lr=args.lr, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images)
@@ -75,22 +76,13 @@ def main(argv: "list[str] | None" = None) -> int:
 
     data = {}
     for split in ("train", "val"):
-        cache = out / f"crops_{split}.pt"
-        key = {"version": CROPS_VERSION, "data": str(Path(args.data).resolve()), "size": list(cfg.image_size), "crop": stage.crop,
-               "bins": stage.bins, "max_images": stage.max_train_images if split == "train" else 0}
-        if cache.is_file():
-            stored = torch.load(cache)
-            if stored.get("key") == key:
-                data[split] = stored["crops"]
-                continue
-        print(f"[roca-train-yaw] cutting {split} crops from {args.data} ({stage.workers} worker(s))", flush=True)
         try:
-            data[split] = load_crops(args.data, split, cfg.image_size, cfg.class_names, stage.crop, stage.bins,
-                                     stage.workers, key["max_images"])
+            data[split] = cached_crops(out, args.data, split, cfg.image_size, cfg.class_names, stage.crop, stage.bins,
+                                       stage.workers, stage.max_train_images if split == "train" else 0,
+                                       log=lambda m: print(f"[roca-train-yaw] {m}", flush=True))
         except (FileNotFoundError, ValueError) as exc:
             print(f"roca-train-yaw: cannot read the {split} split of {args.data}: {exc}", file=sys.stderr)
             return 2
-        torch.save({"key": key, "crops": data[split]}, cache)
     n_train, n_val = int(data["train"]["valid"].sum()), int(data["val"]["valid"].sum())
     chance = chance_levels(data["val"])
     print(f"[roca-train-yaw] {n_train} training and {n_val} held-out objects with a yaw; held-out chance: "

@@ -37,6 +37,7 @@ class LossWeights:
     triplet: float = 1.0
     completion: float = 1.0
     yaw: float = 1.0  # the yaw head's classification (only with model.yaw_bins > 0)
+    centre: float = 1.0  # the centre head's regression (only with model.centre_width > 0)
 
 
 @dataclass
@@ -101,6 +102,11 @@ class ModelConfig:
     yaw_bins: int = 0
     yaw_crop: int = 32
     yaw_width: int = 16  # channels of the first of its three conv blocks (then x2, x4)
+    # Centre head (roca_core/model/centre_head.py; not in the paper): a small CNN on a
+    # ``centre_crop`` x ``centre_crop`` crop of each box plus the box's geometry regresses the
+    # object's 3D centre, which replaces the translation from the predicted depth. 0: no head.
+    centre_width: int = 0
+    centre_crop: int = 32
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7
@@ -137,6 +143,9 @@ class ModelConfig:
         if self.yaw_bins < 0 or (self.yaw_bins and (self.yaw_bins < 4 or self.yaw_crop < 8 or self.yaw_width < 1)):
             raise ConfigError(f"model.yaw_bins={self.yaw_bins} (0 or >= 4), yaw_crop={self.yaw_crop} (>= 8), "
                               f"yaw_width={self.yaw_width} (>= 1)")
+        if self.centre_width < 0 or (self.centre_width and self.centre_crop < 8):
+            raise ConfigError(f"model.centre_width={self.centre_width} (0 or >= 1), "
+                              f"centre_crop={self.centre_crop} (>= 8)")
         if len(self.tiny_channels) != 4:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:

@@ -32,6 +32,7 @@ from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
+from roca_core.model.centre_head import CentreHead, box_geometry, centre_loss, centre_targets, decode_centre
 from roca_core.model.yaw_head import YawHead, decode_yaw, yaw_crops, yaw_loss, yaw_targets
 
 STAGES = ("backbone_rpn", "roi_heads", "depth", "alignment", "retrieval")
@@ -44,7 +45,7 @@ _LOSS_FIELDS = {
     "loss_depth": "depth", "loss_roi_depth": "roi_depth", "loss_box_minmax": "box_minmax",
     "loss_scale": "scale", "loss_trans_init": "trans_init", "loss_noc": "noc", "loss_rot": "rot",
     "loss_trans": "trans", "loss_triplet": "triplet", "loss_completion": "completion",
-    "loss_yaw": "yaw",
+    "loss_yaw": "yaw", "loss_centre": "centre",
 }
 
 
@@ -90,6 +91,8 @@ class RocaModel(nn.Module):
         # Eval switch: False keeps the Procrustes yaw although the network has a yaw head
         # (roca-eval --no-yaw-head, to measure what the head adds).
         self.use_yaw_head = True
+        self.centre_head = CentreHead(cfg.num_classes, cfg.centre_crop, cfg.centre_width) if cfg.centre_width else None
+        self.use_centre_head = True  # the same for the centre head (roca-eval --no-centre-head)
         # Per-class loss weights (detection, mask, alignment); the trainer sets them.
         self.register_buffer("class_weights", torch.ones(c))
         self.profile = False
@@ -262,6 +265,11 @@ class RocaModel(nn.Module):
                 logits = self.yaw_head(yaw_crops(torch.stack(imgs), boxes_t, bidx_t, cfg.yaw_crop), classes)
                 allowed, valid = yaw_targets(gt.rotation, boxes_t, K_rois, gt.symmetry, cfg.yaw_bins)
                 losses["loss_yaw"] = yaw_loss(logits, allowed, valid, gt.class_weight)
+            if self.centre_head is not None:
+                pred = self.centre_head(yaw_crops(torch.stack(imgs), boxes_t, bidx_t, cfg.centre_crop),
+                                        box_geometry(boxes_t, K_rois, cfg.image_size), classes)
+                losses["loss_centre"] = centre_loss(pred, centre_targets(gt.translation, boxes_t, K_rois),
+                                                    gt.class_weight)
         with self._stage("retrieval"):
             r, s = boxes_t.shape[0], cfg.roi_size
             vox_w = (gt.mask * (depth_rois > 1e-3)).reshape(r, s * s)
@@ -361,8 +369,14 @@ class RocaModel(nn.Module):
             if self.yaw_head is not None and self.use_yaw_head and r:
                 logits = self.yaw_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.yaw_crop), classes)
                 yaw, _ = decode_yaw(logits, boxes, K_rois)
+            centre = None
+            # measured depth (a depth camera) places objects better than the head: keep ROCA's
+            if self.centre_head is not None and self.use_centre_head and depths is None and r:
+                pred = self.centre_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.centre_crop),
+                                        box_geometry(boxes, K_rois, cfg.image_size), classes)
+                centre = decode_centre(pred, boxes, K_rois)
             out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois,
-                                      classes, up_rois, yaw)
+                                      classes, up_rois, yaw, centre)
         with self._stage("retrieval"):
             vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
             z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)

@@ -30,7 +30,9 @@ from roca_core.model.roi_sampling import sample_rois
 CROP_MARGIN = 1.15  # the crop is the box's longer side times this, square, around its centre
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
+def crop_block(cin: int, cout: int) -> nn.Sequential:
+    """Two 3x3 convs with GroupNorm and ReLU, then a 2x max-pool: one block of the crop CNNs
+    (this head's and the centre head's)."""
     groups = 8 if cout % 8 == 0 else 1
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True),
                          nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(groups, cout), nn.ReLU(inplace=True),
@@ -150,7 +152,7 @@ class YawHead(nn.Module):
     def __init__(self, num_classes: int, bins: int, crop: int, width: int) -> None:
         super().__init__()
         self.num_classes, self.bins, self.crop = num_classes, bins, crop
-        self.net = nn.Sequential(_block(3, width), _block(width, 2 * width), _block(2 * width, 4 * width),
+        self.net = nn.Sequential(crop_block(3, width), crop_block(width, 2 * width), crop_block(2 * width, 4 * width),
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes * bins))
 
     def forward(self, crops: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

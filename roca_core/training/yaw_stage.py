@@ -1,28 +1,24 @@
 """Train a network's yaw head on its own (roca-train-yaw): crops of the ground-truth boxes ->
 yaw bins, with the rest of the network frozen and untouched.
 
-The yaw head reads image crops only, so it can learn from cached crops at a fraction of a full
-training step's cost: on one CPU thread an epoch over the 15k objects of the demo data takes
-about 25 s instead of the hours a joint schedule would need to give it as many samples. The
-result is the same network with its yaw head trained (``model.yaw_bins`` set), ready for
-roca-eval, the node and further joint training with roca-train.
+The yaw head reads image crops only, so it can learn from cached crops
+(``roca_core.training.crop_cache``) at a fraction of a full training step's cost: on one CPU
+thread an epoch over the 15k objects of the demo data takes about 25 s instead of the hours a
+joint schedule would need to give it as many samples. The result is the same network with its
+yaw head trained (``model.yaw_bins`` set), ready for roca-eval, the node and further joint
+training with roca-train.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from roca_core.model.yaw_head import (YawHead, allocentric_yaw, decode_allocentric, symmetry_folds, yaw_crops,
-                                      yaw_loss, yaw_targets)
-
-CROPS_VERSION = 2  # cached crops of another version are cut again
+from roca_core.model.yaw_head import YawHead, decode_allocentric, yaw_loss
 
 
 @dataclass
@@ -37,57 +33,6 @@ class YawStageConfig:
     seed: int = 0
     workers: int = 2  # processes that cut the crops
     max_train_images: int = 0  # 0: all
-
-
-def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int, int, int]) -> dict[str, torch.Tensor]:
-    root, split, size, class_names, crop, bins, start, stop = job
-    torch.set_num_threads(1)
-    from roca_core.data.loader import RocaDataset
-
-    ds = RocaDataset(root, split, image_size=size, class_names=class_names)
-    xs, allowed, valid, cls, allo, folds = [], [], [], [], [], []
-    for i in range(start, min(stop, len(ds))):
-        img, t = ds[i]
-        n = t["boxes"].shape[0]
-        if n == 0:
-            continue
-        boxes = t["boxes"].float()
-        K = t["K"].float()[None].expand(n, 3, 3)
-        xs.append((yaw_crops(img[None].float(), boxes, torch.zeros(n, dtype=torch.int64), crop) * 255)
-                  .round().clamp(0, 255).to(torch.uint8))
-        a, v = yaw_targets(t["rotations"].float(), boxes, K, t["symmetries"], bins)
-        allowed.append(a)
-        valid.append(v)
-        cls.append(t["labels"] - 1)
-        allo.append(allocentric_yaw(t["rotations"].float(), boxes, K))
-        folds.append(symmetry_folds(t["symmetries"]))
-    if not xs:
-        return {"x": torch.zeros(0, 3, crop, crop, dtype=torch.uint8), "allowed": torch.zeros(0, bins, dtype=torch.bool),
-                "valid": torch.zeros(0, dtype=torch.bool), "cls": torch.zeros(0, dtype=torch.int64),
-                "allo": torch.zeros(0), "fold": torch.zeros(0, dtype=torch.int64)}
-    return {"x": torch.cat(xs), "allowed": torch.cat(allowed), "valid": torch.cat(valid), "cls": torch.cat(cls),
-            "allo": torch.cat(allo), "fold": torch.cat(folds)}
-
-
-def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], class_names: tuple[str, ...],
-               crop: int, bins: int, workers: int = 1, max_images: int = 0) -> dict[str, torch.Tensor]:
-    """Crops of every ground-truth box of a split (uint8), their right bins, the objects that
-    have a yaw (not "infinite" symmetry), their classes (0-based), allocentric yaws (radians)
-    and symmetry folds."""
-    from roca_core.data.loader import RocaDataset
-
-    n = len(RocaDataset(root, split, class_names=class_names))
-    if max_images:
-        n = min(n, max_images)
-    chunk = max(1, math.ceil(n / max(1, 4 * workers)))
-    jobs = [(str(root), split, tuple(image_size), tuple(class_names), crop, bins, s, s + chunk)
-            for s in range(0, n, chunk)]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_crops_chunk, jobs))
-    else:
-        parts = [_crops_chunk(j) for j in jobs]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 @torch.no_grad()

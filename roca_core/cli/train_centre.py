@@ -1,0 +1,150 @@
+"""``roca-train-centre``: give a trained network a centre head and train it on image crops alone.
+
+Examples::
+
+    roca-train-centre --checkpoint models/roca_demo.safetensors --data data/synthetic --out out/centre
+    roca-train-centre --checkpoint out/centre/model_centre.safetensors --epochs 10    # continue
+
+Writes OUT/model_centre.safetensors (the same network plus its centre head, ``model.centre_width``
+set), OUT/centre_history.json and OUT/centre_curve.png (held-out errors per epoch). The crops
+are cached in OUT/crops_<split>.pt (the same cache as roca-train-yaw's), so a second run starts
+training at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from roca_core.config_io import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from roca_core.training.centre_stage import CentreStageConfig
+
+    d = CentreStageConfig()
+    p = argparse.ArgumentParser(prog="roca-train-centre", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--checkpoint", required=True, help="trained network (.safetensors) to add the centre head to")
+    p.add_argument("--data", default="data/synthetic", help="data set root (train split trains, val split reports)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--crop", type=int, default=d.crop, help="crop side in pixels")
+    p.add_argument("--width", type=int, default=d.width, help="channels of the first conv block")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--box-jitter", type=float, default=d.box_jitter,
+                   help="training boxes' sides move by up to this share of their size (0: true boxes)")
+    p.add_argument("--workers", type=int, default=d.workers, help="processes that cut the crops")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--max-train-images", type=int, default=0, help="use at most this many training images (0: all)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bar")
+    return p
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from roca_core.checkpoint import load_checkpoint, save_checkpoint
+    from roca_core.training.centre_stage import CentreStageConfig, centre_errors, train_centre_head, with_centre_head
+    from roca_core.training.crop_cache import cached_crops
+
+    stage = CentreStageConfig(crop=args.crop, width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                              seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,
+                              box_jitter=args.box_jitter)
+    if (args.epochs < 1 or args.batch < 1 or args.crop < 8 or args.width < 1 or args.lr <= 0
+            or not 0 <= args.box_jitter < 0.5):
+        print("roca-train-centre: need --epochs >= 1, --batch >= 1, --crop >= 8, --width >= 1, --lr > 0, "
+              "0 <= --box-jitter < 0.5", file=sys.stderr)
+        return 2
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        print(f"roca-train-centre: checkpoint not found: {ckpt}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    try:
+        model, cfg, extra = load_checkpoint(ckpt)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"roca-train-centre: cannot load {ckpt}: {exc}", file=sys.stderr)
+        return 2
+    model, cfg = with_centre_head(model, cfg, stage)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    data = {}
+    for split in ("train", "val"):
+        try:
+            # the yaw targets ride along in the shared cache; the yaw head's bins keep it reusable
+            data[split] = cached_crops(out, args.data, split, cfg.image_size, cfg.class_names, stage.crop,
+                                       cfg.yaw_bins or 8, stage.workers,
+                                       stage.max_train_images if split == "train" else 0,
+                                       log=lambda m: print(f"[roca-train-centre] {m}", flush=True))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"roca-train-centre: cannot read the {split} split of {args.data}: {exc}", file=sys.stderr)
+            return 2
+    n_train, n_val = int(data["train"]["cls"].shape[0]), int(data["val"]["cls"].shape[0])
+    print(f"[roca-train-centre] {n_train} training and {n_val} held-out objects", flush=True)
+    if n_train == 0:
+        print("roca-train-centre: no training object", file=sys.stderr)
+        return 2
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=stage.epochs, desc="centre head", unit="epoch")
+
+    def log(row: dict) -> None:
+        text = (f"epoch {row['epoch']}: loss {row['loss']:.3f}, held-out median error "
+                f"{row.get('heldout_median_error_m', float('nan')):.3f} m, "
+                f"{row.get('heldout_within_20cm', 0):.3f} within 20 cm ({row['seconds']:.0f} s)")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(text.split(": ", 1)[1])
+        else:
+            print(f"[roca-train-centre] {text}", flush=True)
+
+    history = train_centre_head(model.centre_head, data["train"], data["val"], stage, cfg.image_size, log)
+    if bar is not None:
+        bar.close()
+    final = centre_errors(model.centre_head, data["val"], cfg.image_size)
+    extra = dict(extra or {}, centre_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
+                                            "train_objects": n_train})
+    path = save_checkpoint(out / "model_centre.safetensors", model, cfg, extra)
+    (out / "centre_history.json").write_text(json.dumps({"stage": asdict(stage), "history": history,
+                                                         "heldout": final}, indent=1))
+    _plot(history, out / "centre_curve.png")
+    print(f"[roca-train-centre] held-out: median centre error {final.get('median_error_m', float('nan')):.3f} m, "
+          f"{final.get('within_20cm', 0):.3f} within 20 cm, depth off by {final.get('depth_rel_median', float('nan')):.3f} "
+          f"(median, relative; {final.get('objects', 0)} objects); wrote {path}", flush=True)
+    return 0
+
+
+def _plot(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["loss"] for r in history])
+    a.set(xlabel="epoch", ylabel="training loss (smooth L1: log depth, u, v)", title="centre head: loss")
+    a.grid(alpha=0.3)
+    b.plot(ep, [r.get("heldout_within_20cm", float("nan")) for r in history], label="centre within 20 cm")
+    b.plot(ep, [r.get("heldout_median_error_m", float("nan")) for r in history], label="median centre error (m)")
+    b.plot(ep, [r.get("heldout_depth_rel_median", float("nan")) for r in history], label="median depth error (relative)")
+    b.set(xlabel="epoch", ylabel="held-out", title="centre head: held-out errors", ylim=(0, 1))
+    b.legend()
+    b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

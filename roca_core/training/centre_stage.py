@@ -1,0 +1,115 @@
+"""Train a network's centre head on its own (roca-train-centre): crops and geometry of the
+ground-truth boxes -> each object's 3D centre, with the rest of the network frozen.
+
+Like the yaw head, the centre head reads only a crop and its box, so it learns from the cached
+crops of ``roca_core.training.crop_cache`` in minutes on one CPU thread. The result is the same
+network with its centre head trained (``model.centre_width`` set), ready for roca-eval, the node
+and further joint training with roca-train.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from roca_core.model.centre_head import CentreHead, box_geometry, centre_loss, centre_targets, decode_centre
+
+
+@dataclass
+class CentreStageConfig:
+    crop: int = 32
+    width: int = 16
+    epochs: int = 30
+    batch: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    workers: int = 2  # processes that cut the crops
+    max_train_images: int = 0  # 0: all
+    # Each side of a training box moves by up to this share of the box's size (uniform), so
+    # the head learns to read detected boxes, which are never exact (0: the true boxes only).
+    box_jitter: float = 0.05
+
+
+@torch.no_grad()
+def centre_errors(head: CentreHead, data: dict[str, torch.Tensor], image_hw: tuple[int, int],
+                  batch: int = 512) -> dict[str, float]:
+    """Over all objects: median distance of the predicted centre to the true one (metres),
+    share within 20 cm (the alignment metric's threshold), median relative error of the
+    centre's depth, and the median of the true depth for scale."""
+    head.eval()
+    dist, rel = [], []
+    for j in range(0, data["cls"].shape[0], batch):
+        sl = slice(j, j + batch)
+        boxes, K = data["boxes"][sl], data["K"][sl]
+        pred = head(data["x"][sl].float() / 255, box_geometry(boxes, K, image_hw), data["cls"][sl])
+        centre = decode_centre(pred, boxes, K)
+        dist.append((centre - data["t"][sl]).norm(dim=1))
+        rel.append((centre[:, 2] - data["t"][sl, 2]).abs() / data["t"][sl, 2].clamp_min(1e-3))
+    head.train()
+    if not dist:
+        return {"objects": 0}
+    d, r = torch.cat(dist), torch.cat(rel)
+    return {"median_error_m": float(d.median()), "within_20cm": float((d <= 0.2).float().mean()),
+            "depth_rel_median": float(r.median()), "true_depth_median_m": float(data["t"][:, 2].median()),
+            "objects": int(d.numel())}
+
+
+def train_centre_head(head: CentreHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",
+                      cfg: CentreStageConfig, image_hw: tuple[int, int],
+                      log: "Callable[[dict[str, Any]], None] | None" = None,
+                      class_weight: "torch.Tensor | None" = None) -> list[dict[str, Any]]:
+    """AdamW with cosine decay on the centre loss; -> one dict per epoch (loss, held-out
+    errors, seconds)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
+    n = train["cls"].shape[0]
+    boxes, K = train["boxes"], train["K"]
+    size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (N, 4): w, h, w, h
+    cw = class_weight if class_weight is not None else torch.ones(head.num_classes)
+    history: list[dict[str, Any]] = []
+    t0 = time.time()
+    head.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for j in range(0, n, cfg.batch):
+            idx = perm[j:j + cfg.batch]
+            cls = train["cls"][idx]
+            b = boxes[idx]
+            if cfg.box_jitter > 0:
+                noise = torch.rand(b.shape, generator=gen) * 2 - 1
+                b = b + noise * cfg.box_jitter * size[idx]
+                b = torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], dim=1)
+            pred = head(train["x"][idx].float() / 255, box_geometry(b, K[idx], image_hw), cls)
+            loss = centre_loss(pred, centre_targets(train["t"][idx], b, K[idx]), cw[cls])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        sched.step()
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, n), 4),
+                               "seconds": round(time.time() - t0, 1)}
+        if val is not None:
+            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in centre_errors(head, val, image_hw).items()})
+        history.append(row)
+        if log is not None:
+            log(row)
+    head.eval()
+    return history
+
+
+def with_centre_head(model: torch.nn.Module, cfg: Any, stage: CentreStageConfig) -> tuple[torch.nn.Module, Any]:
+    """-> (the network with a fresh centre head of the stage's size, its config). An existing
+    head of the same size is kept (training continues from it)."""
+    new_cfg = dataclasses.replace(cfg, centre_width=stage.width, centre_crop=stage.crop)
+    head = getattr(model, "centre_head", None)
+    if head is None or (cfg.centre_width, cfg.centre_crop) != (stage.width, stage.crop):
+        model.centre_head = CentreHead(new_cfg.num_classes, stage.crop, stage.width)
+    model.cfg = new_cfg
+    return model, new_cfg
