@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-centre-head", action="store_true",
                    help="keep ROCA's translation from the depth although the network has a "
                         "centre head (model.centre_width > 0), to measure what the head adds")
+    p.add_argument("--no-up-head", action="store_true",
+                   help="solve the full rotation although the network has an up head "
+                        "(model.up_width > 0), to measure what its predicted upright prior adds")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -155,6 +158,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         has_centre_head = getattr(predictor.model, "centre_head", None) is not None
         if args.no_centre_head:
             predictor.model.use_centre_head = False
+        has_up_head = getattr(predictor.model, "up_head", None) is not None
+        if args.no_up_head:
+            predictor.model.use_up_head = False
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
                                     depth_source=depth_source, upright=args.upright,
@@ -165,7 +171,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=split,
                   cad_database=cad_db or "embedded", gt_boxes=args.gt_boxes, refine=args.refine,
                   yaw_head=("off" if args.no_yaw_head else "on") if has_yaw_head else "none",
-                  centre_head=("off" if args.no_centre_head else "on") if has_centre_head else "none")
+                  centre_head=("off" if args.no_centre_head else "on") if has_centre_head else "none",
+                  up_head=("off" if args.no_up_head else "on") if has_up_head else "none")
     oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
                                           ("sensor depth", depth_source == "sensor"),
                                           ("the upright prior", args.upright),
@@ -173,7 +180,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                                               args.refine == "auto" and depth_source != "predicted")),
                                           ("ground-truth boxes", args.gt_boxes),
                                           ("the yaw head", has_yaw_head and not args.no_yaw_head),
-                                          ("the centre head", has_centre_head and not args.no_centre_head))
+                                          ("the centre head", has_centre_head and not args.no_centre_head),
+                                          ("the up head", has_up_head and not args.no_up_head and not args.upright))
                       if on)
     oracle = f" with {oracle}" if oracle else ""
     print(format_markdown(report, title=f"ROCA evaluation: {split} split of {args.data}{oracle}"))

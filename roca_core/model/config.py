@@ -38,6 +38,7 @@ class LossWeights:
     completion: float = 1.0
     yaw: float = 1.0  # the yaw head's classification (only with model.yaw_bins > 0)
     centre: float = 1.0  # the centre head's regression (only with model.centre_width > 0)
+    up: float = 1.0  # the up head's regression (only with model.up_width > 0)
 
 
 @dataclass
@@ -107,6 +108,10 @@ class ModelConfig:
     # object's 3D centre, which replaces the translation from the predicted depth. 0: no head.
     centre_width: int = 0
     centre_crop: int = 32
+    # Up head (roca_core/model/up_head.py; not in the paper): a small CNN on a 48x64 thumbnail
+    # of the image regresses the camera-frame up direction, a predicted upright prior used when
+    # no measured up is given. 0: no up head.
+    up_width: int = 0
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7
@@ -146,6 +151,8 @@ class ModelConfig:
         if self.centre_width < 0 or (self.centre_width and self.centre_crop < 8):
             raise ConfigError(f"model.centre_width={self.centre_width} (0 or >= 1), "
                               f"centre_crop={self.centre_crop} (>= 8)")
+        if self.up_width < 0:
+            raise ConfigError(f"model.up_width={self.up_width} (0: no up head, or >= 1)")
         if len(self.tiny_channels) != 4:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:

@@ -33,6 +33,7 @@ from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
 from roca_core.model.centre_head import CentreHead, box_geometry, centre_loss, centre_targets, decode_centre
+from roca_core.model.up_head import UpHead, thumbnails, up_loss, up_targets
 from roca_core.model.yaw_head import YawHead, decode_yaw, yaw_crops, yaw_loss, yaw_targets
 
 STAGES = ("backbone_rpn", "roi_heads", "depth", "alignment", "retrieval")
@@ -45,7 +46,7 @@ _LOSS_FIELDS = {
     "loss_depth": "depth", "loss_roi_depth": "roi_depth", "loss_box_minmax": "box_minmax",
     "loss_scale": "scale", "loss_trans_init": "trans_init", "loss_noc": "noc", "loss_rot": "rot",
     "loss_trans": "trans", "loss_triplet": "triplet", "loss_completion": "completion",
-    "loss_yaw": "yaw", "loss_centre": "centre",
+    "loss_yaw": "yaw", "loss_centre": "centre", "loss_up": "up",
 }
 
 
@@ -93,6 +94,8 @@ class RocaModel(nn.Module):
         self.use_yaw_head = True
         self.centre_head = CentreHead(cfg.num_classes, cfg.centre_crop, cfg.centre_width) if cfg.centre_width else None
         self.use_centre_head = True  # the same for the centre head (roca-eval --no-centre-head)
+        self.up_head = UpHead(cfg.up_width) if cfg.up_width else None
+        self.use_up_head = True  # and for the up head (roca-eval --no-up-head)
         # Per-class loss weights (detection, mask, alignment); the trainer sets them.
         self.register_buffer("class_weights", torch.ones(c))
         self.profile = False
@@ -270,6 +273,14 @@ class RocaModel(nn.Module):
                                         box_geometry(boxes_t, K_rois, cfg.image_size), classes)
                 losses["loss_centre"] = centre_loss(pred, centre_targets(gt.translation, boxes_t, K_rois),
                                                     gt.class_weight)
+            if self.up_head is not None:
+                has = [i for i, t in enumerate(targets) if t["rotations"].shape[0] > 0]
+                if has:
+                    pred_up = self.up_head(thumbnails(torch.stack([imgs[i] for i in has])))
+                    gt_up = torch.stack([up_targets(targets[i]["rotations"].float()) for i in has])
+                    losses["loss_up"] = up_loss(pred_up, gt_up.to(pred_up.device))
+                else:
+                    losses["loss_up"] = sum(p.sum() for p in self.up_head.parameters()) * 0.0
         with self._stage("retrieval"):
             r, s = boxes_t.shape[0], cfg.roi_size
             vox_w = (gt.mask * (depth_rois > 1e-3)).reshape(r, s * s)
@@ -364,6 +375,12 @@ class RocaModel(nn.Module):
             feat_rois, depth_rois, K_rois = self._roi_inputs(feat_d, depth, boxes, bidx, Ks)
             m = F.interpolate(probs[:, None], size=(s, s), mode="bilinear", align_corners=False)[:, 0] \
                 if r else probs.new_zeros(0, s, s)
+            if self.up_head is not None and self.use_up_head:
+                # the predicted upright prior, for the images without a measured up
+                given = up if up is not None else [None] * len(imgs)
+                if any(u is None for u in given):
+                    pred_up = self.up_head(thumbnails(torch.stack(imgs)))
+                    up = [u if u is not None else p for u, p in zip(given, pred_up)]
             up_rois = None if up is None else per_roi_up(up, bidx, r, boxes)
             yaw = None
             if self.yaw_head is not None and self.use_yaw_head and r:

@@ -1,9 +1,10 @@
-"""Crops of every ground-truth box of a data set split, with what the crop heads learn from
-them, cut once and cached on disk (roca-train-yaw, roca-train-centre).
+"""Crops of every ground-truth box of a data set split and a thumbnail of every image, with
+what the small heads learn from them, cut once and cached on disk (roca-train-yaw,
+roca-train-centre, roca-train-up).
 
-The crop heads (``roca_core.model.yaw_head``, ``roca_core.model.centre_head``) read only an
-image crop and the box, so they can be trained on these tensors alone: an epoch over the 15k
-objects of the demo data takes seconds, against hours of full training steps.
+These heads (``roca_core.model.yaw_head``, ``centre_head``, ``up_head``) read only an image
+crop and its box, or a thumbnail, so they can be trained on these tensors alone: an epoch over
+the 15k objects of the demo data takes seconds, against hours of full training steps.
 """
 from __future__ import annotations
 
@@ -13,21 +14,26 @@ from pathlib import Path
 
 import torch
 
+from roca_core.model.up_head import THUMB_SIZE, thumbnails, up_targets
 from roca_core.model.yaw_head import allocentric_yaw, symmetry_folds, yaw_crops, yaw_targets
 
-CROPS_VERSION = 3  # cached crops of another version are cut again (3: boxes, K, translations)
+CROPS_VERSION = 4  # cached crops of another version are cut again (3: boxes, K, t; 4: thumbnails)
 
-# keys of a crop set: x (N, 3, S, S) uint8 crops; allowed (N, bins) bool right yaw bins;
-# valid (N,) bool has a yaw; cls (N,) 0-based class; allo (N,) allocentric yaw (radians);
-# fold (N,) symmetry folds; boxes (N, 4) and K (N, 3, 3) at the network input; t (N, 3) centre.
-KEYS = ("x", "allowed", "valid", "cls", "allo", "fold", "boxes", "K", "t")
+# per object: x (N, 3, S, S) uint8 crops; allowed (N, bins) bool right yaw bins; valid (N,) bool
+# has a yaw; cls (N,) 0-based class; allo (N,) allocentric yaw (radians); fold (N,) symmetry
+# folds; boxes (N, 4) and K (N, 3, 3) at the network input; t (N, 3) centre; img (N,) index of
+# its image in the per-image tensors. Per image (with objects): thumbs (M, 3, 48, 64) uint8,
+# up (M, 3) unit up direction.
+KEYS = ("x", "allowed", "valid", "cls", "allo", "fold", "boxes", "K", "t", "img")
+IMAGE_KEYS = ("thumbs", "up")
 
 
 def _empty(crop: int, bins: int) -> dict[str, torch.Tensor]:
     return {"x": torch.zeros(0, 3, crop, crop, dtype=torch.uint8), "allowed": torch.zeros(0, bins, dtype=torch.bool),
             "valid": torch.zeros(0, dtype=torch.bool), "cls": torch.zeros(0, dtype=torch.int64),
             "allo": torch.zeros(0), "fold": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4),
-            "K": torch.zeros(0, 3, 3), "t": torch.zeros(0, 3)}
+            "K": torch.zeros(0, 3, 3), "t": torch.zeros(0, 3), "img": torch.zeros(0, dtype=torch.int64),
+            "thumbs": torch.zeros(0, 3, *THUMB_SIZE, dtype=torch.uint8), "up": torch.zeros(0, 3)}
 
 
 def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int, int, int]) -> dict[str, torch.Tensor]:
@@ -36,7 +42,7 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
     from roca_core.data.loader import RocaDataset
 
     ds = RocaDataset(root, split, image_size=size, class_names=class_names)
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS}
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS + IMAGE_KEYS}
     for i in range(start, min(stop, len(ds))):
         img, t = ds[i]
         n = t["boxes"].shape[0]
@@ -56,6 +62,9 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
         parts["boxes"].append(boxes)
         parts["K"].append(K.contiguous())
         parts["t"].append(t["translations"].float())
+        parts["img"].append(torch.full((n,), len(parts["thumbs"]), dtype=torch.int64))
+        parts["thumbs"].append((thumbnails(img[None]) * 255).round().clamp(0, 255).to(torch.uint8))
+        parts["up"].append(up_targets(rot)[None])
     if not parts["x"]:
         return _empty(crop, bins)
     return {k: torch.cat(v) for k, v in parts.items()}
@@ -63,15 +72,16 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
 
 def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], class_names: tuple[str, ...],
                crop: int, bins: int, workers: int = 1, max_images: int = 0) -> dict[str, torch.Tensor]:
-    """Crops of every ground-truth box of a split and their targets (``KEYS``), cut by
-    ``workers`` processes from the images resized to the network input ``image_size``."""
+    """Crops of every ground-truth box of a split and their targets (``KEYS``), and the
+    thumbnails of the images with objects (``IMAGE_KEYS``), cut by ``workers`` processes from
+    the images resized to the network input ``image_size``."""
     from roca_core.data.loader import RocaDataset
 
     n = len(RocaDataset(root, split, class_names=class_names))
     if max_images:
         n = min(n, max_images)
     chunk = max(1, math.ceil(n / max(1, 4 * workers)))
-    jobs = [(str(root), split, tuple(image_size), tuple(class_names), crop, bins, s, s + chunk)
+    jobs = [(str(root), split, tuple(image_size), tuple(class_names), crop, bins, s, min(s + chunk, n))
             for s in range(0, n, chunk)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -80,7 +90,10 @@ def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], clas
         parts = [_crops_chunk(j) for j in jobs]
     if not parts:
         return _empty(crop, bins)
-    return {k: torch.cat([p[k] for p in parts]) for k in KEYS}
+    offsets = torch.tensor([0] + [p["thumbs"].shape[0] for p in parts[:-1]]).cumsum(0)
+    for p, o in zip(parts, offsets):
+        p["img"] = p["img"] + o
+    return {k: torch.cat([p[k] for p in parts]) for k in KEYS + IMAGE_KEYS}
 
 
 def cached_crops(out: Path, root: "str | Path", split: str, image_size: tuple[int, int],

@@ -1,0 +1,149 @@
+"""``roca-train-up``: give a trained network an up head and train it on image thumbnails alone.
+
+Examples::
+
+    roca-train-up --checkpoint models/roca_demo.safetensors --data data/synthetic --out out/up
+    roca-train-up --checkpoint out/up/model_up.safetensors --epochs 10    # continue
+
+Writes OUT/model_up.safetensors (the same network plus its up head, ``model.up_width`` set),
+OUT/up_history.json and OUT/up_curve.png (held-out angle errors per epoch). The thumbnails are
+cached with the crops in OUT/crops_<split>.pt (the cache of roca-train-yaw and
+roca-train-centre), so a second run starts training at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from roca_core.config_io import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from roca_core.training.up_stage import UpStageConfig
+
+    d = UpStageConfig()
+    p = argparse.ArgumentParser(prog="roca-train-up", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--checkpoint", required=True, help="trained network (.safetensors) to add the up head to")
+    p.add_argument("--data", default="data/synthetic", help="data set root (train split trains, val split reports)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--width", type=int, default=d.width, help="channels of the first conv block")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--crop", type=int, default=0,
+                   help="crop side of the shared cache (0: the network's yaw or centre crop, else 32)")
+    p.add_argument("--workers", type=int, default=d.workers, help="processes that cut the crops and thumbnails")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--max-train-images", type=int, default=0, help="use at most this many training images (0: all)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bar")
+    return p
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from roca_core.checkpoint import load_checkpoint, save_checkpoint
+    from roca_core.training.crop_cache import cached_crops
+    from roca_core.training.up_stage import UpStageConfig, train_up_head, up_errors, with_up_head
+
+    stage = UpStageConfig(width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                          workers=args.workers, max_train_images=args.max_train_images)
+    if args.epochs < 1 or args.batch < 1 or args.width < 1 or args.lr <= 0 or (args.crop and args.crop < 8):
+        print("roca-train-up: need --epochs >= 1, --batch >= 1, --width >= 1, --lr > 0, --crop 0 or >= 8",
+              file=sys.stderr)
+        return 2
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        print(f"roca-train-up: checkpoint not found: {ckpt}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    try:
+        model, cfg, extra = load_checkpoint(ckpt)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"roca-train-up: cannot load {ckpt}: {exc}", file=sys.stderr)
+        return 2
+    model, cfg = with_up_head(model, cfg, stage)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    crop = args.crop or (cfg.yaw_crop if cfg.yaw_bins else cfg.centre_crop if cfg.centre_width else 32)
+
+    data = {}
+    for split in ("train", "val"):
+        try:
+            data[split] = cached_crops(out, args.data, split, cfg.image_size, cfg.class_names, crop,
+                                       cfg.yaw_bins or 8, stage.workers,
+                                       stage.max_train_images if split == "train" else 0,
+                                       log=lambda m: print(f"[roca-train-up] {m}", flush=True))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"roca-train-up: cannot read the {split} split of {args.data}: {exc}", file=sys.stderr)
+            return 2
+    n_train, n_val = int(data["train"]["up"].shape[0]), int(data["val"]["up"].shape[0])
+    print(f"[roca-train-up] {n_train} training and {n_val} held-out images", flush=True)
+    if n_train == 0:
+        print("roca-train-up: no training image with an object (the up direction comes from them)", file=sys.stderr)
+        return 2
+
+    bar = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=stage.epochs, desc="up head", unit="epoch")
+
+    def log(row: dict) -> None:
+        text = (f"epoch {row['epoch']}: loss {row['loss']:.4f}, held-out median error "
+                f"{row.get('heldout_median_error_deg', float('nan')):.2f} deg, "
+                f"{row.get('heldout_within_5deg', 0):.3f} within 5 deg ({row['seconds']:.0f} s)")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(text.split(": ", 1)[1])
+        else:
+            print(f"[roca-train-up] {text}", flush=True)
+
+    history = train_up_head(model.up_head, data["train"], data["val"], stage, log)
+    if bar is not None:
+        bar.close()
+    final = up_errors(model.up_head, data["val"])
+    extra = dict(extra or {}, up_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
+                                        "train_images": n_train})
+    path = save_checkpoint(out / "model_up.safetensors", model, cfg, extra)
+    (out / "up_history.json").write_text(json.dumps({"stage": asdict(stage), "history": history,
+                                                     "heldout": final}, indent=1))
+    _plot(history, out / "up_curve.png")
+    print(f"[roca-train-up] held-out: median up error {final.get('median_error_deg', float('nan')):.2f} deg, "
+          f"{final.get('within_2deg', 0):.3f} within 2 deg, {final.get('within_5deg', 0):.3f} within 5 deg "
+          f"({final.get('images', 0)} images); wrote {path}", flush=True)
+    return 0
+
+
+def _plot(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["loss"] for r in history])
+    a.set(xlabel="epoch", ylabel="training loss (distance of unit vectors)", title="up head: loss")
+    a.grid(alpha=0.3)
+    b.plot(ep, [r.get("heldout_median_error_deg", float("nan")) for r in history], label="median error (deg)")
+    b.set(xlabel="epoch", ylabel="degrees", title="up head: held-out angle error")
+    b.grid(alpha=0.3)
+    b2 = b.twinx()
+    b2.plot(ep, [r.get("heldout_within_5deg", float("nan")) for r in history], color="tab:orange",
+            label="within 5 deg")
+    b2.set(ylabel="share within 5 deg", ylim=(0, 1))
+    fig.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Train a network's up head on its own (roca-train-up): image thumbnails -> the camera-frame up
+direction, with the rest of the network frozen.
+
+The thumbnails and their up directions come from the crop cache
+(``roca_core.training.crop_cache``), so an epoch over the 7600 training images of the demo data
+takes seconds on one CPU thread. The result is the same network with its up head trained
+(``model.up_width`` set), ready for roca-eval, the node and further joint training.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from roca_core.model.up_head import UpHead, angle_deg, up_loss
+
+
+@dataclass
+class UpStageConfig:
+    width: int = 16
+    epochs: int = 30
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    workers: int = 2  # processes that cut the crops and thumbnails
+    max_train_images: int = 0  # 0: all
+
+
+@torch.no_grad()
+def up_errors(head: UpHead, data: dict[str, torch.Tensor], batch: int = 256) -> dict[str, float]:
+    """Angle between predicted and true up over the images: median, shares within 2 and 5
+    degrees."""
+    head.eval()
+    err = [angle_deg(head(data["thumbs"][j:j + batch].float() / 255), data["up"][j:j + batch])
+           for j in range(0, data["up"].shape[0], batch)]
+    head.train()
+    if not err:
+        return {"images": 0}
+    e = torch.cat(err)
+    return {"median_error_deg": float(e.median()), "within_2deg": float((e <= 2).float().mean()),
+            "within_5deg": float((e <= 5).float().mean()), "images": int(e.numel())}
+
+
+def train_up_head(head: UpHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",
+                  cfg: UpStageConfig, log: "Callable[[dict[str, Any]], None] | None" = None) -> list[dict[str, Any]]:
+    """AdamW with cosine decay on the up loss; -> one dict per epoch (loss, held-out errors,
+    seconds). Thumbnails are mirrored left-right half of the time (the up vector's x with them)."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
+    n = train["up"].shape[0]
+    mirror = torch.tensor([-1.0, 1.0, 1.0])
+    history: list[dict[str, Any]] = []
+    t0 = time.time()
+    head.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for j in range(0, n, cfg.batch):
+            idx = perm[j:j + cfg.batch]
+            x, up = train["thumbs"][idx].float() / 255, train["up"][idx]
+            flip = torch.rand(idx.numel(), generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            up = torch.where(flip[:, None], up * mirror, up)
+            loss = up_loss(head(x), up)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        sched.step()
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, n), 5),
+                               "seconds": round(time.time() - t0, 1)}
+        if val is not None:
+            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in up_errors(head, val).items()})
+        history.append(row)
+        if log is not None:
+            log(row)
+    head.eval()
+    return history
+
+
+def with_up_head(model: torch.nn.Module, cfg: Any, stage: UpStageConfig) -> tuple[torch.nn.Module, Any]:
+    """-> (the network with a fresh up head of the stage's width, its config). An existing head
+    of the same width is kept (training continues from it)."""
+    new_cfg = dataclasses.replace(cfg, up_width=stage.width)
+    if getattr(model, "up_head", None) is None or cfg.up_width != stage.width:
+        model.up_head = UpHead(stage.width)
+    model.cfg = new_cfg
+    return model, new_cfg
