@@ -1,6 +1,6 @@
 """The centre head (roca_core/model/centre_head.py): its box geometry, targets and decoding,
-learning a distance cue, the translation replacement in the model, and stand-alone training
-(roca-train-centre) on the shared crop cache."""
+learning distance and size cues, the translation and scale replacement in the model, and
+stand-alone training (roca-train-centre) on the shared crop cache."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from training_fixtures import model_synthetic_samples, tiny_model_config  # noqa: E402
 
 from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets,  # noqa: E402
-                                         decode_centre)
+                                         decode_centre, decode_size)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,10 +26,13 @@ def test_targets_and_decoding_are_inverse_and_camera_independent():
     t = torch.tensor([[0.3, -0.2, 2.5], [-1.0, 0.4, 4.0], [0.0, 0.0, 1.0]])
     boxes = torch.tensor([[60.0, 30, 90, 60], [20, 50, 40, 70], [50, 40, 80, 60]])
     K = K1.expand(3, 3, 3)
-    tg = centre_targets(t, boxes, K)
+    scale = torch.tensor([[0.5, 0.8, 0.5], [1.0, 1.0, 2.0], [0.3, 0.3, 0.3]])
+    tg = centre_targets(t, boxes, K, scale)
+    assert tg.shape == (3, 6)
     torch.testing.assert_close(tg[:, 0], t[:, 2].log())
+    torch.testing.assert_close(decode_size(tg), scale)
     # the third centre projects to (64, 48): a 30th of the box left of its centre, a 10th above
-    torch.testing.assert_close(tg[2, 1:], torch.tensor([-1 / 30, -0.1]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(tg[2, 1:3], torch.tensor([-1 / 30, -0.1]), atol=1e-6, rtol=0)
     torch.testing.assert_close(decode_centre(tg, boxes, K), t, atol=1e-5, rtol=0)
     # the same scene at twice the resolution: same targets, same geometry
     K2 = K1.clone()
@@ -38,7 +41,7 @@ def test_targets_and_decoding_are_inverse_and_camera_independent():
     g1 = box_geometry(boxes, K, (96, 128))
     g2 = box_geometry(boxes * 2, K2.expand(3, 3, 3), (192, 256))
     torch.testing.assert_close(g1[:, :6], g2[:, :6], atol=1e-5, rtol=0)
-    torch.testing.assert_close(centre_targets(t, boxes * 2, K2.expand(3, 3, 3)), tg, atol=1e-5, rtol=0)
+    torch.testing.assert_close(centre_targets(t, boxes * 2, K2.expand(3, 3, 3), scale), tg, atol=1e-5, rtol=0)
 
 
 def test_geometry_flags_the_sides_on_the_image_border():
@@ -60,7 +63,8 @@ def test_loss_is_lower_for_the_right_distance_and_weighted():
 
 def _distance_data(n: int, seed: int) -> dict[str, torch.Tensor]:
     """Objects of two classes (0.5 m and 1.0 m tall) at 1.5-5 m, seen at random places: the
-    distance follows from the box height and the class, the crop shows a lit square."""
+    distance follows from the box height and the class, the crop shows a lit square whose
+    brightness tells the class."""
     g = torch.Generator().manual_seed(seed)
     cls = torch.randint(0, 2, (n,), generator=g)
     size = torch.where(cls == 0, 0.5, 1.0)
@@ -74,7 +78,8 @@ def _distance_data(n: int, seed: int) -> dict[str, torch.Tensor]:
     boxes = torch.stack([u - half, v - half, u + half, v + half], dim=1)
     crops = torch.zeros(n, 3, 16, 16)
     crops[:, :, 3:13, 3:13] = (0.3 + 0.6 * cls.float())[:, None, None, None]
-    return {"x": (crops * 255).to(torch.uint8), "cls": cls, "boxes": boxes, "K": K, "t": t}
+    return {"x": (crops * 255).to(torch.uint8), "cls": cls, "boxes": boxes, "K": K, "t": t,
+            "s": size[:, None].expand(n, 3).contiguous()}
 
 
 def test_the_head_learns_distance_from_the_box():
@@ -89,6 +94,9 @@ def test_the_head_learns_distance_from_the_box():
     after = centre_errors(head, val, (96, 128))
     assert before["within_20cm"] < 0.3 and before["median_error_m"] > 0.5, before
     assert after["depth_rel_median"] < 0.05 and after["within_20cm"] > 0.7, after
+    # the initial 1 m fits one class only; trained, each class gets its own size
+    assert before["scale_within_20pct"] < 0.6 < 0.95 < after["scale_within_20pct"], (before, after)
+    assert after["scale_error_median"] < 0.05, after
     assert hist[-1]["loss"] < hist[0]["loss"] and len(hist) == 15
 
 
@@ -124,8 +132,10 @@ def test_model_trains_the_centre_head_jointly_and_uses_its_translation_in_eval()
                     box_geometry(b.float(), k.expand(b.shape[0], 3, 3), model.cfg.image_size), lab - 1)
         torch.testing.assert_close(a["translations"], decode_centre(pred, b.float(), k.expand(b.shape[0], 3, 3)),
                                    atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(a["rotations"], w["rotations"])  # only the translation changes
+        torch.testing.assert_close(a["scales"], decode_size(pred), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a["rotations"], w["rotations"])  # the rotation stays ROCA's
         assert not torch.allclose(a["translations"], w["translations"])
+        assert not torch.allclose(a["scales"], w["scales"])
 
 
 def test_config_rejects_a_bad_centre_head():
@@ -158,7 +168,7 @@ def test_roca_train_centre_cli_trains_a_head_that_eval_uses(tiny_render, tmp_pat
     assert len(hist["history"]) == 2 and extra["centre_stage"]["heldout"]["objects"] == hist["heldout"]["objects"] > 0
     assert (out / "centre_curve.png").stat().st_size > 1000
     crops = torch.load(out / "crops_val.pt")["crops"]  # the cache holds what the head needs
-    assert crops["t"].shape == (crops["x"].shape[0], 3) and (crops["t"][:, 2] > 0).all()
+    assert crops["t"].shape == crops["s"].shape == (crops["x"].shape[0], 3) and (crops["t"][:, 2] > 0).all()
     base_model, _, _ = load_checkpoint(base)  # the rest of the network is the base network's
     sd_base, sd_new = base_model.state_dict(), model.state_dict()
     assert all(torch.equal(sd_base[k], sd_new[k]) for k in sd_base)

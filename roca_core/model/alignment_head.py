@@ -108,7 +108,8 @@ class AlignmentHead(nn.Module):
     def forward(self, feat_rois: torch.Tensor, depth_rois: torch.Tensor, mask: torch.Tensor,
                 align_mask: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor,
                 classes: torch.Tensor, up: "torch.Tensor | None" = None,
-                yaw: "torch.Tensor | None" = None, centre: "torch.Tensor | None" = None) -> AlignmentOutput:
+                yaw: "torch.Tensor | None" = None, centre: "torch.Tensor | None" = None,
+                size: "torch.Tensor | None" = None) -> AlignmentOutput:
         """feat_rois (R, F, S, S) depth features; depth_rois (R, S, S) metres; mask (R, S, S)
         probabilities in [0, 1]; align_mask (R, S, S) bool; boxes (R, 4) network pixels;
         K (R, 3, 3) network intrinsics; classes (R,) 0-based; up (R, 3) optional camera-frame
@@ -117,7 +118,9 @@ class AlignmentHead(nn.Module):
         head's, radians; ``roca_core.model.yaw_head``): it replaces the solved rotation's yaw
         about its own up axis, and the translation is re-solved for that rotation. centre (R, 3)
         optional camera-frame object centres (the centre head's; ``roca_core.model.centre_head``):
-        they replace the translation, also of ROIs too small to solve.
+        they replace the translation, also of ROIs too small to solve. size (R, 3) optional
+        scales (the centre head's): they replace the output scale (the Procrustes solve keeps
+        the scale head's, which the NOC loss trained with).
 
         Gradient paths follow the reference implementation: the NOC and weight heads see
         detached points, scale and NOCs (they must not move depth or scale to make their own
@@ -193,4 +196,6 @@ class AlignmentHead(nn.Module):
         trans = torch.where(solved[:, None], t0 + t_delta, t_init)
         if centre is not None:
             trans = centre.to(trans.dtype)
+        if size is not None:
+            scale = size.to(scale.dtype)
         return AlignmentOutput(e, scale, t_init, pmax, pmin, points, valid, noc, weights, rot, trans, solved)

@@ -1,5 +1,5 @@
-"""Centre head: each object's 3D centre, regressed from the image crop of its box and the box's
-place and size in the camera (an addition to ROCA, issue #10).
+"""Centre head: each object's 3D centre and size, regressed from the image crop of its box and
+the box's place and size in the camera (an addition to ROCA, issue #10).
 
 Why: ROCA's translation comes from the predicted depth of the object's visible pixels plus a
 learned offset, then the Procrustes fit. With depth from a small network trained from scratch
@@ -8,12 +8,15 @@ three errors. Where a box sits and how large it is already says much about the d
 an object of a known class (the camera looks down at a floor; a chair of 0.8 m that spans 60
 pixels is about 6 m away), and the crop shows which way the object faces and how much of it the
 box holds. From these alone a small network estimates the centre's depth to about 10 % on
-held-out scenes (models/README.md, "The centre head").
+held-out scenes (models/README.md, "The centre head"). The same features give the object's
+size (anisotropic scale): the crop shows which of its class's shapes the object is, and that
+fixes its size far better than the class alone (ROCA's scale from the shape code is no better
+than the class mean on these scenes).
 
 Parameterisation (camera-independent, so one head serves any intrinsics and input size): the
-head predicts, per class, ``log z`` of the centre and where the centre projects inside the
-box, ``((u - box_cx) / box_w, (v - box_cy) / box_h)``; ``decode_centre`` turns these back
-into a camera-frame point. The box is described in normalised camera coordinates
+head predicts, per class, ``log z`` of the centre, where the centre projects inside the box,
+``((u - box_cx) / box_w, (v - box_cy) / box_h)``, and the log of the scale;
+``decode_centre`` turns the first three back into a camera-frame point. The box is described in normalised camera coordinates
 (``(x - cx) / fx``), with flags for sides cut by the image border.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 from roca_core.model.yaw_head import crop_block
 
 GEOMETRY_FEATURES = 10
+OUTPUTS = 6  # log z, offset u, offset v, log scale (x, y, z)
 
 
 def box_geometry(boxes: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
@@ -40,8 +44,10 @@ def box_geometry(boxes: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]
     return torch.cat([sides, size, cut], dim=1)
 
 
-def centre_targets(translation: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """translation (R, 3) camera-frame centres -> (R, 3) targets (log z, offset u, offset v)."""
+def centre_targets(translation: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor,
+                   scale: torch.Tensor) -> torch.Tensor:
+    """translation (R, 3) camera-frame centres, scale (R, 3) -> (R, 6) targets (log z,
+    offset u, offset v, log scale)."""
     z = translation[:, 2].clamp_min(1e-3)
     u = K[:, 0, 0] * translation[:, 0] / z + K[:, 0, 2]
     v = K[:, 1, 1] * translation[:, 1] / z + K[:, 1, 2]
@@ -49,28 +55,34 @@ def centre_targets(translation: torch.Tensor, boxes: torch.Tensor, K: torch.Tens
     bh = (boxes[:, 3] - boxes[:, 1]).clamp_min(1.0)
     du = (u - 0.5 * (boxes[:, 0] + boxes[:, 2])) / bw
     dv = (v - 0.5 * (boxes[:, 1] + boxes[:, 3])) / bh
-    return torch.stack([z.log(), du, dv], dim=1)
+    return torch.cat([torch.stack([z.log(), du, dv], dim=1), scale.clamp_min(1e-3).log()], dim=1)
 
 
 def decode_centre(pred: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """(R, 3) predictions (log z, offset u, offset v) -> (R, 3) camera-frame centres."""
+    """(R, >= 3) predictions (log z, offset u, offset v, ...) -> (R, 3) camera-frame centres."""
     z = pred[:, 0].clamp(-5.0, 5.0).exp()
     u = 0.5 * (boxes[:, 0] + boxes[:, 2]) + pred[:, 1] * (boxes[:, 2] - boxes[:, 0])
     v = 0.5 * (boxes[:, 1] + boxes[:, 3]) + pred[:, 2] * (boxes[:, 3] - boxes[:, 1])
     return torch.stack([z * (u - K[:, 0, 2]) / K[:, 0, 0], z * (v - K[:, 1, 2]) / K[:, 1, 1], z], dim=1)
 
 
+def decode_size(pred: torch.Tensor) -> torch.Tensor:
+    """(R, 6) predictions -> (R, 3) scales."""
+    return pred[:, 3:6].clamp(-5.0, 5.0).exp()
+
+
 def centre_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Smooth L1 (beta 0.02) summed over (log z, u, v), weighted mean over ROIs. An error of
-    0.1 in log z is 10 % of the distance, one of 0.1 in u or v a tenth of the box."""
+    """Smooth L1 (beta 0.02) summed over the six outputs, weighted mean over ROIs. An error of
+    0.1 in log z is 10 % of the distance, one of 0.1 in u or v a tenth of the box, one of 0.1 in
+    a log scale 10 % of that side."""
     loss = F.smooth_l1_loss(pred.float(), target.float(), beta=0.02, reduction="none").sum(dim=1)
     w = weight.float()
     return (loss * w).sum() / w.sum().clamp_min(1e-6)
 
 
 class CentreHead(nn.Module):
-    """Crop (R, 3, S, S) and box geometry (R, 10) -> per-class (log z, offset u, offset v);
-    ``forward`` picks each ROI's class."""
+    """Crop (R, 3, S, S) and box geometry (R, 10) -> per-class (log z, offset u, offset v,
+    log scale x, y, z); ``forward`` picks each ROI's class."""
 
     def __init__(self, num_classes: int, crop: int, width: int, hidden: int = 128) -> None:
         super().__init__()
@@ -79,14 +91,14 @@ class CentreHead(nn.Module):
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.mlp = nn.Sequential(nn.Linear(4 * width + GEOMETRY_FEATURES, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, num_classes * 3))
-        with torch.no_grad():  # start at 2.5 m, centred in the box
-            self.mlp[-1].bias.view(num_classes, 3)[:, 0] = 0.9
+                                 nn.Linear(hidden, num_classes * OUTPUTS))
+        with torch.no_grad():  # start at 2.5 m, centred in the box, 1 m wide
+            self.mlp[-1].bias.view(num_classes, OUTPUTS)[:, 0] = 0.9
 
     def forward(self, crops: torch.Tensor, geometry: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """crops (R, 3, S, S) RGB in [0, 1], geometry (R, 10) from ``box_geometry``, classes
-        (R,) 0-based -> (R, 3). Float32 outside autocast, like the yaw head."""
+        (R,) 0-based -> (R, 6). Float32 outside autocast, like the yaw head."""
         with torch.autocast(crops.device.type, enabled=False):
             x = torch.cat([self.net(crops.float()), geometry.float()], dim=1)
-            out = self.mlp(x).view(-1, self.num_classes, 3)
+            out = self.mlp(x).view(-1, self.num_classes, OUTPUTS)
         return out[torch.arange(out.shape[0], device=out.device), classes]

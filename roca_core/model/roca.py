@@ -32,7 +32,8 @@ from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
-from roca_core.model.centre_head import CentreHead, box_geometry, centre_loss, centre_targets, decode_centre
+from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
+                                         decode_size)
 from roca_core.model.up_head import UpHead, thumbnails, up_loss, up_targets
 from roca_core.model.yaw_head import YawHead, decode_yaw, yaw_crops, yaw_loss, yaw_targets
 
@@ -271,8 +272,8 @@ class RocaModel(nn.Module):
             if self.centre_head is not None:
                 pred = self.centre_head(yaw_crops(torch.stack(imgs), boxes_t, bidx_t, cfg.centre_crop),
                                         box_geometry(boxes_t, K_rois, cfg.image_size), classes)
-                losses["loss_centre"] = centre_loss(pred, centre_targets(gt.translation, boxes_t, K_rois),
-                                                    gt.class_weight)
+                losses["loss_centre"] = centre_loss(
+                    pred, centre_targets(gt.translation, boxes_t, K_rois, gt.scale), gt.class_weight)
             if self.up_head is not None:
                 has = [i for i, t in enumerate(targets) if t["rotations"].shape[0] > 0]
                 if has:
@@ -386,14 +387,15 @@ class RocaModel(nn.Module):
             if self.yaw_head is not None and self.use_yaw_head and r:
                 logits = self.yaw_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.yaw_crop), classes)
                 yaw, _ = decode_yaw(logits, boxes, K_rois)
-            centre = None
-            # measured depth (a depth camera) places objects better than the head: keep ROCA's
-            if self.centre_head is not None and self.use_centre_head and depths is None and r:
+            centre = size = None
+            if self.centre_head is not None and self.use_centre_head and r:
                 pred = self.centre_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.centre_crop),
                                         box_geometry(boxes, K_rois, cfg.image_size), classes)
-                centre = decode_centre(pred, boxes, K_rois)
+                size = decode_size(pred)
+                if depths is None:  # measured depth places objects better than the head: keep ROCA's
+                    centre = decode_centre(pred, boxes, K_rois)
             out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois,
-                                      classes, up_rois, yaw, centre)
+                                      classes, up_rois, yaw, centre, size)
         with self._stage("retrieval"):
             vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
             z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)

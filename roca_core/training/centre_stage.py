@@ -1,5 +1,5 @@
 """Train a network's centre head on its own (roca-train-centre): crops and geometry of the
-ground-truth boxes -> each object's 3D centre, with the rest of the network frozen.
+ground-truth boxes -> each object's 3D centre and size, with the rest of the network frozen.
 
 Like the yaw head, the centre head reads only a crop and its box, so it learns from the cached
 crops of ``roca_core.training.crop_cache`` in minutes on one CPU thread. The result is the same
@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from roca_core.model.centre_head import CentreHead, box_geometry, centre_loss, centre_targets, decode_centre
+from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
+                                         decode_size)
 
 
 @dataclass
@@ -39,9 +40,10 @@ def centre_errors(head: CentreHead, data: dict[str, torch.Tensor], image_hw: tup
                   batch: int = 512) -> dict[str, float]:
     """Over all objects: median distance of the predicted centre to the true one (metres),
     share within 20 cm (the alignment metric's threshold), median relative error of the
-    centre's depth, and the median of the true depth for scale."""
+    centre's depth, the median of the true depth for comparison, and the scale error as the
+    alignment metric measures it (``|mean(s_pred / s_true) - 1|``: median, share within 20 %)."""
     head.eval()
-    dist, rel = [], []
+    dist, rel, size = [], [], []
     for j in range(0, data["cls"].shape[0], batch):
         sl = slice(j, j + batch)
         boxes, K = data["boxes"][sl], data["K"][sl]
@@ -49,12 +51,14 @@ def centre_errors(head: CentreHead, data: dict[str, torch.Tensor], image_hw: tup
         centre = decode_centre(pred, boxes, K)
         dist.append((centre - data["t"][sl]).norm(dim=1))
         rel.append((centre[:, 2] - data["t"][sl, 2]).abs() / data["t"][sl, 2].clamp_min(1e-3))
+        size.append((decode_size(pred) / data["s"][sl].clamp_min(1e-3)).mean(dim=1).sub(1).abs())
     head.train()
     if not dist:
         return {"objects": 0}
-    d, r = torch.cat(dist), torch.cat(rel)
+    d, r, e = torch.cat(dist), torch.cat(rel), torch.cat(size)
     return {"median_error_m": float(d.median()), "within_20cm": float((d <= 0.2).float().mean()),
             "depth_rel_median": float(r.median()), "true_depth_median_m": float(data["t"][:, 2].median()),
+            "scale_error_median": float(e.median()), "scale_within_20pct": float((e <= 0.2).float().mean()),
             "objects": int(d.numel())}
 
 
@@ -86,7 +90,7 @@ def train_centre_head(head: CentreHead, train: dict[str, torch.Tensor], val: "di
                 b = b + noise * cfg.box_jitter * size[idx]
                 b = torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], dim=1)
             pred = head(train["x"][idx].float() / 255, box_geometry(b, K[idx], image_hw), cls)
-            loss = centre_loss(pred, centre_targets(train["t"][idx], b, K[idx]), cw[cls])
+            loss = centre_loss(pred, centre_targets(train["t"][idx], b, K[idx], train["s"][idx]), cw[cls])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -17,14 +17,14 @@ import torch
 from roca_core.model.up_head import THUMB_SIZE, thumbnails, up_targets
 from roca_core.model.yaw_head import allocentric_yaw, symmetry_folds, yaw_crops, yaw_targets
 
-CROPS_VERSION = 4  # cached crops of another version are cut again (3: boxes, K, t; 4: thumbnails)
+CROPS_VERSION = 5  # cached crops of another version are cut again (3: boxes, K, t; 4: thumbnails; 5: s)
 
 # per object: x (N, 3, S, S) uint8 crops; allowed (N, bins) bool right yaw bins; valid (N,) bool
 # has a yaw; cls (N,) 0-based class; allo (N,) allocentric yaw (radians); fold (N,) symmetry
-# folds; boxes (N, 4) and K (N, 3, 3) at the network input; t (N, 3) centre; img (N,) index of
-# its image in the per-image tensors. Per image (with objects): thumbs (M, 3, 48, 64) uint8,
+# folds; boxes (N, 4) and K (N, 3, 3) at the network input; t (N, 3) centre; s (N, 3) scale;
+# img (N,) index of its image in the per-image tensors. Per image (with objects): thumbs (M, 3, 48, 64) uint8,
 # up (M, 3) unit up direction.
-KEYS = ("x", "allowed", "valid", "cls", "allo", "fold", "boxes", "K", "t", "img")
+KEYS = ("x", "allowed", "valid", "cls", "allo", "fold", "boxes", "K", "t", "s", "img")
 IMAGE_KEYS = ("thumbs", "up")
 
 
@@ -32,7 +32,7 @@ def _empty(crop: int, bins: int) -> dict[str, torch.Tensor]:
     return {"x": torch.zeros(0, 3, crop, crop, dtype=torch.uint8), "allowed": torch.zeros(0, bins, dtype=torch.bool),
             "valid": torch.zeros(0, dtype=torch.bool), "cls": torch.zeros(0, dtype=torch.int64),
             "allo": torch.zeros(0), "fold": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4),
-            "K": torch.zeros(0, 3, 3), "t": torch.zeros(0, 3), "img": torch.zeros(0, dtype=torch.int64),
+            "K": torch.zeros(0, 3, 3), "t": torch.zeros(0, 3), "s": torch.zeros(0, 3), "img": torch.zeros(0, dtype=torch.int64),
             "thumbs": torch.zeros(0, 3, *THUMB_SIZE, dtype=torch.uint8), "up": torch.zeros(0, 3)}
 
 
@@ -62,6 +62,7 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
         parts["boxes"].append(boxes)
         parts["K"].append(K.contiguous())
         parts["t"].append(t["translations"].float())
+        parts["s"].append(t["scales"].float())
         parts["img"].append(torch.full((n,), len(parts["thumbs"]), dtype=torch.int64))
         parts["thumbs"].append((thumbnails(img[None]) * 255).round().clamp(0, 255).to(torch.uint8))
         parts["up"].append(up_targets(rot)[None])
