@@ -2,7 +2,7 @@
 # The GPU job in one command: install the brought-along wheels without network, then
 # benchmark, train and evaluate roca on the CUDA machine (roca_core/gpu_job; README "GPU").
 #
-#   bash scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_yaw.yaml] [--work DIR]
+#   bash scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_heads.yaml] [--work DIR]
 #   bash scripts/gpu_run.sh OUT_DIR --dry-run        # CPU check with tiny sizes (the test suite)
 #
 # Wheels: ROCA_WHEELS (default .whl/gpu, made by scripts/gpu_bundle.sh) are installed into

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Reproduce the committed demo model from scratch: render the synthetic data set, train the
 # small preset on 2 CPU cores (stage 1, config/small.yaml), continue from it with the paper-width
-# NOC head (stage 2, config/small_stage2.yaml), train its yaw head on crops (roca-train-yaw),
-# then evaluate it on the held-out scenes and install it as models/roca_demo.safetensors
-# (scripts/install_demo_model.sh). The committed model had two GPU stages between stage 2 and
-# the yaw head (models/README.md: scripts/gpu_run.sh).
+# NOC head (stage 2, config/small_stage2.yaml), train its three small heads on cached crops and
+# thumbnails (roca-train-yaw, roca-train-centre, roca-train-up), then evaluate it on the
+# held-out scenes and install it as models/roca_demo.safetensors (scripts/install_demo_model.sh).
+# The committed model had two GPU stages and a CPU stage 3 between stage 2 and the heads
+# (models/README.md).
 #
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
 # DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2)
-# and YAW (default out/small_yaw) can be overridden; a finished stage 1 is reused.
+# and HEADS (default out/small_heads) can be overridden; a finished stage 1 is reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
@@ -17,7 +18,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 DATA="${DATA:-data/synthetic}"
 STAGE1="${STAGE1:-out/small}"
 OUT="${OUT:-out/small_stage2}"
-YAW="${YAW:-out/small_yaw}"
+HEADS="${HEADS:-out/small_heads}"
 BIN=.venv/bin
 
 if [[ ! -f "$DATA/annotations_train.json" ]]; then
@@ -29,8 +30,13 @@ if [[ ! -f "$STAGE1/model_final.safetensors" ]]; then
 fi
 "$BIN/roca-train" --config config/small_stage2.yaml --data "$DATA" --out "$OUT" --overwrite \
   --init-weights "$STAGE1/model_final.safetensors" --summary-json "$OUT/summary.json"
-# The yaw head, trained alone on crops of the ground-truth boxes (minutes; config/small_yaw.yaml
-# is the resulting network's preset).
-"$BIN/roca-train-yaw" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --out "$YAW" \
+# The heads that read only the image, each trained alone on crops of the ground-truth boxes or
+# on thumbnails (minutes each; one crop cache in $HEADS serves all three;
+# config/small_heads.yaml is the resulting network's preset).
+"$BIN/roca-train-yaw" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 40 --workers 2
-DATA="$DATA" bash scripts/install_demo_model.sh "$YAW/model_yaw.safetensors" "$OUT"
+"$BIN/roca-train-centre" --checkpoint "$HEADS/model_yaw.safetensors" --data "$DATA" --out "$HEADS" \
+  --epochs 30 --workers 2
+"$BIN/roca-train-up" --checkpoint "$HEADS/model_centre.safetensors" --data "$DATA" --out "$HEADS" \
+  --epochs 30 --workers 2
+DATA="$DATA" bash scripts/install_demo_model.sh "$HEADS/model_up.safetensors" "$OUT"

@@ -100,7 +100,7 @@ def test_job_config_profiles_and_validation(tmp_path):
     gpu, dry = load_job_config("gpu"), load_job_config("dry_run")
     assert gpu.device == "cuda" and dry.device == "cpu" and dry.budget_minutes <= 3.0
     # both continue the committed demo model, so the dry run exercises the GPU run's warm start
-    assert gpu.train.preset == dry.train.preset == "config/small_yaw.yaml" and gpu.train.amp == "bf16"
+    assert gpu.train.preset == dry.train.preset == "config/small_heads.yaml" and gpu.train.amp == "bf16"
     assert gpu.part_mb <= 16 and "paper" in gpu.bench.presets and 8 in gpu.bench.batches
     bad = tmp_path / "job.yaml"
     bad.write_text("gpu: {part_mb: 20}\n")

@@ -182,15 +182,16 @@ def test_overlay_and_scene_export_for_a_known_pose(tmp_path):
 
 
 def test_committed_demo_model_fits_the_code_and_the_size_limit():
-    """models/roca_demo.safetensors has config/small_yaw.yaml's architecture (stage 2 plus the
-    yaw head: make demo-model, models/README.md), loads with this code and stays < 25 MB."""
+    """models/roca_demo.safetensors has config/small_heads.yaml's architecture (stage 2 plus the
+    yaw, centre and up heads: make demo-model, models/README.md), loads with this code and stays
+    < 25 MB."""
     from roca_core.checkpoint import load_checkpoint
     from roca_core.predictor import default_checkpoint
     path = default_checkpoint()
     assert path.is_file(), f"the demo model is not committed at {path}"
     assert path.stat().st_size < 25 * 1024 * 1024
     model, cfg, _extra = load_checkpoint(path)
-    assert cfg == load_preset("small_yaw")  # trained with the shipped preset
+    assert cfg == load_preset("small_heads")  # trained with the shipped preset
     assert sum(p.numel() for p in model.parameters()) == sum(
         p.numel() for p in RocaModel(cfg).parameters())
 

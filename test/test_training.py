@@ -5,13 +5,14 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from roca_core.config_io import ConfigError
+from roca_core.config_io import ConfigError, load_yaml
 from roca_core.model.config import ModelConfig
 from roca_core import atomic_io
 from roca_core.training import train_state
@@ -63,6 +64,19 @@ def test_presets_load_with_train_and_data_sections():
     assert paper.train.base_lr * paper.train.warmup_factor == pytest.approx(1e-4)
     assert small.train.max_iter < paper.train.max_iter
     assert small.model.image_height < paper.model.image_height
+
+
+def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
+    presets = {p.stem: load_experiment_config(p) for p in sorted((REPO / "config").glob("*.yaml"))
+               if "train" in load_yaml(p) and "model" in load_yaml(p)}
+    assert {"small", "small_stage2", "small_stage3", "small_heads", "paper"} <= set(presets)
+    # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
+    # centre and up heads to that same network
+    s3, heads = presets["small_stage3"].model, presets["small_heads"].model
+    assert s3.yaw_bins == heads.yaw_bins > 0 and s3.centre_width == s3.up_width == 0
+    assert heads.centre_width > 0 and heads.up_width > 0
+    assert replace(heads, centre_width=0, up_width=0, loss_weights=s3.loss_weights) == s3
+    assert presets["small_stage3"].train.lr_multipliers["yaw_head"] < 0.01 and s3.loss_weights.yaw == 0
 
 
 def test_config_rejects_unknown_keys_and_bad_values():

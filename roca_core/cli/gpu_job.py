@@ -1,6 +1,6 @@
 """GPU job: benchmark, train and evaluate roca on one CUDA machine in one command.
 
-    scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_yaw.yaml]   # on the GPU machine
+    scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_heads.yaml]   # on the GPU machine
     scripts/gpu_run.sh OUT_DIR --step-seconds 0.22 --no-eval   # a short call that only trains
     python -m roca_core.cli.gpu_job OUT_DIR --dry-run                        # CPU check, tiny sizes
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=None,
                    help="training minutes (default: the profile's train_minutes); shortened to fit the budget")
     p.add_argument("--preset", default=None,
-                   help="preset YAML to train (default: the profile's train.preset, config/small_yaw.yaml)")
+                   help="preset YAML to train (default: the profile's train.preset, config/small_heads.yaml)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="limit of the whole job (default: the profile's budget_minutes)")
     p.add_argument("--step-seconds", type=float, default=None,

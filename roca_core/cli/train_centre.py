@@ -121,7 +121,8 @@ def main(argv: "list[str] | None" = None) -> int:
     _plot(history, out / "centre_curve.png")
     print(f"[roca-train-centre] held-out: median centre error {final.get('median_error_m', float('nan')):.3f} m, "
           f"{final.get('within_20cm', 0):.3f} within 20 cm, depth off by {final.get('depth_rel_median', float('nan')):.3f} "
-          f"(median, relative; {final.get('objects', 0)} objects); wrote {path}", flush=True)
+          f"and scale by {final.get('scale_error_median', float('nan')):.3f} (medians, relative; "
+          f"{final.get('objects', 0)} objects); wrote {path}", flush=True)
     return 0
 
 
@@ -133,11 +134,12 @@ def _plot(history: list[dict], path: Path) -> None:
     ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [r["loss"] for r in history])
-    a.set(xlabel="epoch", ylabel="training loss (smooth L1: log depth, u, v)", title="centre head: loss")
+    a.set(xlabel="epoch", ylabel="training loss (smooth L1: log depth, u, v, log scale)", title="centre head: loss")
     a.grid(alpha=0.3)
     b.plot(ep, [r.get("heldout_within_20cm", float("nan")) for r in history], label="centre within 20 cm")
     b.plot(ep, [r.get("heldout_median_error_m", float("nan")) for r in history], label="median centre error (m)")
     b.plot(ep, [r.get("heldout_depth_rel_median", float("nan")) for r in history], label="median depth error (relative)")
+    b.plot(ep, [r.get("heldout_scale_error_median", float("nan")) for r in history], label="median scale error (relative)")
     b.set(xlabel="epoch", ylabel="held-out", title="centre head: held-out errors", ylim=(0, 1))
     b.legend()
     b.grid(alpha=0.3)

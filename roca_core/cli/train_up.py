@@ -132,14 +132,15 @@ def _plot(history: list[dict], path: Path) -> None:
     a.plot(ep, [r["loss"] for r in history])
     a.set(xlabel="epoch", ylabel="training loss (distance of unit vectors)", title="up head: loss")
     a.grid(alpha=0.3)
-    b.plot(ep, [r.get("heldout_median_error_deg", float("nan")) for r in history], label="median error (deg)")
+    line1, = b.plot(ep, [r.get("heldout_median_error_deg", float("nan")) for r in history],
+                    label="median error (deg)")
     b.set(xlabel="epoch", ylabel="degrees", title="up head: held-out angle error")
     b.grid(alpha=0.3)
     b2 = b.twinx()
-    b2.plot(ep, [r.get("heldout_within_5deg", float("nan")) for r in history], color="tab:orange",
-            label="within 5 deg")
+    line2, = b2.plot(ep, [r.get("heldout_within_5deg", float("nan")) for r in history], color="tab:orange",
+                     label="within 5 deg")
     b2.set(ylabel="share within 5 deg", ylim=(0, 1))
-    fig.legend(loc="lower right")
+    b.legend(handles=[line1, line2], loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
