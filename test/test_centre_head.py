@@ -136,6 +136,15 @@ def test_model_trains_the_centre_head_jointly_and_uses_its_translation_in_eval()
         torch.testing.assert_close(a["rotations"], w["rotations"])  # the rotation stays ROCA's
         assert not torch.allclose(a["translations"], w["translations"])
         assert not torch.allclose(a["scales"], w["scales"])
+    # measured depth keeps ROCA's translation for its image only; the head's size stays
+    depths = [targets[0]["depth"], None]
+    model.use_centre_head = True
+    mixed = model(images, depths=depths, **dict(intrinsics=K, gt_boxes=boxes, gt_labels=labels))
+    model.use_centre_head = False
+    roca_measured = model(images, depths=depths, **dict(intrinsics=K, gt_boxes=boxes, gt_labels=labels))
+    torch.testing.assert_close(mixed[0]["translations"], roca_measured[0]["translations"])
+    torch.testing.assert_close(mixed[1]["translations"], with_head[1]["translations"])
+    torch.testing.assert_close(mixed[0]["scales"], with_head[0]["scales"])
 
 
 def test_config_rejects_a_bad_centre_head():

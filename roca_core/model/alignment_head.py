@@ -118,7 +118,8 @@ class AlignmentHead(nn.Module):
         head's, radians; ``roca_core.model.yaw_head``): it replaces the solved rotation's yaw
         about its own up axis, and the translation is re-solved for that rotation. centre (R, 3)
         optional camera-frame object centres (the centre head's; ``roca_core.model.centre_head``):
-        they replace the translation, also of ROIs too small to solve. size (R, 3) optional
+        they replace the translation, also of ROIs too small to solve; rows of NaN keep the
+        solved one (ROIs of images with measured depth). size (R, 3) optional
         scales (the centre head's): they replace the output scale (the Procrustes solve keeps
         the scale head's, which the NOC loss trained with).
 
@@ -195,7 +196,7 @@ class AlignmentHead(nn.Module):
         rot = torch.where(solved[:, None, None], rot, fallback)
         trans = torch.where(solved[:, None], t0 + t_delta, t_init)
         if centre is not None:
-            trans = centre.to(trans.dtype)
+            trans = torch.where(torch.isfinite(centre).all(dim=1, keepdim=True), centre.to(trans.dtype), trans)
         if size is not None:
             scale = size.to(scale.dtype)
         return AlignmentOutput(e, scale, t_init, pmax, pmin, points, valid, noc, weights, rot, trans, solved)

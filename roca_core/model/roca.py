@@ -25,6 +25,8 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from roca_core.model.alignment_head import AlignmentHead
 from roca_core.model.backbone import build_backbone
+from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
+                                         decode_size)
 from roca_core.model.config import ModelConfig
 from roca_core.model.depth_head import DepthHead, berhu_loss
 from roca_core.model.losses import RoiTargets, alignment_losses, retrieval_losses
@@ -32,8 +34,6 @@ from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
-from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
-                                         decode_size)
 from roca_core.model.up_head import UpHead, thumbnails, up_loss, up_targets
 from roca_core.model.yaw_head import YawHead, decode_yaw, yaw_crops, yaw_loss, yaw_targets
 
@@ -392,8 +392,10 @@ class RocaModel(nn.Module):
                 pred = self.centre_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.centre_crop),
                                         box_geometry(boxes, K_rois, cfg.image_size), classes)
                 size = decode_size(pred)
-                if depths is None:  # measured depth places objects better than the head: keep ROCA's
-                    centre = decode_centre(pred, boxes, K_rois)
+                centre = decode_centre(pred, boxes, K_rois)
+                if depths is not None:  # measured depth places objects better than the head: keep ROCA's
+                    measured = torch.tensor([d is not None for d in depths], device=boxes.device)[bidx]
+                    centre = torch.where(measured[:, None], torch.full_like(centre, float("nan")), centre)
             out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois,
                                       classes, up_rois, yaw, centre, size)
         with self._stage("retrieval"):
