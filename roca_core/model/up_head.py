@@ -7,7 +7,8 @@ true up (what an IMU or the robot's TF gives), held-out alignment rises by about
 tilt of the Procrustes rotations of single objects is 15 degrees off (median) and averaging
 them over a frame removes little of it. The whole image shows the tilt plainly (floor, walls
 and the lines where they meet), so a small CNN on a 48x64 thumbnail estimates it for cameras
-without an IMU. A measured up, when given, wins.
+without an IMU: 2.6 degrees off (median) on held-out scenes, and the alignment it gives equals
+the one with the true up (models/README.md, "The up head"). A measured up, when given, wins.
 """
 from __future__ import annotations
 
