@@ -105,7 +105,8 @@ class ModelConfig:
     yaw_width: int = 16  # channels of the first of its three conv blocks (then x2, x4)
     # Centre head (roca_core/model/centre_head.py; not in the paper): a small CNN on a
     # ``centre_crop`` x ``centre_crop`` crop of each box plus the box's geometry regresses the
-    # object's 3D centre, which replaces the translation from the predicted depth. 0: no head.
+    # object's 3D centre and size, which replace the translation from the predicted depth (not
+    # from measured depth) and the scale head's scale. 0: no centre head.
     centre_width: int = 0
     centre_crop: int = 32
     # Up head (roca_core/model/up_head.py; not in the paper): a small CNN on a 48x64 thumbnail
