@@ -18,8 +18,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from roca_core.config_io import ConfigError
-
 
 def build_parser() -> argparse.ArgumentParser:
     from roca_core.training.centre_stage import CentreStageConfig
@@ -47,11 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    from roca_core.checkpoint import load_checkpoint, save_checkpoint
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.cli.head_stage import EpochLog, both_splits, load_base
     from roca_core.training.centre_stage import CentreStageConfig, centre_errors, train_centre_head, with_centre_head
-    from roca_core.training.crop_cache import cached_crops
 
     stage = CentreStageConfig(crop=args.crop, width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr,
                               seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,
@@ -62,56 +58,30 @@ def main(argv: "list[str] | None" = None) -> int:
               "0 <= --box-jitter < 0.5", file=sys.stderr)
         return 2
     ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        print(f"roca-train-centre: checkpoint not found: {ckpt}", file=sys.stderr)
+    base = load_base("roca-train-centre", args.checkpoint, args.threads, args.seed)
+    if base is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    try:
-        model, cfg, extra = load_checkpoint(ckpt)
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"roca-train-centre: cannot load {ckpt}: {exc}", file=sys.stderr)
-        return 2
+    model, cfg, extra = base
     model, cfg = with_centre_head(model, cfg, stage)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = {}
-    for split in ("train", "val"):
-        try:
-            # the yaw targets ride along in the shared cache; the yaw head's bins keep it reusable
-            data[split] = cached_crops(out, args.data, split, cfg.image_size, cfg.class_names, stage.crop,
-                                       cfg.yaw_bins or 8, stage.workers,
-                                       stage.max_train_images if split == "train" else 0,
-                                       log=lambda m: print(f"[roca-train-centre] {m}", flush=True))
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"roca-train-centre: cannot read the {split} split of {args.data}: {exc}", file=sys.stderr)
-            return 2
+    # the yaw targets ride along in the shared cache; the yaw head's bins keep it reusable
+    data = both_splits("roca-train-centre", out, args.data, cfg, stage.crop, cfg.yaw_bins or 8, stage.workers,
+                       stage.max_train_images)
+    if data is None:
+        return 2
     n_train, n_val = int(data["train"]["cls"].shape[0]), int(data["val"]["cls"].shape[0])
     print(f"[roca-train-centre] {n_train} training and {n_val} held-out objects", flush=True)
     if n_train == 0:
         print("roca-train-centre: no training object", file=sys.stderr)
         return 2
 
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=stage.epochs, desc="centre head", unit="epoch")
-
-    def log(row: dict) -> None:
-        text = (f"epoch {row['epoch']}: loss {row['loss']:.3f}, held-out median error "
-                f"{row.get('heldout_median_error_m', float('nan')):.3f} m, "
-                f"{row.get('heldout_within_20cm', 0):.3f} within 20 cm ({row['seconds']:.0f} s)")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(text.split(": ", 1)[1])
-        else:
-            print(f"[roca-train-centre] {text}", flush=True)
-
+    log = EpochLog("roca-train-centre", "centre head", stage.epochs, not args.no_progress, lambda row: (
+        f"loss {row['loss']:.3f}, held-out median error {row.get('heldout_median_error_m', float('nan')):.3f} m, "
+        f"{row.get('heldout_within_20cm', 0):.3f} within 20 cm ({row['seconds']:.0f} s)"))
     history = train_centre_head(model.centre_head, data["train"], data["val"], stage, cfg.image_size, log)
-    if bar is not None:
-        bar.close()
+    log.close()
     final = centre_errors(model.centre_head, data["val"], cfg.image_size)
     extra = dict(extra or {}, centre_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
                                             "train_objects": n_train})

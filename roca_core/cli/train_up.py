@@ -18,8 +18,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from roca_core.config_io import ConfigError
-
 
 def build_parser() -> argparse.ArgumentParser:
     from roca_core.training.up_stage import UpStageConfig
@@ -46,10 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    from roca_core.checkpoint import load_checkpoint, save_checkpoint
-    from roca_core.training.crop_cache import cached_crops
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.cli.head_stage import EpochLog, both_splits, load_base
     from roca_core.training.up_stage import UpStageConfig, train_up_head, up_errors, with_up_head
 
     stage = UpStageConfig(width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
@@ -59,56 +55,30 @@ def main(argv: "list[str] | None" = None) -> int:
               file=sys.stderr)
         return 2
     ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        print(f"roca-train-up: checkpoint not found: {ckpt}", file=sys.stderr)
+    base = load_base("roca-train-up", args.checkpoint, args.threads, args.seed)
+    if base is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    try:
-        model, cfg, extra = load_checkpoint(ckpt)
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"roca-train-up: cannot load {ckpt}: {exc}", file=sys.stderr)
-        return 2
+    model, cfg, extra = base
     model, cfg = with_up_head(model, cfg, stage)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     crop = args.crop or (cfg.yaw_crop if cfg.yaw_bins else cfg.centre_crop if cfg.centre_width else 32)
 
-    data = {}
-    for split in ("train", "val"):
-        try:
-            data[split] = cached_crops(out, args.data, split, cfg.image_size, cfg.class_names, crop,
-                                       cfg.yaw_bins or 8, stage.workers,
-                                       stage.max_train_images if split == "train" else 0,
-                                       log=lambda m: print(f"[roca-train-up] {m}", flush=True))
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"roca-train-up: cannot read the {split} split of {args.data}: {exc}", file=sys.stderr)
-            return 2
+    data = both_splits("roca-train-up", out, args.data, cfg, crop, cfg.yaw_bins or 8, stage.workers,
+                       stage.max_train_images)
+    if data is None:
+        return 2
     n_train, n_val = int(data["train"]["up"].shape[0]), int(data["val"]["up"].shape[0])
     print(f"[roca-train-up] {n_train} training and {n_val} held-out images", flush=True)
     if n_train == 0:
         print("roca-train-up: no training image with an object (the up direction comes from them)", file=sys.stderr)
         return 2
 
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=stage.epochs, desc="up head", unit="epoch")
-
-    def log(row: dict) -> None:
-        text = (f"epoch {row['epoch']}: loss {row['loss']:.4f}, held-out median error "
-                f"{row.get('heldout_median_error_deg', float('nan')):.2f} deg, "
-                f"{row.get('heldout_within_5deg', 0):.3f} within 5 deg ({row['seconds']:.0f} s)")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(text.split(": ", 1)[1])
-        else:
-            print(f"[roca-train-up] {text}", flush=True)
-
+    log = EpochLog("roca-train-up", "up head", stage.epochs, not args.no_progress, lambda row: (
+        f"loss {row['loss']:.4f}, held-out median error {row.get('heldout_median_error_deg', float('nan')):.2f} deg, "
+        f"{row.get('heldout_within_5deg', 0):.3f} within 5 deg ({row['seconds']:.0f} s)"))
     history = train_up_head(model.up_head, data["train"], data["val"], stage, log)
-    if bar is not None:
-        bar.close()
+    log.close()
     final = up_errors(model.up_head, data["val"])
     extra = dict(extra or {}, up_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
                                         "train_images": n_train})

@@ -17,8 +17,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from roca_core.config_io import ConfigError
-
 
 def build_parser() -> argparse.ArgumentParser:
     from roca_core.training.yaw_stage import YawStageConfig
@@ -45,10 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    from roca_core.checkpoint import load_checkpoint, save_checkpoint
-    from roca_core.training.crop_cache import cached_crops
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.cli.head_stage import EpochLog, both_splits, load_base
     from roca_core.training.yaw_stage import (YawStageConfig, chance_levels, train_yaw_head, with_yaw_head,
                                               yaw_accuracy)
 
@@ -59,30 +55,18 @@ def main(argv: "list[str] | None" = None) -> int:
               "--lr > 0", file=sys.stderr)
         return 2
     ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        print(f"roca-train-yaw: checkpoint not found: {ckpt}", file=sys.stderr)
+    base = load_base("roca-train-yaw", args.checkpoint, args.threads, args.seed)
+    if base is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    try:
-        model, cfg, extra = load_checkpoint(ckpt)
-    except (ConfigError, ValueError, OSError) as exc:
-        print(f"roca-train-yaw: cannot load {ckpt}: {exc}", file=sys.stderr)
-        return 2
+    model, cfg, extra = base
     model, cfg = with_yaw_head(model, cfg, stage)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = {}
-    for split in ("train", "val"):
-        try:
-            data[split] = cached_crops(out, args.data, split, cfg.image_size, cfg.class_names, stage.crop, stage.bins,
-                                       stage.workers, stage.max_train_images if split == "train" else 0,
-                                       log=lambda m: print(f"[roca-train-yaw] {m}", flush=True))
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"roca-train-yaw: cannot read the {split} split of {args.data}: {exc}", file=sys.stderr)
-            return 2
+    data = both_splits("roca-train-yaw", out, args.data, cfg, stage.crop, stage.bins, stage.workers,
+                       stage.max_train_images)
+    if data is None:
+        return 2
     n_train, n_val = int(data["train"]["valid"].sum()), int(data["val"]["valid"].sum())
     chance = chance_levels(data["val"])
     print(f"[roca-train-yaw] {n_train} training and {n_val} held-out objects with a yaw; held-out chance: "
@@ -91,24 +75,12 @@ def main(argv: "list[str] | None" = None) -> int:
         print("roca-train-yaw: no training object with a yaw (all infinite symmetry?)", file=sys.stderr)
         return 2
 
-    bar = None
-    if not args.no_progress:
-        from tqdm import tqdm
-        bar = tqdm(total=stage.epochs, desc="yaw head", unit="epoch")
-
-    def log(row: dict) -> None:
-        text = (f"epoch {row['epoch']}: loss {row['loss']:.3f}, held-out {row.get('heldout_exact', 0):.3f} right bin, "
-                f"{row.get('heldout_within_one_bin', 0):.3f} within one, {row.get('heldout_within_20deg', 0):.3f} "
-                f"within 20 deg ({row['seconds']:.0f} s)")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(text.split(": ", 1)[1])
-        else:
-            print(f"[roca-train-yaw] {text}", flush=True)
-
+    log = EpochLog("roca-train-yaw", "yaw head", stage.epochs, not args.no_progress, lambda row: (
+        f"loss {row['loss']:.3f}, held-out {row.get('heldout_exact', 0):.3f} right bin, "
+        f"{row.get('heldout_within_one_bin', 0):.3f} within one, {row.get('heldout_within_20deg', 0):.3f} "
+        f"within 20 deg ({row['seconds']:.0f} s)"))
     history = train_yaw_head(model.yaw_head, data["train"], data["val"], stage, log)
-    if bar is not None:
-        bar.close()
+    log.close()
     final = yaw_accuracy(model.yaw_head, data["val"])
     extra = dict(extra or {}, yaw_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
                                          "heldout_chance": chance, "train_objects": n_train})

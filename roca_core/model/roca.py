@@ -233,6 +233,19 @@ class RocaModel(nn.Module):
         depth_rois = sample_rois(depth[:, None], boxes, bidx, s, "bilinear")[:, 0]
         return feat_rois, depth_rois, Ks[bidx]
 
+    def _box_crops(self, imgs, boxes: torch.Tensor, bidx: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Image crops of the boxes at each size the crop heads read, cut once per size (the yaw
+        and centre heads share one when their sizes match)."""
+        sizes = set()
+        if self.yaw_head is not None:
+            sizes.add(self.cfg.yaw_crop)
+        if self.centre_head is not None:
+            sizes.add(self.cfg.centre_crop)
+        if not sizes:
+            return {}
+        stacked = torch.stack(imgs)
+        return {size: yaw_crops(stacked, boxes, bidx, size) for size in sizes}
+
     def _forward_train(self, images, targets) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         imgs, Ks, targets = self._resize_inputs(images, [t["K"] for t in targets], targets)
@@ -265,12 +278,13 @@ class RocaModel(nn.Module):
             feat_rois, depth_rois, K_rois = self._roi_inputs(feat_d, depth, boxes_t, bidx_t, Ks)
             out = self.alignment_head(feat_rois, depth_rois, gt.mask, gt.mask > 0.5, boxes_t, K_rois, classes)
             losses.update(alignment_losses(out, gt, depth_rois))
+            crops = self._box_crops(imgs, boxes_t, bidx_t)
             if self.yaw_head is not None:
-                logits = self.yaw_head(yaw_crops(torch.stack(imgs), boxes_t, bidx_t, cfg.yaw_crop), classes)
+                logits = self.yaw_head(crops[cfg.yaw_crop], classes)
                 allowed, valid = yaw_targets(gt.rotation, boxes_t, K_rois, gt.symmetry, cfg.yaw_bins)
                 losses["loss_yaw"] = yaw_loss(logits, allowed, valid, gt.class_weight)
             if self.centre_head is not None:
-                pred = self.centre_head(yaw_crops(torch.stack(imgs), boxes_t, bidx_t, cfg.centre_crop),
+                pred = self.centre_head(crops[cfg.centre_crop],
                                         box_geometry(boxes_t, K_rois, cfg.image_size), classes)
                 losses["loss_centre"] = centre_loss(
                     pred, centre_targets(gt.translation, boxes_t, K_rois, gt.scale), gt.class_weight)
@@ -383,13 +397,14 @@ class RocaModel(nn.Module):
                     pred_up = self.up_head(thumbnails(torch.stack(imgs)))
                     up = [u if u is not None else p for u, p in zip(given, pred_up)]
             up_rois = None if up is None else per_roi_up(up, bidx, r, boxes)
+            crops = self._box_crops(imgs, boxes, bidx)
             yaw = None
             if self.yaw_head is not None and self.use_yaw_head and r:
-                logits = self.yaw_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.yaw_crop), classes)
+                logits = self.yaw_head(crops[cfg.yaw_crop], classes)
                 yaw, _ = decode_yaw(logits, boxes, K_rois)
             centre = size = None
             if self.centre_head is not None and self.use_centre_head and r:
-                pred = self.centre_head(yaw_crops(torch.stack(imgs), boxes, bidx, cfg.centre_crop),
+                pred = self.centre_head(crops[cfg.centre_crop],
                                         box_geometry(boxes, K_rois, cfg.image_size), classes)
                 size = decode_size(pred)
                 centre = decode_centre(pred, boxes, K_rois)
