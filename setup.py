@@ -37,6 +37,7 @@ setup(
             "roca-eval = roca_core.cli.eval:main",
             "roca-train-yaw = roca_core.cli.train_yaw:main",
             "roca-train-centre = roca_core.cli.train_centre:main",
+            "roca-train-class = roca_core.cli.train_class:main",
             "roca-train-up = roca_core.cli.train_up:main",
             "roca-cad-db = roca_core.cli.cad_db:main",
             "roca-make-dataset = roca_core.cli.make_dataset:main",

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-up-head", action="store_true",
                    help="solve the full rotation although the network has an up head "
                         "(model.up_width > 0), to measure what its predicted upright prior adds")
+    p.add_argument("--no-class-head", action="store_true",
+                   help="rank and threshold detections by the detector's score alone, although the "
+                        "network has a class head (to measure what the head adds)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -161,6 +164,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         has_up_head = getattr(predictor.model, "up_head", None) is not None
         if args.no_up_head:
             predictor.model.use_up_head = False
+        has_class_head = getattr(predictor.model, "class_head", None) is not None
+        if args.no_class_head:
+            predictor.model.use_class_head = False
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
                                     depth_source=depth_source, upright=args.upright,
@@ -172,7 +178,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                   cad_database=cad_db or "embedded", gt_boxes=args.gt_boxes, refine=args.refine,
                   yaw_head=("off" if args.no_yaw_head else "on") if has_yaw_head else "none",
                   centre_head=("off" if args.no_centre_head else "on") if has_centre_head else "none",
-                  up_head=("off" if args.no_up_head else "on") if has_up_head else "none")
+                  up_head=("off" if args.no_up_head else "on") if has_up_head else "none",
+                  class_head=("off" if args.no_class_head else "on") if has_class_head else "none")
     oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
                                           ("sensor depth", depth_source == "sensor"),
                                           ("the upright prior", args.upright),
@@ -181,7 +188,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                                           ("ground-truth boxes", args.gt_boxes),
                                           ("the yaw head", has_yaw_head and not args.no_yaw_head),
                                           ("the centre head", has_centre_head and not args.no_centre_head),
-                                          ("the up head", has_up_head and not args.no_up_head and not args.upright))
+                                          ("the up head", has_up_head and not args.no_up_head and not args.upright),
+                                          ("the class head", has_class_head and not args.no_class_head
+                                           and not args.gt_boxes))
                       if on)
     oracle = f" with {oracle}" if oracle else ""
     print(format_markdown(report, title=f"ROCA evaluation: {split} split of {args.data}{oracle}"))

@@ -39,6 +39,7 @@ class LossWeights:
     yaw: float = 1.0  # the yaw head's classification (only with model.yaw_bins > 0)
     centre: float = 1.0  # the centre head's regression (only with model.centre_width > 0)
     up: float = 1.0  # the up head's regression (only with model.up_width > 0)
+    class_head: float = 1.0  # the class head's classification (only with model.class_width > 0)
 
 
 @dataclass
@@ -113,6 +114,13 @@ class ModelConfig:
     # of the image regresses the camera-frame up direction, a predicted upright prior used when
     # no measured up is given. 0: no up head.
     up_width: int = 0
+    # Class head (roca_core/model/class_head.py; not in the paper): a small CNN on a
+    # ``class_crop`` x ``class_crop`` crop of each detection's box plus the box's geometry
+    # classifies it (background or a class); the detection's score becomes
+    # ``score ** (1 - class_mix) * p(label) ** class_mix``. 0: no class head.
+    class_width: int = 0
+    class_crop: int = 32
+    class_mix: float = 0.5
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7
@@ -154,6 +162,9 @@ class ModelConfig:
                               f"centre_crop={self.centre_crop} (>= 8)")
         if self.up_width < 0:
             raise ConfigError(f"model.up_width={self.up_width} (0: no up head, or >= 1)")
+        if self.class_width < 0 or (self.class_width and self.class_crop < 8) or not 0.0 <= self.class_mix <= 1.0:
+            raise ConfigError(f"model.class_width={self.class_width} (0 or >= 1), class_crop={self.class_crop} "
+                              f"(>= 8), class_mix={self.class_mix} (0 to 1)")
         if len(self.tiny_channels) != 4:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:

@@ -25,6 +25,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from roca_core.model.alignment_head import AlignmentHead
 from roca_core.model.backbone import build_backbone
+from roca_core.model.class_head import ClassHead, class_loss, rescore
 from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
                                          decode_size)
 from roca_core.model.config import ModelConfig
@@ -47,7 +48,7 @@ _LOSS_FIELDS = {
     "loss_depth": "depth", "loss_roi_depth": "roi_depth", "loss_box_minmax": "box_minmax",
     "loss_scale": "scale", "loss_trans_init": "trans_init", "loss_noc": "noc", "loss_rot": "rot",
     "loss_trans": "trans", "loss_triplet": "triplet", "loss_completion": "completion",
-    "loss_yaw": "yaw", "loss_centre": "centre", "loss_up": "up",
+    "loss_yaw": "yaw", "loss_centre": "centre", "loss_up": "up", "loss_class_head": "class_head",
 }
 
 
@@ -97,6 +98,8 @@ class RocaModel(nn.Module):
         self.use_centre_head = True  # the same for the centre head (roca-eval --no-centre-head)
         self.up_head = UpHead(cfg.up_width) if cfg.up_width else None
         self.use_up_head = True  # and for the up head (roca-eval --no-up-head)
+        self.class_head = ClassHead(c, cfg.class_crop, cfg.class_width) if cfg.class_width else None
+        self.use_class_head = True  # and for the class head (roca-eval --no-class-head)
         # Per-class loss weights (detection, mask, alignment); the trainer sets them.
         self.register_buffer("class_weights", torch.ones(c))
         self.profile = False
@@ -234,8 +237,8 @@ class RocaModel(nn.Module):
         return feat_rois, depth_rois, Ks[bidx]
 
     def _box_crops(self, imgs, boxes: torch.Tensor, bidx: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Image crops of the boxes at each size the crop heads read, cut once per size (the yaw
-        and centre heads share one when their sizes match)."""
+        """Image crops of the boxes at each size the yaw and centre heads read, cut once per
+        size (the two share one when their sizes match)."""
         sizes = set()
         if self.yaw_head is not None:
             sizes.add(self.cfg.yaw_crop)
@@ -257,6 +260,8 @@ class RocaModel(nn.Module):
         with self._stage("roi_heads"):
             roi_losses, fg = self.roi_heads.forward_train(feats, proposals, image_list.image_sizes, targets)
         losses.update(roi_losses)
+        if self.class_head is not None:
+            losses["loss_class_head"] = self._class_head_loss(imgs, Ks, fg)
         with self._stage("depth"):
             depth, feat_d = self._depth(feats, Ks)
             gt_depth = torch.stack([t["depth"] for t in targets]).to(depth.dtype)
@@ -309,6 +314,34 @@ class RocaModel(nn.Module):
 
         lw = cfg.loss_weights
         return {k: v * getattr(lw, _LOSS_FIELDS[k]) for k, v in losses.items()}
+
+    def _class_head_loss(self, imgs, Ks: torch.Tensor, fg) -> torch.Tensor:
+        """The class head's loss on the proposals the box head trained on (the detector's
+        sampling: a quarter foreground, the rest background)."""
+        boxes = torch.cat(fg.sampled_boxes).float()
+        labels = torch.cat(fg.sampled_labels)
+        bidx = torch.cat([torch.full((b.shape[0],), i, dtype=torch.int64, device=boxes.device)
+                          for i, b in enumerate(fg.sampled_boxes)])
+        crops = yaw_crops(torch.stack(imgs), boxes, bidx, self.cfg.class_crop)
+        logits = self.class_head(crops, box_geometry(boxes, Ks[bidx], self.cfg.image_size))
+        return class_loss(logits, labels, self.roi_heads._label_weights(labels))
+
+    def _rescore(self, imgs, Ks: torch.Tensor, dets: list[dict]) -> list[dict]:
+        """Detections with the class head's scores (``class_head.rescore``), sorted by them."""
+        boxes = torch.cat([d["boxes"] for d in dets]).float()
+        if boxes.shape[0] == 0:
+            return dets
+        bidx = torch.cat([torch.full((d["boxes"].shape[0],), i, dtype=torch.int64, device=boxes.device)
+                          for i, d in enumerate(dets)])
+        crops = yaw_crops(torch.stack(imgs), boxes, bidx, self.cfg.class_crop)
+        logits = self.class_head(crops, box_geometry(boxes, Ks[bidx], self.cfg.image_size))
+        scores = rescore(torch.cat([d["scores"] for d in dets]), torch.cat([d["labels"] for d in dets]),
+                         logits, self.cfg.class_mix)
+        out = []
+        for d, s in zip(dets, scores.split([d["boxes"].shape[0] for d in dets])):
+            order = s.argsort(descending=True)
+            out.append({**{k: v[order] for k, v in d.items()}, "scores": s[order]})
+        return out
 
     def _gather_targets(self, targets, boxes, bidx, matched, Ks) -> RoiTargets:
         """Per-ROI ground truth: pose of the matched object and its maps cropped to the ROI."""
@@ -373,6 +406,8 @@ class RocaModel(nn.Module):
                                                    gt_labels)
             else:
                 dets = self.roi_heads.forward_eval(feats, proposals, image_list.image_sizes)
+                if self.class_head is not None and self.use_class_head:
+                    dets = self._rescore(imgs, Ks, dets)
             if min_score is not None and gt_boxes is None:
                 dets = [{k: v[d["scores"] >= min_score] for k, v in d.items()} for d in dets]
         with self._stage("depth"):

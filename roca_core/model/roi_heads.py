@@ -2,7 +2,7 @@
 foreground proposals so the alignment head trains on the same ROIs as the mask head."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,9 @@ class ForegroundRois:
     boxes: list[torch.Tensor]  # per image (R_i, 4)
     labels: list[torch.Tensor]  # per image (R_i,) 1-based
     matched: list[torch.Tensor]  # per image (R_i,) index of the ground-truth object
+    # every proposal the box head trained on (foreground and background), for the class head
+    sampled_boxes: list[torch.Tensor] = field(default_factory=list)  # per image (P_i, 4)
+    sampled_labels: list[torch.Tensor] = field(default_factory=list)  # per image (P_i,) 0 background
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -62,7 +65,7 @@ class RocaRoIHeads(RoIHeads):
         mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, fg_boxes, image_shapes)))
         loss_mask = self._mask_loss(mask_logits, fg_boxes, fg_labels, fg_matched, targets)
         losses = {"loss_classifier": loss_cls, "loss_box_reg": loss_box, "loss_mask": loss_mask}
-        return losses, ForegroundRois(fg_boxes, fg_labels, fg_matched)
+        return losses, ForegroundRois(fg_boxes, fg_labels, fg_matched, [p.detach() for p in proposals], labels)
 
     def _mask_loss(self, mask_logits, boxes, labels, matched, targets) -> torch.Tensor:
         m = mask_logits.shape[-1]
