@@ -52,6 +52,27 @@ def test_geometry_flags_the_sides_on_the_image_border():
     torch.testing.assert_close(g[2, 4:6], torch.tensor([0.15, 0.15]).log())
 
 
+def test_a_mirrored_image_has_the_mirrored_geometry_and_targets():
+    """What the centre stage's augmentation relies on: mirroring the image about the principal
+    point's column mirrors the box geometry (``mirror_geometry``) and flips the sign of the
+    centre's offset u in the box; depth, offset v and size stay."""
+    from roca_core.model.centre_head import mirror_geometry
+
+    boxes = torch.tensor([[0.0, 10, 30, 40], [70, 5, 127.5, 95.5]])
+    K = K1.clone()
+    K[0, 2] = 63.5  # the principal point on the middle column: a mirror keeps the image
+    mirrored = torch.stack([127 - boxes[:, 2], boxes[:, 1], 127 - boxes[:, 0], boxes[:, 3]], dim=1)
+    Ks = K.expand(2, 3, 3)
+    g = box_geometry(boxes, Ks, (96, 128))
+    torch.testing.assert_close(mirror_geometry(g)[:, :6], box_geometry(mirrored, Ks, (96, 128))[:, :6])
+    assert mirror_geometry(g)[:, 6:].tolist() == [[0, 0, 1, 0], [1, 0, 0, 1]]
+    t = torch.tensor([[-0.5, 0.1, 3.0], [0.8, 0.2, 2.0]])
+    scale = torch.tensor([[0.5, 0.8, 0.5], [1.0, 1.0, 2.0]])
+    tg = centre_targets(t, boxes, Ks, scale)
+    tm = centre_targets(t * torch.tensor([-1.0, 1.0, 1.0]), mirrored, Ks, scale)
+    torch.testing.assert_close(tm, tg * torch.tensor([1.0, -1.0, 1.0, 1.0, 1.0, 1.0]), atol=1e-5, rtol=0)
+
+
 def test_loss_is_lower_for_the_right_distance_and_weighted():
     target = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
     right, wrong = target.clone(), target + torch.tensor([0.3, 0.0, 0.0])
@@ -82,15 +103,16 @@ def _distance_data(n: int, seed: int) -> dict[str, torch.Tensor]:
             "s": size[:, None].expand(n, 3).contiguous()}
 
 
-def test_the_head_learns_distance_from_the_box():
+@pytest.mark.parametrize("augment", [False, True])
+def test_the_head_learns_distance_from_the_box(augment):
     from roca_core.training.centre_stage import CentreStageConfig, centre_errors, train_centre_head
 
     torch.manual_seed(0)
     train, val = _distance_data(1024, 0), _distance_data(256, 1)
     head = CentreHead(num_classes=2, crop=16, width=4)
     before = centre_errors(head, val, (96, 128))
-    hist = train_centre_head(head, train, val, CentreStageConfig(crop=16, width=4, epochs=15, batch=64, lr=3e-3),
-                             (96, 128))
+    hist = train_centre_head(head, train, val, CentreStageConfig(crop=16, width=4, epochs=15, batch=64, lr=3e-3,
+                                                                 augment=augment), (96, 128))
     after = centre_errors(head, val, (96, 128))
     assert before["within_20cm"] < 0.3 and before["median_error_m"] > 0.5, before
     assert after["depth_rel_median"] < 0.05 and after["within_20cm"] > 0.7, after

@@ -36,18 +36,6 @@ def test_rescore_mixes_the_detector_score_and_the_head_probability():
     assert half[1] > scores[1] and half[2] < 0.02  # a confirmed detection rises, a rejected one falls
 
 
-def test_mirrored_geometry_is_the_geometry_of_the_mirrored_box():
-    from roca_core.training.class_stage import mirror_geometry
-
-    boxes = torch.tensor([[0.0, 10, 30, 40], [70, 5, 127.5, 95.5]])
-    K = K1.clone()
-    K[0, 2] = 63.5  # the principal point on the middle column: a mirror keeps the image
-    mirrored = torch.stack([127 - boxes[:, 2], boxes[:, 1], 127 - boxes[:, 0], boxes[:, 3]], dim=1)
-    g = box_geometry(boxes, K.expand(2, 3, 3), (96, 128))
-    torch.testing.assert_close(mirror_geometry(g)[:, :6], box_geometry(mirrored, K.expand(2, 3, 3), (96, 128))[:, :6])
-    assert mirror_geometry(g)[:, 6:].tolist() == [[0, 0, 1, 0], [1, 0, 0, 1]]
-
-
 def _class_data(n: int, seed: int) -> dict[str, torch.Tensor]:
     """Boxes of two classes that look the same (a grey square) but differ in size (0.5 m and 1 m
     at 2-4 m, standing on a floor 1.2 m below the camera: where the box's bottom sits gives the

@@ -245,3 +245,47 @@ def test_chance_level_counts_the_equivalent_bins_of_symmetric_objects():
     data = {"allowed": allowed, "valid": torch.tensor([True, True, False])}
     ch = chance_levels(data)
     assert ch["exact"] == pytest.approx(1.5 / 8) and ch["within_one_bin"] == pytest.approx(4.5 / 8)
+
+
+def test_mirrored_crops_show_the_mirrored_yaw_bins():
+    """A left-right mirror of the image turns an object (symmetric about its own y-z plane, as
+    furniture is) at allocentric yaw a into one at -a: ``mirror_bins`` maps its right bins."""
+    from roca_core.model.yaw_head import mirror_bins
+
+    bins = 8
+    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    M = torch.diag(torch.tensor([-1.0, 1.0, 1.0]))
+    psi = torch.tensor([0.3, 1.2, 2.9, -2.0, 0.0])
+    c, s = psi.cos(), psi.sin()
+    zero, one = torch.zeros_like(c), torch.ones_like(c)
+    rot = torch.stack([c, zero, s, zero, one, zero, -s, zero, c], dim=1).view(-1, 3, 3)  # yaw about y
+    tilt = torch.tensor([[1.0, 0, 0], [0, 0.94, -0.34], [0, 0.34, 0.94]])  # a camera looking down
+    rot = tilt @ rot
+    boxes = torch.tensor([[10.0, 30, 40, 60], [60, 20, 100, 70], [90, 40, 120, 60], [30, 10, 70, 50], [50, 50, 78, 80]])
+    mirrored_boxes = torch.stack([2 * 64 - boxes[:, 2], boxes[:, 1], 2 * 64 - boxes[:, 0], boxes[:, 3]], dim=1)
+    sym = torch.zeros(5, dtype=torch.int64)
+    allowed, _ = yaw_targets(rot, boxes, K.expand(5, 3, 3), sym, bins)
+    allowed_m, _ = yaw_targets(M @ rot @ M, mirrored_boxes, K.expand(5, 3, 3), sym, bins)  # camera and object mirrored
+    assert torch.equal(allowed_m, allowed[:, mirror_bins(bins)])
+
+
+def test_augmented_crops_keep_their_targets_consistent():
+    from roca_core.model.yaw_head import mirror_bins
+    from roca_core.training.crop_augment import relight, shift_zoom
+    from roca_core.training.yaw_stage import augment_crops
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(64, 3, 16, 16)
+    x[:, :, :, :8] = 0.2 + 0.6 * torch.rand(64, 1, 1, 1, generator=g)  # lit on the left only
+    allowed = torch.zeros(64, 8, dtype=torch.bool)
+    allowed[torch.arange(64), torch.arange(64) % 3 + 1] = True  # bins 1-3: a mirror moves them to 7-5
+    xa, aa = augment_crops(x, allowed, torch.Generator().manual_seed(1))
+    assert xa.shape == x.shape and 0 <= float(xa.min()) and float(xa.max()) <= 1 and not torch.equal(xa, x)
+    # shifts and zooms are small: a crop lit on the right is a mirrored one, and only those
+    # have their bins mirrored
+    flipped = xa[:, :, :, 8:].sum(dim=(1, 2, 3)) > xa[:, :, :, :8].sum(dim=(1, 2, 3))
+    assert 10 < int(flipped.sum()) < 54
+    assert torch.equal(aa[flipped], allowed[flipped][:, mirror_bins(8)]) and torch.equal(aa[~flipped], allowed[~flipped])
+    # without a shift, zoom or light change the crops stay as they are
+    torch.testing.assert_close(shift_zoom(x, g, shift=0.0, zoom=0.0), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(relight(x, g, light=0.0), x)

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--box-jitter", type=float, default=d.box_jitter,
                    help="training boxes' sides move by up to this share of their size (0: true boxes)")
+    p.add_argument("--augment", action="store_true",
+                   help="mirror and relight the training crops (against overfitting)")
     p.add_argument("--workers", type=int, default=d.workers, help="processes that cut the crops")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--max-train-images", type=int, default=0, help="use at most this many training images (0: all)")
@@ -51,7 +53,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     stage = CentreStageConfig(crop=args.crop, width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr,
                               seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,
-                              box_jitter=args.box_jitter)
+                              box_jitter=args.box_jitter, augment=args.augment)
     if (args.epochs < 1 or args.batch < 1 or args.crop < 8 or args.width < 1 or args.lr <= 0
             or not 0 <= args.box_jitter < 0.5):
         print("roca-train-centre: need --epochs >= 1, --batch >= 1, --crop >= 8, --width >= 1, --lr > 0, "

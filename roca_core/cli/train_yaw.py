@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=d.workers, help="processes that cut the crops")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--max-train-images", type=int, default=0, help="use at most this many training images (0: all)")
+    p.add_argument("--augment", action="store_true",
+                   help="mirror, shift, zoom and relight the training crops (against overfitting)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bar")
     return p
@@ -49,7 +51,8 @@ def main(argv: "list[str] | None" = None) -> int:
                                               yaw_accuracy)
 
     stage = YawStageConfig(bins=args.bins, crop=args.crop, width=args.width, epochs=args.epochs, batch=args.batch,
-                           lr=args.lr, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images)
+                           lr=args.lr, seed=args.seed, workers=args.workers, max_train_images=args.max_train_images,
+                           augment=args.augment)
     if args.epochs < 1 or args.batch < 1 or args.bins < 4 or args.crop < 8 or args.width < 1 or args.lr <= 0:
         print("roca-train-yaw: need --epochs >= 1, --batch >= 1, --bins >= 4, --crop >= 8, --width >= 1, "
               "--lr > 0", file=sys.stderr)

@@ -45,6 +45,16 @@ def box_geometry(boxes: torch.Tensor, K: torch.Tensor, image_hw: tuple[int, int]
     return torch.cat([sides, size, cut], dim=1)
 
 
+def mirror_geometry(geo: torch.Tensor) -> torch.Tensor:
+    """(R, 10) ``box_geometry`` of boxes -> that of the boxes mirrored about the principal
+    point's column (left and right sides swap and change sign, so do their border flags):
+    what the crop heads see of a left-right mirrored image."""
+    out = geo.clone()
+    out[:, 0], out[:, 2] = -geo[:, 2], -geo[:, 0]
+    out[:, 6], out[:, 8] = geo[:, 8], geo[:, 6]
+    return out
+
+
 def centre_targets(translation: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor,
                    scale: torch.Tensor) -> torch.Tensor:
     """translation (R, 3) camera-frame centres, scale (R, 3) -> (R, 6) targets (log z,

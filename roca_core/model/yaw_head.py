@@ -82,6 +82,13 @@ def angle_to_bin(angle: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.round(torch.remainder(angle, 2 * math.pi) / (2 * math.pi) * bins).long() % bins
 
 
+def mirror_bins(bins: int) -> torch.Tensor:
+    """Index map of the yaw bins under a left-right mirror of the image: furniture is symmetric
+    about its own y-z plane, so the mirror image of an object at allocentric yaw a is the same
+    object at -a, and bin k becomes bin -k."""
+    return (-torch.arange(bins)) % bins
+
+
 def yaw_targets(rot: torch.Tensor, boxes: torch.Tensor, K: torch.Tensor, symmetry: torch.Tensor,
                 bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (allowed (R, bins) bool: the bins that count as right, valid (R,) bool).

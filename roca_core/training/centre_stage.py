@@ -16,7 +16,8 @@ from typing import Any, Callable
 import torch
 
 from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
-                                         decode_size)
+                                         decode_size, mirror_geometry)
+from roca_core.training.crop_augment import mirror, random_flips, relight
 
 
 @dataclass
@@ -33,6 +34,9 @@ class CentreStageConfig:
     # Each side of a training box moves by up to this share of the box's size (uniform), so
     # the head learns to read detected boxes, which are never exact (0: the true boxes only).
     box_jitter: float = 0.05
+    # Mirror half of the training crops (with their box geometry and the centre's offset in
+    # the box) and relight them (``crop_augment``); without it the head overfits after ~10 epochs.
+    augment: bool = False
 
 
 @torch.no_grad()
@@ -89,8 +93,14 @@ def train_centre_head(head: CentreHead, train: dict[str, torch.Tensor], val: "di
                 noise = torch.rand(b.shape, generator=gen) * 2 - 1
                 b = b + noise * cfg.box_jitter * size[idx]
                 b = torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], dim=1)
-            pred = head(train["x"][idx].float() / 255, box_geometry(b, K[idx], image_hw), cls)
-            loss = centre_loss(pred, centre_targets(train["t"][idx], b, K[idx], train["s"][idx]), cw[cls])
+            x, geo = train["x"][idx].float() / 255, box_geometry(b, K[idx], image_hw)
+            target = centre_targets(train["t"][idx], b, K[idx], train["s"][idx])
+            if cfg.augment:
+                flip = random_flips(idx.numel(), gen)
+                x, geo = relight(mirror(x, flip), gen), torch.where(flip[:, None], mirror_geometry(geo), geo)
+                target[:, 1] = torch.where(flip, -target[:, 1], target[:, 1])  # offset u in the box
+            pred = head(x, geo, cls)
+            loss = centre_loss(pred, target, cw[cls])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torchvision.ops import box_iou
 
-from roca_core.model.centre_head import box_geometry
+from roca_core.model.centre_head import box_geometry, mirror_geometry
 from roca_core.model.class_head import ClassHead, class_loss, rescore
 from roca_core.model.yaw_head import yaw_crops
 
@@ -48,15 +48,6 @@ class ClassStageConfig:
     seed: int = 0
     workers: int = 2  # processes that run the detector and cut the crops
     max_train_images: int = 0  # 0: all
-
-
-def mirror_geometry(geo: torch.Tensor) -> torch.Tensor:
-    """(R, 10) ``box_geometry`` of boxes -> that of the boxes mirrored about the principal
-    point's column (left and right sides swap and change sign, so do their border flags)."""
-    out = geo.clone()
-    out[:, 0], out[:, 2] = -geo[:, 2], -geo[:, 0]
-    out[:, 6], out[:, 8] = geo[:, 8], geo[:, 6]
-    return out
 
 
 def _empty(crop: int) -> dict[str, torch.Tensor]:
