@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the committed demo model from scratch: render the synthetic data set, train the
 # small preset on 2 CPU cores (stage 1, config/small.yaml), continue from it with the paper-width
-# NOC head (stage 2, config/small_stage2.yaml), train its three small heads on cached crops and
-# thumbnails (roca-train-yaw, roca-train-centre, roca-train-up), then evaluate it on the
+# NOC head (stage 2, config/small_stage2.yaml), train its four small heads on cached crops and
+# thumbnails (roca-train-yaw, roca-train-centre, roca-train-up) and on crops of its own
+# detections (roca-train-class), then evaluate it on the
 # held-out scenes and install it as models/roca_demo.safetensors (scripts/install_demo_model.sh).
 # The committed model had two GPU stages and a CPU stage 3 between stage 2 and the heads
 # (models/README.md).
@@ -31,12 +32,20 @@ fi
 "$BIN/roca-train" --config config/small_stage2.yaml --data "$DATA" --out "$OUT" --overwrite \
   --init-weights "$STAGE1/model_final.safetensors" --summary-json "$OUT/summary.json"
 # The heads that read only the image, each trained alone on crops of the ground-truth boxes or
-# on thumbnails (minutes each; one crop cache in $HEADS serves all three;
-# config/small_heads.yaml is the resulting network's preset).
+# on thumbnails (minutes each; one crop cache in $HEADS serves all three), then the class head
+# on crops of the network's own detections (config/small_heads.yaml is the resulting network's
+# preset).
 "$BIN/roca-train-yaw" --checkpoint "$OUT/model_final.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 40 --workers 2
+# ... and on, with augmented crops (each stage continues the head it finds)
+"$BIN/roca-train-yaw" --checkpoint "$HEADS/model_yaw.safetensors" --data "$DATA" --out "$HEADS" \
+  --epochs 20 --augment --workers 2
 "$BIN/roca-train-centre" --checkpoint "$HEADS/model_yaw.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 30 --workers 2
+"$BIN/roca-train-centre" --checkpoint "$HEADS/model_centre.safetensors" --data "$DATA" --out "$HEADS" \
+  --epochs 15 --augment --workers 2
 "$BIN/roca-train-up" --checkpoint "$HEADS/model_centre.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 30 --workers 2
-DATA="$DATA" bash scripts/install_demo_model.sh "$HEADS/model_up.safetensors" "$OUT"
+"$BIN/roca-train-class" --checkpoint "$HEADS/model_up.safetensors" --data "$DATA" --out "$HEADS" \
+  --epochs 8 --workers 2
+DATA="$DATA" bash scripts/install_demo_model.sh "$HEADS/model_class.safetensors" "$OUT"

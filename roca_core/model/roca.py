@@ -315,26 +315,26 @@ class RocaModel(nn.Module):
         lw = cfg.loss_weights
         return {k: v * getattr(lw, _LOSS_FIELDS[k]) for k, v in losses.items()}
 
+    def _class_logits(self, imgs, Ks: torch.Tensor, boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
+        """The class head's logits (R, C + 1) for each image's boxes (network-input pixels)."""
+        boxes = torch.cat(boxes_per_image).float()
+        bidx = torch.cat([torch.full((b.shape[0],), i, dtype=torch.int64, device=boxes.device)
+                          for i, b in enumerate(boxes_per_image)])
+        crops = yaw_crops(torch.stack(imgs), boxes, bidx, self.cfg.class_crop)
+        return self.class_head(crops, box_geometry(boxes, Ks[bidx], self.cfg.image_size))
+
     def _class_head_loss(self, imgs, Ks: torch.Tensor, fg) -> torch.Tensor:
         """The class head's loss on the proposals the box head trained on (the detector's
         sampling: a quarter foreground, the rest background)."""
-        boxes = torch.cat(fg.sampled_boxes).float()
         labels = torch.cat(fg.sampled_labels)
-        bidx = torch.cat([torch.full((b.shape[0],), i, dtype=torch.int64, device=boxes.device)
-                          for i, b in enumerate(fg.sampled_boxes)])
-        crops = yaw_crops(torch.stack(imgs), boxes, bidx, self.cfg.class_crop)
-        logits = self.class_head(crops, box_geometry(boxes, Ks[bidx], self.cfg.image_size))
-        return class_loss(logits, labels, self.roi_heads._label_weights(labels))
+        return class_loss(self._class_logits(imgs, Ks, fg.sampled_boxes), labels,
+                          self.roi_heads._label_weights(labels))
 
     def _rescore(self, imgs, Ks: torch.Tensor, dets: list[dict]) -> list[dict]:
         """Detections with the class head's scores (``class_head.rescore``), sorted by them."""
-        boxes = torch.cat([d["boxes"] for d in dets]).float()
-        if boxes.shape[0] == 0:
+        if sum(d["boxes"].shape[0] for d in dets) == 0:
             return dets
-        bidx = torch.cat([torch.full((d["boxes"].shape[0],), i, dtype=torch.int64, device=boxes.device)
-                          for i, d in enumerate(dets)])
-        crops = yaw_crops(torch.stack(imgs), boxes, bidx, self.cfg.class_crop)
-        logits = self.class_head(crops, box_geometry(boxes, Ks[bidx], self.cfg.image_size))
+        logits = self._class_logits(imgs, Ks, [d["boxes"] for d in dets])
         scores = rescore(torch.cat([d["scores"] for d in dets]), torch.cat([d["labels"] for d in dets]),
                          logits, self.cfg.class_mix)
         out = []
