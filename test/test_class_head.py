@@ -15,7 +15,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from training_fixtures import model_synthetic_samples, tiny_model_config  # noqa: E402
 
-from roca_core.model.centre_head import box_geometry  # noqa: E402
 from roca_core.model.class_head import ClassHead, class_loss, rescore  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
