@@ -26,6 +26,7 @@ from torchvision.ops import box_iou
 from roca_core.model.centre_head import box_geometry, mirror_geometry
 from roca_core.model.class_head import ClassHead, class_loss, rescore
 from roca_core.model.yaw_head import yaw_crops
+from roca_core.training.crop_augment import mirror, random_flips
 
 CLASS_CROPS_VERSION = 1
 # per sample: x (N, 3, S, S) uint8 crop; boxes (N, 4), K (N, 3, 3) at the network input;
@@ -208,9 +209,8 @@ def train_class_head(head: ClassHead, train: dict[str, torch.Tensor], val: "dict
             idx = perm[j:j + cfg.batch]
             x = train["x"][idx].float() / 255
             geo = box_geometry(train["boxes"][idx], train["K"][idx], image_hw)
-            flip = torch.rand(idx.numel(), generator=gen) < 0.5  # the classes look the same mirrored
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            geo = torch.where(flip[:, None], mirror_geometry(geo), geo)
+            flip = random_flips(idx.numel(), gen)  # the classes look the same mirrored
+            x, geo = mirror(x, flip), torch.where(flip[:, None], mirror_geometry(geo), geo)
             logits = head(x, geo)
             loss = class_loss(logits, train["target"][idx])
             opt.zero_grad(set_to_none=True)
