@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from roca_core.model.yaw_head import crop_block
+from roca_core.model.yaw_head import crop_encoder
 
 GEOMETRY_FEATURES = 10
 OUTPUTS = 6  # log z, offset u, offset v, log scale (x, y, z)
@@ -98,8 +98,7 @@ class CentreHead(nn.Module):
     def __init__(self, num_classes: int, crop: int, width: int, hidden: int = 128) -> None:
         super().__init__()
         self.num_classes, self.crop = num_classes, crop
-        self.net = nn.Sequential(crop_block(3, width), crop_block(width, 2 * width), crop_block(2 * width, 4 * width),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.net = nn.Sequential(*crop_encoder(width))
         self.mlp = nn.Sequential(nn.Linear(4 * width + GEOMETRY_FEATURES, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, num_classes * OUTPUTS))

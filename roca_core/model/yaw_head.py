@@ -39,6 +39,13 @@ def crop_block(cin: int, cout: int) -> nn.Sequential:
                          nn.MaxPool2d(2))
 
 
+def crop_encoder(width: int) -> list[nn.Module]:
+    """The crop heads' trunk (yaw, centre, class): three ``crop_block``s pooled to a (R, 4 *
+    width) feature, as a list so each head's ``nn.Sequential`` keeps its own module indices."""
+    return [crop_block(3, width), crop_block(width, 2 * width), crop_block(2 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+
+
 def square_boxes(boxes: torch.Tensor, margin: float = CROP_MARGIN) -> torch.Tensor:
     """(R, 4) xyxy -> (R, 4) squares of side ``margin`` x the longer side, same centres."""
     c = 0.5 * (boxes[:, :2] + boxes[:, 2:])
@@ -159,8 +166,7 @@ class YawHead(nn.Module):
     def __init__(self, num_classes: int, bins: int, crop: int, width: int) -> None:
         super().__init__()
         self.num_classes, self.bins, self.crop = num_classes, bins, crop
-        self.net = nn.Sequential(crop_block(3, width), crop_block(width, 2 * width), crop_block(2 * width, 4 * width),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes * bins))
+        self.net = nn.Sequential(*crop_encoder(width), nn.Linear(4 * width, num_classes * bins))
 
     def forward(self, crops: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """crops (R, 3, S, S) RGB in [0, 1], classes (R,) 0-based -> logits (R, bins).

@@ -13,9 +13,7 @@ one CPU thread.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +25,7 @@ from roca_core.model.centre_head import box_geometry, mirror_geometry
 from roca_core.model.class_head import ClassHead, class_loss, rescore
 from roca_core.model.yaw_head import yaw_crops
 from roca_core.training.crop_augment import mirror, random_flips
+from roca_core.training.crop_cache import map_image_chunks
 
 CLASS_CROPS_VERSION = 1
 # per sample: x (N, 3, S, S) uint8 crop; boxes (N, 4), K (N, 3, 3) at the network input;
@@ -115,13 +114,7 @@ def detection_samples(checkpoint: "str | Path", root: "str | Path", split: str, 
     n = len(RocaDataset(root, split))
     if max_images:
         n = min(n, max_images)
-    chunk = max(1, math.ceil(n / max(1, 4 * workers)))
-    jobs = [(str(checkpoint), str(root), split, crop, s, min(s + chunk, n)) for s in range(0, n, chunk)]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_chunk, jobs))
-    else:
-        parts = [_chunk(j) for j in jobs]
+    parts = map_image_chunks(_chunk, lambda a, b: (str(checkpoint), str(root), split, crop, a, b), n, workers)
     if not parts:
         return _empty(crop)
     offset = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -72,6 +73,17 @@ def _crops_chunk(job: tuple[str, str, tuple[int, int], tuple[str, ...], int, int
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
+def map_image_chunks(fn, job_of: "Callable[[int, int], tuple]", num_images: int, workers: int) -> list:
+    """``fn`` over about ``4 * workers`` chunks of ``range(num_images)`` (``job_of(start,
+    stop)`` makes each chunk's job), in ``workers`` processes; results in chunk order."""
+    chunk = max(1, math.ceil(num_images / max(1, 4 * workers)))
+    jobs = [job_of(s, min(s + chunk, num_images)) for s in range(0, num_images, chunk)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            return list(pool.map(fn, jobs))
+    return [fn(j) for j in jobs]
+
+
 def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], class_names: tuple[str, ...],
                crop: int, bins: int, workers: int = 1, max_images: int = 0) -> dict[str, torch.Tensor]:
     """Crops of every ground-truth box of a split and their targets (``KEYS``), and the
@@ -82,14 +94,8 @@ def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], clas
     n = len(RocaDataset(root, split, class_names=class_names))
     if max_images:
         n = min(n, max_images)
-    chunk = max(1, math.ceil(n / max(1, 4 * workers)))
-    jobs = [(str(root), split, tuple(image_size), tuple(class_names), crop, bins, s, min(s + chunk, n))
-            for s in range(0, n, chunk)]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            parts = list(pool.map(_crops_chunk, jobs))
-    else:
-        parts = [_crops_chunk(j) for j in jobs]
+    parts = map_image_chunks(_crops_chunk, lambda a, b: (str(root), split, tuple(image_size), tuple(class_names),
+                                                         crop, bins, a, b), n, workers)
     if not parts:
         return _empty(crop, bins)
     offsets = torch.tensor([0] + [p["thumbs"].shape[0] for p in parts[:-1]]).cumsum(0)
