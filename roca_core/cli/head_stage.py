@@ -1,8 +1,11 @@
-"""What the three head-stage CLIs (roca-train-yaw, roca-train-centre, roca-train-up) share: the
-base checkpoint, the crop cache of both splits and the per-epoch progress line."""
+"""What the head-stage CLIs (roca-train-yaw, roca-train-centre, roca-train-up, roca-train-class)
+share: the base checkpoint, the crop cache of both splits, the per-epoch progress line and the
+files a stage leaves (checkpoint, history, curves)."""
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -70,3 +73,64 @@ class EpochLog:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def save_stage(out: Path, head: str, model: Any, cfg: Any, extra: "dict | None", stage: Any, base: Path,
+               history: list[dict], final: dict, counts: dict, also: "dict | None" = None, **curve: Any) -> Path:
+    """Write what every head stage leaves in OUT, so the stages stay alike: model_<head>.safetensors
+    (the base's extra plus ``<head>_stage``: the stage's settings, the base checkpoint, the held-out
+    result, ``also`` and ``counts``), <head>_history.json (settings, history, held-out result and
+    ``also``) and <head>_curve.png (``plot_stage_curves`` with ``curve``); -> the checkpoint's path."""
+    from roca_core.checkpoint import save_checkpoint
+
+    also = also or {}
+    settings = asdict(stage)
+    extra = dict(extra or {}, **{f"{head}_stage": {**settings, "base_checkpoint": str(base), "heldout": final,
+                                                   **also, **counts}})
+    path = save_checkpoint(out / f"model_{head}.safetensors", model, cfg, extra)
+    (out / f"{head}_history.json").write_text(json.dumps({"stage": settings, "history": history, "heldout": final,
+                                                          **also}, indent=1))
+    plot_stage_curves(history, out / f"{head}_curve.png", head, **curve)
+    return path
+
+
+def plot_stage_curves(history: list[dict], path: Path, head: str, loss_label: str,
+                      series: "list[tuple[str, str] | tuple[str, str, str]]", right_title: str, right_ylabel: str,
+                      chance: "dict[str, float] | None" = None, twin: "tuple[str, str, str] | None" = None,
+                      legend_size: "int | None" = None) -> None:
+    """The two-panel figure of a stage, to see at a glance whether the head learnt: left the
+    training loss (``training loss (<loss_label>)``), right the held-out ``series`` per epoch,
+    (history key, legend label[, line style]) pairs of shares in [0, 1]. ``chance``: history key ->
+    a dotted line in that series' colour; ``twin``: (history key, legend label, axis label) of a
+    share on a second y axis in [0, 1], for when the ``series`` are not shares (degrees)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chance = chance or {}
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [r["loss"] for r in history])
+    a.set(xlabel="epoch", ylabel=f"training loss ({loss_label})", title=f"{head} head: loss")
+    a.grid(alpha=0.3)
+    lines = []
+    for key, label, *style in series:
+        line, = b.plot(ep, [r.get(key, float("nan")) for r in history], *style, label=label)
+        lines.append(line)
+        if key in chance:
+            b.axhline(chance[key], color=line.get_color(), ls=":", lw=1)
+    b.set(xlabel="epoch", ylabel=right_ylabel, title=f"{head} head: {right_title}")
+    b.grid(alpha=0.3)
+    if twin is None:
+        b.set(ylim=(0, 1))
+        b.legend(fontsize=legend_size)
+    else:
+        key, label, ylabel = twin
+        b2 = b.twinx()
+        # the second axis has a colour cycle of its own: go on with the panel's
+        line, = b2.plot(ep, [r.get(key, float("nan")) for r in history], color=f"C{len(lines)}", label=label)
+        b2.set(ylabel=ylabel, ylim=(0, 1))
+        b.legend(handles=[*lines, line], loc="center right", fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -13,9 +13,7 @@ training at once.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 
@@ -47,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    from roca_core.checkpoint import save_checkpoint
-    from roca_core.cli.head_stage import EpochLog, both_splits, load_base
+    from roca_core.cli.head_stage import EpochLog, both_splits, load_base, save_stage
     from roca_core.training.centre_stage import CentreStageConfig, centre_errors, train_centre_head, with_centre_head
 
     stage = CentreStageConfig(crop=args.crop, width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr,
@@ -85,39 +82,18 @@ def main(argv: "list[str] | None" = None) -> int:
     history = train_centre_head(model.centre_head, data["train"], data["val"], stage, cfg.image_size, log)
     log.close()
     final = centre_errors(model.centre_head, data["val"], cfg.image_size)
-    extra = dict(extra or {}, centre_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
-                                            "train_objects": n_train})
-    path = save_checkpoint(out / "model_centre.safetensors", model, cfg, extra)
-    (out / "centre_history.json").write_text(json.dumps({"stage": asdict(stage), "history": history,
-                                                         "heldout": final}, indent=1))
-    _plot(history, out / "centre_curve.png")
+    path = save_stage(out, "centre", model, cfg, extra, stage, ckpt, history, final, {"train_objects": n_train},
+                      loss_label="smooth L1: log depth, u, v, log scale",
+                      series=[("heldout_within_20cm", "centre within 20 cm"),
+                              ("heldout_median_error_m", "median centre error (m)"),
+                              ("heldout_depth_rel_median", "median depth error (relative)"),
+                              ("heldout_scale_error_median", "median scale error (relative)")],
+                      right_title="held-out errors", right_ylabel="held-out")
     print(f"[roca-train-centre] held-out: median centre error {final.get('median_error_m', float('nan')):.3f} m, "
           f"{final.get('within_20cm', 0):.3f} within 20 cm, depth off by {final.get('depth_rel_median', float('nan')):.3f} "
           f"and scale by {final.get('scale_error_median', float('nan')):.3f} (medians, relative; "
           f"{final.get('objects', 0)} objects); wrote {path}", flush=True)
     return 0
-
-
-def _plot(history: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["loss"] for r in history])
-    a.set(xlabel="epoch", ylabel="training loss (smooth L1: log depth, u, v, log scale)", title="centre head: loss")
-    a.grid(alpha=0.3)
-    b.plot(ep, [r.get("heldout_within_20cm", float("nan")) for r in history], label="centre within 20 cm")
-    b.plot(ep, [r.get("heldout_median_error_m", float("nan")) for r in history], label="median centre error (m)")
-    b.plot(ep, [r.get("heldout_depth_rel_median", float("nan")) for r in history], label="median depth error (relative)")
-    b.plot(ep, [r.get("heldout_scale_error_median", float("nan")) for r in history], label="median scale error (relative)")
-    b.set(xlabel="epoch", ylabel="held-out", title="centre head: held-out errors", ylim=(0, 1))
-    b.legend()
-    b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ OUT/class_crops_<split>.pt, so a second run on the same checkpoint starts traini
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 
@@ -46,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    from roca_core.checkpoint import save_checkpoint
-    from roca_core.cli.head_stage import EpochLog, load_base
+    from roca_core.cli.head_stage import EpochLog, load_base, save_stage
     from roca_core.training.class_stage import (ClassStageConfig, cached_detection_samples, class_errors,
                                                 train_class_head, with_class_head)
 
@@ -92,41 +89,19 @@ def main(argv: "list[str] | None" = None) -> int:
     history = train_class_head(model.class_head, data["train"], data["val"], stage, cfg.image_size, log)
     log.close()
     final = class_errors(model.class_head, data["val"], cfg.image_size, stage.mix)
-    extra = dict(extra or {}, class_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
-                                           "train_samples": n_train})
-    path = save_checkpoint(out / "model_class.safetensors", model, cfg, extra)
-    (out / "class_history.json").write_text(json.dumps({"stage": asdict(stage), "history": history,
-                                                        "heldout": final}, indent=1))
-    _plot(history, out / "class_curve.png")
+    path = save_stage(out, "class", model, cfg, extra, stage, ckpt, history, final, {"train_samples": n_train},
+                      loss_label="cross-entropy",
+                      series=[("heldout_accuracy", "head accuracy on the detections", "-"),
+                              ("heldout_recall", "recall at 0.5, re-scored", "-"),
+                              ("heldout_precision", "precision at 0.5, re-scored", "-"),
+                              ("heldout_recall_before", "recall at 0.5, detector", "--"),
+                              ("heldout_precision_before", "precision at 0.5, detector", "--")],
+                      right_title="held-out detections", right_ylabel="held-out", legend_size=8)
     print(f"[roca-train-class] held-out: objects with a right-class detection above 0.5 "
           f"{final.get('recall_before', 0):.3f} -> {final.get('recall', 0):.3f}, precision of those detections "
           f"{final.get('precision_before', 0):.3f} -> {final.get('precision', 0):.3f}, head accuracy "
           f"{final.get('accuracy', 0):.3f} ({final.get('detections', 0)} detections); wrote {path}", flush=True)
     return 0
-
-
-def _plot(history: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["loss"] for r in history])
-    a.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="class head: loss")
-    a.grid(alpha=0.3)
-    for key, label, style in (("heldout_accuracy", "head accuracy on the detections", "-"),
-                              ("heldout_recall", "recall at 0.5, re-scored", "-"),
-                              ("heldout_precision", "precision at 0.5, re-scored", "-"),
-                              ("heldout_recall_before", "recall at 0.5, detector", "--"),
-                              ("heldout_precision_before", "precision at 0.5, detector", "--")):
-        b.plot(ep, [r.get(key, float("nan")) for r in history], style, label=label)
-    b.set(xlabel="epoch", ylabel="held-out", title="class head: held-out detections", ylim=(0, 1))
-    b.legend(fontsize=8)
-    b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

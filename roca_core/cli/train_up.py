@@ -13,9 +13,7 @@ roca-train-centre), so a second run starts training at once.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 
@@ -44,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    from roca_core.checkpoint import save_checkpoint
-    from roca_core.cli.head_stage import EpochLog, both_splits, load_base
+    from roca_core.cli.head_stage import EpochLog, both_splits, load_base, save_stage
     from roca_core.training.up_stage import UpStageConfig, train_up_head, up_errors, with_up_head
 
     stage = UpStageConfig(width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
@@ -80,40 +77,15 @@ def main(argv: "list[str] | None" = None) -> int:
     history = train_up_head(model.up_head, data["train"], data["val"], stage, log)
     log.close()
     final = up_errors(model.up_head, data["val"])
-    extra = dict(extra or {}, up_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
-                                        "train_images": n_train})
-    path = save_checkpoint(out / "model_up.safetensors", model, cfg, extra)
-    (out / "up_history.json").write_text(json.dumps({"stage": asdict(stage), "history": history,
-                                                     "heldout": final}, indent=1))
-    _plot(history, out / "up_curve.png")
+    path = save_stage(out, "up", model, cfg, extra, stage, ckpt, history, final, {"train_images": n_train},
+                      loss_label="distance of unit vectors",
+                      series=[("heldout_median_error_deg", "median error (deg)")],
+                      right_title="held-out angle error", right_ylabel="degrees",
+                      twin=("heldout_within_5deg", "within 5 deg", "share within 5 deg"))
     print(f"[roca-train-up] held-out: median up error {final.get('median_error_deg', float('nan')):.2f} deg, "
           f"{final.get('within_2deg', 0):.3f} within 2 deg, {final.get('within_5deg', 0):.3f} within 5 deg "
           f"({final.get('images', 0)} images); wrote {path}", flush=True)
     return 0
-
-
-def _plot(history: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["loss"] for r in history])
-    a.set(xlabel="epoch", ylabel="training loss (distance of unit vectors)", title="up head: loss")
-    a.grid(alpha=0.3)
-    line1, = b.plot(ep, [r.get("heldout_median_error_deg", float("nan")) for r in history],
-                    label="median error (deg)")
-    b.set(xlabel="epoch", ylabel="degrees", title="up head: held-out angle error")
-    b.grid(alpha=0.3)
-    b2 = b.twinx()
-    line2, = b2.plot(ep, [r.get("heldout_within_5deg", float("nan")) for r in history], color="tab:orange",
-                     label="within 5 deg")
-    b2.set(ylabel="share within 5 deg", ylim=(0, 1))
-    b.legend(handles=[line1, line2], loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

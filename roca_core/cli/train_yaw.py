@@ -12,9 +12,7 @@ in OUT/crops_<split>.pt, so a second run starts training at once.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 
@@ -45,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
-    from roca_core.checkpoint import save_checkpoint
-    from roca_core.cli.head_stage import EpochLog, both_splits, load_base
+    from roca_core.cli.head_stage import EpochLog, both_splits, load_base, save_stage
     from roca_core.training.yaw_stage import (YawStageConfig, chance_levels, train_yaw_head, with_yaw_head,
                                               yaw_accuracy)
 
@@ -85,38 +82,16 @@ def main(argv: "list[str] | None" = None) -> int:
     history = train_yaw_head(model.yaw_head, data["train"], data["val"], stage, log)
     log.close()
     final = yaw_accuracy(model.yaw_head, data["val"])
-    extra = dict(extra or {}, yaw_stage={**asdict(stage), "base_checkpoint": str(ckpt), "heldout": final,
-                                         "heldout_chance": chance, "train_objects": n_train})
-    path = save_checkpoint(out / "model_yaw.safetensors", model, cfg, extra)
-    (out / "yaw_history.json").write_text(json.dumps({"stage": asdict(stage), "history": history,
-                                                      "heldout": final, "heldout_chance": chance}, indent=1))
-    _plot(history, out / "yaw_curve.png", chance)
+    path = save_stage(out, "yaw", model, cfg, extra, stage, ckpt, history, final, {"train_objects": n_train},
+                      also={"heldout_chance": chance}, loss_label="NLL of the right bins",
+                      series=[("heldout_exact", "right bin"), ("heldout_within_one_bin", "within one bin"),
+                              ("heldout_within_20deg", "decoded yaw within 20°")],
+                      right_title="held-out accuracy (dotted: chance)", right_ylabel="held-out share",
+                      chance={f"heldout_{key}": level for key, level in chance.items()})
     print(f"[roca-train-yaw] held-out: {final['exact']:.3f} in the right bin, {final['within_one_bin']:.3f} "
           f"within one, {final.get('within_20deg', 0):.3f} within 20 degrees (median error "
           f"{final.get('median_error_deg', float('nan')):.1f} deg; {final['objects']} objects); wrote {path}", flush=True)
     return 0
-
-
-def _plot(history: list[dict], path: Path, chance: dict[str, float]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["loss"] for r in history])
-    a.set(xlabel="epoch", ylabel="training loss (NLL of the right bins)", title="yaw head: loss")
-    a.grid(alpha=0.3)
-    for key, label in (("exact", "right bin"), ("within_one_bin", "within one bin")):
-        line, = b.plot(ep, [r.get(f"heldout_{key}", float("nan")) for r in history], label=label)
-        b.axhline(chance[key], color=line.get_color(), ls=":", lw=1)
-    b.plot(ep, [r.get("heldout_within_20deg", float("nan")) for r in history], label="decoded yaw within 20°")
-    b.set(xlabel="epoch", ylabel="held-out share", title="yaw head: held-out accuracy (dotted: chance)", ylim=(0, 1))
-    b.legend()
-    b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
