@@ -260,9 +260,15 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
 
     import yaml
 
+    import shutil
+
     out, work = tmp_path / "out", tmp_path / "work"
+    # a second call goes on from the first call's model (here: a copy of the demo model)
+    first = tmp_path / "first_call_model.safetensors"
+    shutil.copy(REPO / "models" / "roca_demo.safetensors", first)
     res = _run(["bash", "scripts/gpu_run.sh", str(out), "--dry-run", "--work", str(work),
-                "--step-seconds", "2.0", "--no-eval"], {"ROCA_HOME": os.environ["ROCA_HOME"]}, 300)
+                "--step-seconds", "2.0", "--no-eval", "--init-weights", str(first)],
+               {"ROCA_HOME": os.environ["ROCA_HOME"]}, 300)
     log = (out / "job.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert res.returncode == 0 and summary["failures"] == [], log[-4000:]
@@ -275,9 +281,14 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     cfg = yaml.safe_load((out / "train_config.yaml").read_text())
     assert summary["train"]["final_iteration"] >= 1 and cfg["train"]["max_iter"] <= 3
     assert (work / "train" / summary["train"]["model"]).is_file() and summary["model_manifest"]
-    assert "--step-seconds 2 --no-eval" in summary["repro"]
+    assert "--step-seconds 2 --no-eval --init-weights" in summary["repro"]
+    assert cfg["train"]["init_weights"] == str(first.resolve())
+    assert f"train starts from {first.resolve()}" in log and f"initial weights from {first.resolve()}" in log
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o2"), "--dry-run", "--step-seconds", "0"], {}, 60)
     assert bad.returncode == 2 and "--step-seconds must be > 0" in bad.stderr
+    bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o3"), "--dry-run", "--init-weights",
+                str(tmp_path / "missing.safetensors")], {}, 60)
+    assert bad.returncode == 2 and "--init-weights: checkpoint not found" in bad.stderr
 
 
 def test_pure_torch_voxeliser_takes_autocast_dtypes():

@@ -2,6 +2,8 @@
 
     scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_heads.yaml]   # on the GPU machine
     scripts/gpu_run.sh OUT_DIR --step-seconds 0.22 --no-eval   # a short call that only trains
+    scripts/gpu_run.sh OUT2 --step-seconds 0.25 --no-eval --init-weights WORK/train/model_final.safetensors
+                                                               # a second call that goes on from the first
     python -m roca_core.cli.gpu_job OUT_DIR --dry-run                        # CPU check, tiny sizes
 
 Sizes and limits: config/gpu_job.yaml (profiles gpu and dry_run). Everything written to
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and plan the schedule with this (a short call that only trains)")
     p.add_argument("--no-eval", action="store_true",
                    help="skip roca-eval (evaluate the model elsewhere); its reserve goes to training")
+    p.add_argument("--init-weights", default=None,
+                   help="checkpoint training continues from (default: the preset's train.init_weights, the "
+                        "committed demo model); a second call passes the first call's model to go on from it")
     p.add_argument("--work", default=None,
                    help="folder for data and checkpoints (default: a new temporary folder)")
     p.add_argument("--config", default=None, help="job config file (default: config/gpu_job.yaml)")
@@ -65,13 +70,16 @@ def main(argv: "list[str] | None" = None) -> int:
         preset = Path(args.preset).resolve() if args.preset else resolve_repo_path(job.train.preset)
         if not preset.is_file():
             raise ConfigError(f"preset file not found: {preset}")
+        init = Path(args.init_weights).resolve() if args.init_weights else None
+        if init is not None and not init.is_file():
+            raise ConfigError(f"--init-weights: checkpoint not found: {init}")
     except ConfigError as exc:
         print(f"gpu_job: bad config: {exc}", file=sys.stderr)
         return 2
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="roca_gpu_job_"))
     req = JobRequest(out_dir=Path(args.out_dir).resolve(), work_dir=work.resolve(), job=job,
                      profile=profile, minutes=minutes, preset=preset, t0=t0,
-                     step_seconds=args.step_seconds, evaluate=not args.no_eval)
+                     step_seconds=args.step_seconds, evaluate=not args.no_eval, init_weights=init)
     return run_job(req)
 
 

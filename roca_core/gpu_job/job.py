@@ -52,6 +52,9 @@ class JobRequest:
     step_seconds: "float | None" = None
     # False: no roca-eval here (the model is evaluated elsewhere); its reserve goes to training.
     evaluate: bool = True
+    # The model training continues (a second call chains on the first's model); None: the
+    # preset's train.init_weights, the committed demo model.
+    init_weights: "Path | None" = None
 
 
 def _write_yaml(path: Path, data: dict) -> Path:
@@ -181,6 +184,9 @@ def run_job(req: JobRequest) -> int:
         phase_done("environment")
 
         exp = base_experiment(job, req.preset)
+        if req.init_weights is not None:
+            exp.train.init_weights = str(req.init_weights)
+        log(f"train starts from {exp.train.init_weights or 'random weights'}")
         summary["train_voxeliser"] = voxeliser_backend(exp.model.voxelize_backend)
         log(f"voxeliser backend of the trained preset (voxelize_backend: {exp.model.voxelize_backend}): "
             f"{summary['train_voxeliser']}")
@@ -335,6 +341,7 @@ def _finish(req: JobRequest, log: JobLog, summary: dict, out: Path) -> int:
     summary["repro"] = (f"bash scripts/gpu_run.sh OUT {'--dry-run ' if req.profile == 'dry_run' else ''}"
                         f"{f'--step-seconds {req.step_seconds:g} ' if req.step_seconds else ''}"
                         f"{'' if req.evaluate else '--no-eval '}"
+                        f"{f'--init-weights {req.init_weights} ' if req.init_weights else ''}"
                         f"--minutes {req.minutes:g} --preset {req.preset.relative_to(REPO_ROOT) if req.preset.is_relative_to(REPO_ROOT) else req.preset}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "summary.md").write_text(summary_markdown(summary))
