@@ -38,6 +38,7 @@ setup(
             "roca-train-yaw = roca_core.cli.train_yaw:main",
             "roca-train-centre = roca_core.cli.train_centre:main",
             "roca-train-class = roca_core.cli.train_class:main",
+            "roca-train-shape = roca_core.cli.train_shape:main",
             "roca-train-up = roca_core.cli.train_up:main",
             "roca-cad-db = roca_core.cli.cad_db:main",
             "roca-make-dataset = roca_core.cli.make_dataset:main",

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-class-head", action="store_true",
                    help="rank and threshold detections by the detector's score alone, although the "
                         "network has a class head (to measure what the head adds)")
+    p.add_argument("--no-shape-head", action="store_true",
+                   help="retrieve with the NOC embedding although the network has a shape head "
+                        "(model.shape_width > 0), to measure what the crop's embedding adds")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -167,6 +170,9 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         has_class_head = getattr(predictor.model, "class_head", None) is not None
         if args.no_class_head:
             predictor.model.use_class_head = False
+        has_shape_head = getattr(predictor.model, "shape_head", None) is not None
+        if args.no_shape_head:
+            predictor.model.use_shape_head = False
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
                                     depth_source=depth_source, upright=args.upright,
@@ -179,7 +185,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                   yaw_head=("off" if args.no_yaw_head else "on") if has_yaw_head else "none",
                   centre_head=("off" if args.no_centre_head else "on") if has_centre_head else "none",
                   up_head=("off" if args.no_up_head else "on") if has_up_head else "none",
-                  class_head=("off" if args.no_class_head else "on") if has_class_head else "none")
+                  class_head=("off" if args.no_class_head else "on") if has_class_head else "none",
+                  shape_head=("off" if args.no_shape_head else "on") if has_shape_head else "none")
     oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
                                           ("sensor depth", depth_source == "sensor"),
                                           ("the upright prior", args.upright),
@@ -190,7 +197,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                                           ("the centre head", has_centre_head and not args.no_centre_head),
                                           ("the up head", has_up_head and not args.no_up_head and not args.upright),
                                           ("the class head", has_class_head and not args.no_class_head
-                                           and not args.gt_boxes))
+                                           and not args.gt_boxes),
+                                          ("the shape head", has_shape_head and not args.no_shape_head))
                       if on)
     oracle = f" with {oracle}" if oracle else ""
     print(format_markdown(report, title=f"ROCA evaluation: {split} split of {args.data}{oracle}"))

@@ -121,6 +121,12 @@ class ModelConfig:
     class_width: int = 0
     class_crop: int = 32
     class_mix: float = 0.5
+    # Shape head (roca_core/model/shape_head.py; not in the paper): a small CNN on a
+    # ``shape_crop`` x ``shape_crop`` crop of each detection's box embeds it next to the CAD
+    # encoder's embeddings; retrieval then searches with it instead of the NOC embedding.
+    # 0: no shape head.
+    shape_width: int = 0
+    shape_crop: int = 32
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7
@@ -165,6 +171,8 @@ class ModelConfig:
         if self.class_width < 0 or (self.class_width and self.class_crop < 8) or not 0.0 <= self.class_mix <= 1.0:
             raise ConfigError(f"model.class_width={self.class_width} (0 or >= 1), class_crop={self.class_crop} "
                               f"(>= 8), class_mix={self.class_mix} (0 to 1)")
+        if self.shape_width < 0 or (self.shape_width and self.shape_crop < 8):
+            raise ConfigError(f"model.shape_width={self.shape_width} (0 or >= 1), shape_crop={self.shape_crop} (>= 8)")
         if len(self.tiny_channels) != 4:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:

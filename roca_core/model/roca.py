@@ -26,6 +26,7 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 from roca_core.model.alignment_head import AlignmentHead
 from roca_core.model.backbone import build_backbone
 from roca_core.model.class_head import ClassHead, class_loss, rescore
+from roca_core.model.shape_head import ShapeHead
 from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
                                          decode_size)
 from roca_core.model.config import ModelConfig
@@ -100,6 +101,9 @@ class RocaModel(nn.Module):
         self.use_up_head = True  # and for the up head (roca-eval --no-up-head)
         self.class_head = ClassHead(c, cfg.class_crop, cfg.class_width) if cfg.class_width else None
         self.use_class_head = True  # and for the class head (roca-eval --no-class-head)
+        self.shape_head = ShapeHead(c, cfg.shape_crop, cfg.shape_width, cfg.embedding_dim) \
+            if cfg.shape_width else None
+        self.use_shape_head = True  # and for the shape head (roca-eval --no-shape-head)
         # Per-class loss weights (detection, mask, alignment); the trainer sets them.
         self.register_buffer("class_weights", torch.ones(c))
         self.profile = False
@@ -237,13 +241,15 @@ class RocaModel(nn.Module):
         return feat_rois, depth_rois, Ks[bidx]
 
     def _box_crops(self, imgs, boxes: torch.Tensor, bidx: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Image crops of the boxes at each size the yaw and centre heads read, cut once per
-        size (the two share one when their sizes match)."""
+        """Image crops of the boxes at each size the yaw, centre and (in eval) shape heads read,
+        cut once per size (heads share one when their sizes match)."""
         sizes = set()
         if self.yaw_head is not None:
             sizes.add(self.cfg.yaw_crop)
         if self.centre_head is not None:
             sizes.add(self.cfg.centre_crop)
+        if self.shape_head is not None and not self.training:
+            sizes.add(self.cfg.shape_crop)
         if not sizes:
             return {}
         stacked = torch.stack(imgs)
@@ -451,6 +457,8 @@ class RocaModel(nn.Module):
         with self._stage("retrieval"):
             vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
             z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
+            if self.shape_head is not None and self.use_shape_head and r:
+                z = self.shape_head(crops[cfg.shape_crop], classes)  # the crop's embedding instead
 
         results = []
         h, w = cfg.image_size

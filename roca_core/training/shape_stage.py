@@ -1,0 +1,164 @@
+"""Train a network's shape head on its own (roca-train-shape): crops of the ground-truth boxes
+-> an embedding next to their CAD model's, with the CAD encoder and the rest of the network
+frozen and untouched.
+
+The CAD models of the data set are embedded once with the network's CAD encoder; each crop's
+target is its own CAD model among those of its class (``shape_head.shape_logits``). The crops
+are the crop cache the yaw and centre stages use (``roca_core.training.crop_cache``); the CAD
+model of each cached object comes from the data set's annotations, in the cache's order
+(images in order, their kept annotations in order), checked against the cached classes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from roca_core.model.shape_head import ShapeHead, shape_logits, shape_loss
+from roca_core.training.crop_augment import mirror, random_flips, relight, shift_zoom
+
+
+@dataclass
+class ShapeStageConfig:
+    crop: int = 32
+    width: int = 16
+    epochs: int = 15
+    batch: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    workers: int = 2  # processes that cut the crops
+    max_train_images: int = 0  # 0: all
+    # Mirror, shift, zoom and relight the training crops (``crop_augment``): a mirrored object
+    # is still its CAD model (the library's models are left-right symmetric in shape).
+    augment: bool = True
+
+
+class CadTargets:
+    """The data set's CAD models embedded by the network's CAD encoder, and which of them each
+    class may retrieve. ``embedding`` (M, E), ``classes`` (M,) 0-based, ``ids`` (M,)."""
+
+    def __init__(self, model: torch.nn.Module, database: Any, class_names: "tuple[str, ...]") -> None:
+        if database is None or len(database) == 0:
+            raise ValueError("the data set has no CAD database (cad_db) to embed")
+        self.ids = list(database.ids)
+        index = {name: i for i, name in enumerate(class_names)}
+        self.classes = torch.tensor([index.get(c, -1) for c in database.model_classes])
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            vox = torch.from_numpy(np.asarray(database.voxels, dtype=np.float32))
+            self.embedding = torch.cat([model.embed_cad(vox[k:k + 64]).float() for k in range(0, len(vox), 64)])
+        model.train(was_training)
+
+    @classmethod
+    def from_embeddings(cls, ids: "list[str]", classes: torch.Tensor, embedding: torch.Tensor) -> "CadTargets":
+        """Targets from CAD embeddings computed elsewhere (M ids, (M,) classes, (M, E))."""
+        self = cls.__new__(cls)
+        self.ids, self.classes, self.embedding = list(ids), classes.long(), embedding.float()
+        return self
+
+    def allowed(self, cls: torch.Tensor) -> torch.Tensor:
+        """(R,) 0-based classes -> (R, M) bool: the CAD models of each object's class."""
+        return self.classes[None, :] == cls[:, None]
+
+
+def cad_indices(dataset: Any, cads: CadTargets, cached: dict[str, torch.Tensor], max_images: int = 0) -> torch.Tensor:
+    """(R,) index into ``cads.ids`` of each cached object's CAD model (-1: not in the database),
+    read from the annotations in the crop cache's order; ValueError when that order does not
+    match the cache (its object count or translations ``t`` differ)."""
+    where = {cad_id: i for i, cad_id in enumerate(cads.ids)}
+    out, trans = [], []
+    n_images = len(dataset) if not max_images else min(max_images, len(dataset))
+    for i in range(n_images):
+        for a in dataset.annotations(i):
+            out.append(where.get(str(a.get("model", {}).get("id_cad")), -1))
+            trans.append(a["t"])
+    idx = torch.tensor(out, dtype=torch.int64)
+    t = cached["t"]
+    if idx.numel() != t.shape[0] or not torch.allclose(torch.tensor(trans, dtype=torch.float32).reshape(-1, 3),
+                                                      t.float(), atol=1e-3):
+        raise ValueError(f"the crop cache ({t.shape[0]} objects) does not match the annotations "
+                         f"({idx.numel()}); delete the cache to cut it again")
+    return idx
+
+
+@torch.no_grad()
+def retrieval_accuracy(head: ShapeHead, data: dict[str, torch.Tensor], cads: CadTargets,
+                       batch: int = 512) -> dict[str, float]:
+    """Over the objects whose CAD model is in the database: share whose nearest CAD model of
+    their class is theirs (top-1) and among the 5 nearest (top-5), and chance top-1."""
+    head.eval()
+    sel = torch.where(data["cad"] >= 0)[0]
+    top1 = top5 = 0
+    chance = 0.0
+    for j in range(0, sel.numel(), batch):
+        idx = sel[j:j + batch]
+        cls = data["cls"][idx]
+        allowed = cads.allowed(cls)
+        logits = shape_logits(head(data["x"][idx].float() / 255, cls), cads.embedding, allowed,
+                              torch.zeros(()))
+        target = data["cad"][idx]
+        rank = (logits > logits.gather(1, target[:, None])).sum(dim=1)  # CAD models ahead of the right one
+        top1 += int((rank == 0).sum())
+        top5 += int((rank < 5).sum())
+        chance += float((1.0 / allowed.sum(dim=1).clamp_min(1)).sum())
+    head.train()
+    n = max(1, sel.numel())
+    return {"top1": top1 / n, "top5": top5 / n, "chance_top1": chance / n, "objects": int(sel.numel())}
+
+
+def train_shape_head(head: ShapeHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",
+                     cads: CadTargets, cfg: ShapeStageConfig,
+                     log: "Callable[[dict[str, Any]], None] | None" = None) -> list[dict[str, Any]]:
+    """AdamW on ``shape_loss`` with cosine decay; -> one dict per epoch (loss, held-out top-1
+    and top-5, seconds). ``train``/``val``: crop cache splits with a ``cad`` column."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
+    sel = torch.where(train["cad"] >= 0)[0]
+    history: list[dict[str, Any]] = []
+    t0 = time.time()
+    head.train()
+    for epoch in range(cfg.epochs):
+        perm = sel[torch.randperm(sel.numel(), generator=gen)]
+        total, count = 0.0, 0
+        for j in range(0, perm.numel(), cfg.batch):
+            idx = perm[j:j + cfg.batch]
+            cls = train["cls"][idx]
+            x = train["x"][idx].float() / 255
+            if cfg.augment:
+                x = relight(shift_zoom(mirror(x, random_flips(x.shape[0], gen)), gen), gen)
+            logits = shape_logits(head(x, cls), cads.embedding, cads.allowed(cls), head.log_temperature)
+            loss = shape_loss(logits, train["cad"][idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+            count += idx.numel()
+        sched.step()
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, count), 4),
+                               "seconds": round(time.time() - t0, 1)}
+        if val is not None:
+            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in retrieval_accuracy(head, val, cads).items()})
+        history.append(row)
+        if log is not None:
+            log(row)
+    head.eval()
+    return history
+
+
+def with_shape_head(model: torch.nn.Module, cfg: Any, stage: ShapeStageConfig) -> tuple[torch.nn.Module, Any]:
+    """-> (the network with a fresh shape head of the stage's size, its config). An existing
+    head of the same size is kept (training continues from it)."""
+    new_cfg = dataclasses.replace(cfg, shape_width=stage.width, shape_crop=stage.crop)
+    head = getattr(model, "shape_head", None)
+    if head is None or (cfg.shape_width, cfg.shape_crop) != (stage.width, stage.crop):
+        model.shape_head = ShapeHead(new_cfg.num_classes, stage.crop, stage.width, new_cfg.embedding_dim)
+    model.cfg = new_cfg
+    return model, new_cfg
