@@ -54,7 +54,7 @@ def test_top1_top5_chance_and_objects_outside_the_database():
     assert g["num"] == 2 and g["top1"] == 100.0 and g["chance_top1"] == pytest.approx(100 / 6)
     line = format_retrieval_line(res)
     assert "7 GT objects; 1 objects' CADs are not in the database" in line
-    assert "from predicted NOCs (4 objects): top-1 50.0 % (chance 37.5 %)" in line
+    assert "from the network's query (predicted NOCs, or the crop with a shape head) (4 objects): top-1 50.0 % (chance 37.5 %)" in line
     empty = RetrievalAccumulator().result()
     assert empty["pred_noc"]["top1"] is None and format_retrieval_line(empty) is None
 

@@ -35,17 +35,19 @@ def test_shape_logits_rank_the_nearest_cad_model_of_the_class_first():
 
 
 def _crop_data(n: int, seed: int) -> dict[str, torch.Tensor]:
-    """Two classes with two CAD models each; the CAD model shows as a bright square in the left
-    or the right half of the crop (an even left-right split is mirror-safe only with
-    augmentation off, so the tests train without it)."""
+    """Two classes with two CAD models each. Class 0's CAD models look different (a bright
+    square in the left or the right half of the crop; mirror-safe only without augmentation, so
+    the tests train without it) and have the same size; class 1's look the same and differ in
+    size (0.5 m and 1 m)."""
     g = torch.Generator().manual_seed(seed)
     cls = torch.randint(0, 2, (n,), generator=g)
     which = torch.randint(0, 2, (n,), generator=g)
     x = torch.full((n, 3, 16, 16), 0.2)
     for i in range(n):
-        c0 = 2 if which[i] == 0 else 9
+        c0 = 2 if (which[i] == 0 or cls[i] == 1) else 9
         x[i, :, 4:12, c0:c0 + 5] = 0.9
-    return {"x": (x * 255).to(torch.uint8), "cls": cls, "cad": 2 * cls + which}
+    side = torch.where((cls == 1) & (which == 1), 1.0, 0.5) * (1 + 0.03 * torch.randn(n, generator=g))
+    return {"x": (x * 255).to(torch.uint8), "cls": cls, "cad": 2 * cls + which, "size": side[:, None].expand(n, 3)}
 
 
 def test_the_head_learns_which_cad_model_a_crop_shows():
@@ -63,6 +65,11 @@ def test_the_head_learns_which_cad_model_a_crop_shows():
     after = retrieval_accuracy(head, val, cads)
     assert len(history) == 12 and history[-1]["loss"] < history[0]["loss"]
     assert after["top1"] > 0.95 and after["objects"] == 128
+    # class 1's CAD models differ only in size: swapping the sizes swaps the answers
+    cls1 = torch.where(val["cls"] == 1)[0]
+    swapped = dict(val, size=val["size"].clone())
+    swapped["size"][cls1] = torch.where(val["cad"][cls1, None] == 3, 0.5, 1.0).expand(-1, 3)
+    assert retrieval_accuracy(head, {k: v[cls1] for k, v in swapped.items()}, cads)["top1"] < 0.05
 
 
 def test_model_retrieves_with_the_shape_head_in_eval_only():
@@ -85,7 +92,8 @@ def test_model_retrieves_with_the_shape_head_in_eval_only():
         without = model(images, intrinsics=K, gt_boxes=boxes, gt_labels=labels)
         from roca_core.model.yaw_head import yaw_crops
         for img, b, lab, a, w in zip(images, boxes, labels, with_head, without):
-            expect = model.shape_head(yaw_crops(img[None], b, torch.zeros(len(b), dtype=torch.long), 16), lab - 1)
+            expect = model.shape_head(yaw_crops(img[None], b, torch.zeros(len(b), dtype=torch.long), 16), lab - 1,
+                                      a["scales"])
             torch.testing.assert_close(a["noc_embeddings"], expect)
             assert w["noc_embeddings"].shape == expect.shape and not torch.allclose(w["noc_embeddings"], expect)
             torch.testing.assert_close(a["translations"], w["translations"])  # only retrieval changes
@@ -115,7 +123,8 @@ def test_roca_train_shape_cli_trains_a_head_that_eval_uses(tiny_render, tmp_path
             "--crop", "16", "--width", "4", "--workers", "1", "--no-progress"]
     assert train_shape_main(args) == 0
     text = capsys.readouterr().out
-    assert "CAD models;" in text and "held-out: the right CAD model first for" in text
+    assert "CAD models;" in text and "sizes from the truth" in text  # the tiny network has no centre head
+    assert "held-out: the right CAD model first for" in text
     model, cfg2, extra = load_checkpoint(out / "model_shape.safetensors")
     assert (cfg2.shape_width, cfg2.shape_crop) == (4, 16) and model.shape_head is not None
     assert replace(cfg2, shape_width=0, shape_crop=cfg.shape_crop) == cfg  # nothing else changed
@@ -143,3 +152,23 @@ def test_roca_train_shape_cli_trains_a_head_that_eval_uses(tiny_render, tmp_path
         assert json.loads((tmp_path / f"r_{state}.json").read_text())["shape_head"] == state
     assert train_shape_main(["--checkpoint", str(tmp_path / "missing.safetensors"), "--out", str(out)]) == 2
     assert train_shape_main(args + ["--crop", "4"]) == 2
+
+
+def test_training_sizes_are_the_centre_heads_when_the_network_has_one():
+    from roca_core.model.centre_head import CentreHead, box_geometry, decode_size
+    from roca_core.training.shape_stage import predicted_sizes
+
+    torch.manual_seed(0)
+    n = 5
+    data = {"x": torch.randint(0, 255, (n, 3, 16, 16), dtype=torch.uint8), "cls": torch.tensor([0, 1, 0, 1, 0]),
+            "boxes": torch.tensor([[10.0, 10, 30, 40]]).expand(n, 4).clone(),
+            "K": torch.tensor([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 1]]).expand(n, 3, 3).clone(),
+            "s": torch.full((n, 3), 0.7)}
+    without = torch.nn.Module()
+    without.centre_head = None
+    torch.testing.assert_close(predicted_sizes(without, data, (48, 64)), data["s"])  # the truth
+    with_head = torch.nn.Module()
+    with_head.centre_head = CentreHead(2, 16, 4)
+    expect = decode_size(with_head.centre_head.eval()(data["x"].float() / 255,
+                                                      box_geometry(data["boxes"], data["K"], (48, 64)), data["cls"]))
+    torch.testing.assert_close(predicted_sizes(with_head, data, (48, 64)), expect)

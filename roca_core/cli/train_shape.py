@@ -8,7 +8,8 @@ Examples::
 
 Writes OUT/model_shape.safetensors (the same network plus its shape head, ``model.shape_width``
 set), OUT/shape_history.json and OUT/shape_curve.png (held-out retrieval top-1 and top-5 per
-epoch). The CAD encoder stays as it is, so a CAD database it embedded stays valid. The crops are
+epoch). The head reads each object's size as the centre head predicts it (the true size
+for a network without one). The CAD encoder stays as it is, so a CAD database it embedded stays valid. The crops are
 cached in OUT/crops_<split>.pt (the same cache as roca-train-yaw and roca-train-centre), so a
 second run starts training at once.
 """
@@ -49,8 +50,8 @@ def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
     from roca_core.cli.head_stage import EpochLog, both_splits, load_base, save_stage
     from roca_core.data.loader import RocaDataset
-    from roca_core.training.shape_stage import (CadTargets, ShapeStageConfig, cad_indices, retrieval_accuracy,
-                                                train_shape_head, with_shape_head)
+    from roca_core.training.shape_stage import (CadTargets, ShapeStageConfig, cad_indices, predicted_sizes,
+                                                retrieval_accuracy, train_shape_head, with_shape_head)
 
     if args.epochs < 1 or args.batch < 1 or args.crop < 8 or args.width < 1 or args.lr <= 0:
         print("roca-train-shape: need --epochs >= 1, --batch >= 1, --crop >= 8, --width >= 1, --lr > 0",
@@ -78,12 +79,14 @@ def main(argv: "list[str] | None" = None) -> int:
         for split, ds in (("train", train_ds), ("val", RocaDataset(args.data, "val", image_size=cfg.image_size,
                                                                    class_names=cfg.class_names))):
             data[split]["cad"] = cad_indices(ds, cads, data[split], stage.max_train_images if split == "train" else 0)
+            data[split]["size"] = predicted_sizes(model, data[split], cfg.image_size)
     except (FileNotFoundError, ValueError) as exc:
         print(f"roca-train-shape: {exc}", file=sys.stderr)
         return 2
     n_train, n_val = int((data["train"]["cad"] >= 0).sum()), int((data["val"]["cad"] >= 0).sum())
     print(f"[roca-train-shape] {len(cads.ids)} CAD models; {n_train} training and {n_val} held-out objects "
-          f"with one of them", flush=True)
+          f"with one of them; sizes from {'the centre head' if model.centre_head is not None else 'the truth'}",
+          flush=True)
     if n_train == 0:
         print("roca-train-shape: no training object's CAD model is in the CAD database", file=sys.stderr)
         return 2

@@ -131,7 +131,8 @@ class RetrievalAccumulator:
 def format_retrieval_line(result: Mapping[str, Any]) -> "str | None":
     """One Markdown sentence for the report, None when nothing was queried."""
     parts = []
-    names = {"pred_noc": "predicted NOCs", "gt_noc": "ground-truth NOCs"}
+    names = {"pred_noc": "the network's query (predicted NOCs, or the crop with a shape head)",
+             "gt_noc": "ground-truth NOCs"}
     for source in QUERY_SOURCES:
         block = result.get(source) or {}
         if not block.get("num"):

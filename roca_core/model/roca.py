@@ -458,7 +458,7 @@ class RocaModel(nn.Module):
             vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
             z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
             if self.shape_head is not None and self.use_shape_head and r:
-                z = self.shape_head(crops[cfg.shape_crop], classes)  # the crop's embedding instead
+                z = self.shape_head(crops[cfg.shape_crop], classes, out.scale)  # the crop's embedding instead
 
         results = []
         h, w = cfg.image_size
