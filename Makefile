@@ -27,8 +27,8 @@ bench: setup
 bench-camera: setup
 	$(PY) bench/bench_node_camera.py --threads 2
 
-# Reproduce models/roca_demo.safetensors from scratch (about 3 h on 2 idle CPU cores: 3 min
-# data, ~40 + ~15 min for the two training stages, ~110 min for the four image-only heads,
-# ~20 min evaluation); see models/README.md.
+# Reproduce models/roca_demo.safetensors from scratch (about 3.5 h on 2 idle CPU cores: 3 min
+# data, ~40 + ~15 min for the two training stages, ~125 min for the five image-only heads,
+# ~25 min evaluation; without the GPU stages); see models/README.md.
 demo-model: setup
 	bash scripts/train_demo_model.sh

@@ -34,6 +34,8 @@ ev eval_val_gt_boxes_depth --gt-boxes --depth-source gt
 ev eval_val_upright --upright
 # What the class head's re-scoring adds (a network without one scores the same as eval_val).
 ev eval_val_no_class_head --no-class-head
+# What the shape head's retrieval from the crop adds (retrieval from the NOC embedding instead).
+ev eval_val_no_shape_head --no-shape-head
 cp "$CKPT" models/roca_demo.safetensors
 cp "$EVAL_DIR/eval_val.md" models/roca_demo_eval.md
 cp "$EVAL_DIR/eval_val.json" models/roca_demo_eval.json
@@ -41,11 +43,12 @@ cp "$EVAL_DIR/eval_val_gt_boxes.md" models/roca_demo_eval_gt_boxes.md
 cp "$EVAL_DIR/eval_val_gt_boxes_depth.md" models/roca_demo_eval_gt_boxes_depth.md
 cp "$EVAL_DIR/eval_val_upright.md" models/roca_demo_eval_upright.md
 cp "$EVAL_DIR/eval_val_no_class_head.md" models/roca_demo_eval_no_class_head.md
+cp "$EVAL_DIR/eval_val_no_shape_head.md" models/roca_demo_eval_no_shape_head.md
 # A run without held-out checks during training (the GPU job) keeps the earlier stages' file.
 [[ -f "$TRAIN_DIR/eval_metrics.csv" ]] && cp "$TRAIN_DIR/eval_metrics.csv" models/roca_demo_eval_during_training.csv
 [[ -f "$TRAIN_DIR/loss_curves.png" ]] && cp "$TRAIN_DIR/loss_curves.png" models/roca_demo_loss_curves.png
-# The head stages' curves (roca-train-yaw, -centre, -up, -class) lie next to the checkpoint they wrote.
-for head in yaw centre up class; do
+# The head stages' curves (roca-train-yaw, -centre, -up, -class, -shape) lie next to the checkpoint they wrote.
+for head in yaw centre up class shape; do
   if [[ -f "$(dirname "$CKPT")/${head}_curve.png" ]]; then
     cp "$(dirname "$CKPT")/${head}_curve.png" "models/roca_demo_${head}_curve.png"
   fi

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce the committed demo model from scratch: render the synthetic data set, train the
 # small preset on 2 CPU cores (stage 1, config/small.yaml), continue from it with the paper-width
-# NOC head (stage 2, config/small_stage2.yaml), train its four small heads on cached crops and
-# thumbnails (roca-train-yaw, roca-train-centre, roca-train-up) and on crops of its own
-# detections (roca-train-class), then evaluate it on the
-# held-out scenes and install it as models/roca_demo.safetensors (scripts/install_demo_model.sh).
-# The committed model had two GPU stages and a CPU stage 3 between stage 2 and the heads
-# (models/README.md).
+# NOC head (stage 2, config/small_stage2.yaml), train its five small heads on cached crops and
+# thumbnails (roca-train-yaw, roca-train-centre, roca-train-up), on crops of its own
+# detections (roca-train-class) and on crops against the CAD models (roca-train-shape), then
+# evaluate it on the held-out scenes and install it as models/roca_demo.safetensors
+# (scripts/install_demo_model.sh). The committed model also had four GPU stages and a CPU
+# stage 3 between stage 2 and the heads (models/README.md).
 #
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
@@ -48,4 +48,8 @@ fi
   --epochs 30 --workers 2
 "$BIN/roca-train-class" --checkpoint "$HEADS/model_up.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 8 --workers 2
-DATA="$DATA" bash scripts/install_demo_model.sh "$HEADS/model_class.safetensors" "$OUT"
+# The shape head (retrieval from the crop and the centre head's size, against the CAD
+# encoder's embeddings).
+"$BIN/roca-train-shape" --checkpoint "$HEADS/model_class.safetensors" --data "$DATA" --out "$HEADS" \
+  --epochs 30 --workers 2
+DATA="$DATA" bash scripts/install_demo_model.sh "$HEADS/model_shape.safetensors" "$OUT"

@@ -183,7 +183,7 @@ def test_overlay_and_scene_export_for_a_known_pose(tmp_path):
 
 def test_committed_demo_model_fits_the_code_and_the_size_limit():
     """models/roca_demo.safetensors has config/small_heads.yaml's architecture (stage 2 plus the
-    yaw, centre, up and class heads: make demo-model, models/README.md), loads with this code and stays
+    yaw, centre, up, class and shape heads: make demo-model, models/README.md), loads with this code and stays
     < 25 MB."""
     from roca_core.checkpoint import load_checkpoint
     from roca_core.predictor import default_checkpoint

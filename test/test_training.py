@@ -73,9 +73,10 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
     # centre, up and class heads to that same network
     s3, heads = presets["small_stage3"].model, presets["small_heads"].model
-    assert s3.yaw_bins == heads.yaw_bins > 0 and s3.centre_width == s3.up_width == s3.class_width == 0
-    assert heads.centre_width > 0 and heads.up_width > 0 and heads.class_width > 0
-    assert replace(heads, centre_width=0, up_width=0, class_width=0, loss_weights=s3.loss_weights) == s3
+    assert s3.yaw_bins == heads.yaw_bins > 0 and s3.centre_width == s3.up_width == s3.class_width == s3.shape_width == 0
+    assert heads.centre_width > 0 and heads.up_width > 0 and heads.class_width > 0 and heads.shape_width > 0
+    assert replace(heads, centre_width=0, up_width=0, class_width=0, shape_width=0,
+                   loss_weights=s3.loss_weights) == s3
     assert presets["small_stage3"].train.lr_multipliers["yaw_head"] < 0.01 and s3.loss_weights.yaw == 0
 
 
