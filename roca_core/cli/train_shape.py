@@ -98,7 +98,7 @@ def main(argv: "list[str] | None" = None) -> int:
     log.close()
     final = retrieval_accuracy(model.shape_head, data["val"], cads)
     path = save_stage(out, "shape", model, cfg, extra, stage, ckpt, history, final, {"train_objects": n_train},
-                      loss_label="cross-entropy over the class's CAD models",
+                      loss_label="cross-entropy over CADs",
                       series=[("heldout_top1", "top-1"), ("heldout_top5", "top-5")],
                       right_title="held-out retrieval (dotted: chance top-1)", right_ylabel="held-out share",
                       chance={"heldout_top1": final["chance_top1"]})
