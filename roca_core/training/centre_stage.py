@@ -8,7 +8,6 @@ and further joint training with roca-train.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,6 +17,7 @@ import torch
 from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
                                          decode_size, mirror_geometry)
 from roca_core.training.crop_augment import mirror, random_flips, relight
+from roca_core.training.head_epochs import append_row, epoch_row, with_head
 
 
 @dataclass
@@ -106,14 +106,8 @@ def train_centre_head(head: CentreHead, train: dict[str, torch.Tensor], val: "di
             opt.step()
             total += loss.item() * idx.numel()
         sched.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, n), 4),
-                               "seconds": round(time.time() - t0, 1)}
-        if val is not None:
-            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
-                        for k, v in centre_errors(head, val, image_hw).items()})
-        history.append(row)
-        if log is not None:
-            log(row)
+        heldout = None if val is None else lambda: centre_errors(head, val, image_hw)
+        append_row(history, epoch_row(epoch, total / max(1, n), t0, heldout), log)
     head.eval()
     return history
 
@@ -121,9 +115,5 @@ def train_centre_head(head: CentreHead, train: dict[str, torch.Tensor], val: "di
 def with_centre_head(model: torch.nn.Module, cfg: Any, stage: CentreStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh centre head of the stage's size, its config). An existing
     head of the same size is kept (training continues from it)."""
-    new_cfg = dataclasses.replace(cfg, centre_width=stage.width, centre_crop=stage.crop)
-    head = getattr(model, "centre_head", None)
-    if head is None or (cfg.centre_width, cfg.centre_crop) != (stage.width, stage.crop):
-        model.centre_head = CentreHead(new_cfg.num_classes, stage.crop, stage.width)
-    model.cfg = new_cfg
-    return model, new_cfg
+    return with_head(model, cfg, "centre_head", {"centre_width": stage.width, "centre_crop": stage.crop},
+                     lambda c: CentreHead(c.num_classes, stage.crop, stage.width))

@@ -12,7 +12,6 @@ one CPU thread.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from roca_core.model.class_head import ClassHead, class_loss, rescore
 from roca_core.model.yaw_head import yaw_crops
 from roca_core.training.crop_augment import mirror, random_flips
 from roca_core.training.crop_cache import map_image_chunks
+from roca_core.training.head_epochs import append_row, epoch_row, with_head
 
 CLASS_CROPS_VERSION = 1
 # per sample: x (N, 3, S, S) uint8 crop; boxes (N, 4), K (N, 3, 3) at the network input;
@@ -211,14 +211,8 @@ def train_class_head(head: ClassHead, train: dict[str, torch.Tensor], val: "dict
             opt.step()
             total += loss.item() * idx.numel()
         sched.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, n), 4),
-                               "seconds": round(time.time() - t0, 1)}
-        if val is not None:
-            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
-                        for k, v in class_errors(head, val, image_hw, cfg.mix).items()})
-        history.append(row)
-        if log is not None:
-            log(row)
+        heldout = None if val is None else lambda: class_errors(head, val, image_hw, cfg.mix)
+        append_row(history, epoch_row(epoch, total / max(1, n), t0, heldout), log)
     head.eval()
     return history
 
@@ -226,9 +220,6 @@ def train_class_head(head: ClassHead, train: dict[str, torch.Tensor], val: "dict
 def with_class_head(model: torch.nn.Module, cfg: Any, stage: ClassStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh class head of the stage's size, its config). An existing
     head of the same size is kept (training continues from it)."""
-    new_cfg = dataclasses.replace(cfg, class_width=stage.width, class_crop=stage.crop, class_mix=stage.mix)
-    head = getattr(model, "class_head", None)
-    if head is None or (cfg.class_width, cfg.class_crop) != (stage.width, stage.crop):
-        model.class_head = ClassHead(new_cfg.num_classes, stage.crop, stage.width)
-    model.cfg = new_cfg
-    return model, new_cfg
+    return with_head(model, cfg, "class_head",
+                     {"class_width": stage.width, "class_crop": stage.crop, "class_mix": stage.mix},
+                     lambda c: ClassHead(c.num_classes, stage.crop, stage.width), keep_if=("class_width", "class_crop"))

@@ -14,7 +14,6 @@ precision the held-out predictions lack.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -24,6 +23,7 @@ import torch
 
 from roca_core.model.shape_head import ShapeHead, shape_logits, shape_loss
 from roca_core.training.crop_augment import mirror, random_flips, relight, shift_zoom
+from roca_core.training.head_epochs import append_row, epoch_row, with_head
 
 
 @dataclass
@@ -172,14 +172,8 @@ def train_shape_head(head: ShapeHead, train: dict[str, torch.Tensor], val: "dict
             total += loss.item() * idx.numel()
             count += idx.numel()
         sched.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, count), 4),
-                               "seconds": round(time.time() - t0, 1)}
-        if val is not None:
-            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
-                        for k, v in retrieval_accuracy(head, val, cads).items()})
-        history.append(row)
-        if log is not None:
-            log(row)
+        heldout = None if val is None else lambda: retrieval_accuracy(head, val, cads)
+        append_row(history, epoch_row(epoch, total / max(1, count), t0, heldout), log)
     head.eval()
     return history
 
@@ -187,9 +181,5 @@ def train_shape_head(head: ShapeHead, train: dict[str, torch.Tensor], val: "dict
 def with_shape_head(model: torch.nn.Module, cfg: Any, stage: ShapeStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh shape head of the stage's size, its config). An existing
     head of the same size is kept (training continues from it)."""
-    new_cfg = dataclasses.replace(cfg, shape_width=stage.width, shape_crop=stage.crop)
-    head = getattr(model, "shape_head", None)
-    if head is None or (cfg.shape_width, cfg.shape_crop) != (stage.width, stage.crop):
-        model.shape_head = ShapeHead(new_cfg.num_classes, stage.crop, stage.width, new_cfg.embedding_dim)
-    model.cfg = new_cfg
-    return model, new_cfg
+    return with_head(model, cfg, "shape_head", {"shape_width": stage.width, "shape_crop": stage.crop},
+                     lambda c: ShapeHead(c.num_classes, stage.crop, stage.width, c.embedding_dim))

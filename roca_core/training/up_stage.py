@@ -8,7 +8,6 @@ takes seconds on one CPU thread. The result is the same network with its up head
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from roca_core.model.up_head import UpHead, angle_deg, up_loss
+from roca_core.training.head_epochs import append_row, epoch_row, with_head
 
 
 @dataclass
@@ -72,14 +72,8 @@ def train_up_head(head: UpHead, train: dict[str, torch.Tensor], val: "dict[str, 
             opt.step()
             total += loss.item() * idx.numel()
         sched.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, n), 5),
-                               "seconds": round(time.time() - t0, 1)}
-        if val is not None:
-            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
-                        for k, v in up_errors(head, val).items()})
-        history.append(row)
-        if log is not None:
-            log(row)
+        heldout = None if val is None else lambda: up_errors(head, val)
+        append_row(history, epoch_row(epoch, total / max(1, n), t0, heldout, loss_digits=5), log)
     head.eval()
     return history
 
@@ -87,8 +81,4 @@ def train_up_head(head: UpHead, train: dict[str, torch.Tensor], val: "dict[str, 
 def with_up_head(model: torch.nn.Module, cfg: Any, stage: UpStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh up head of the stage's width, its config). An existing head
     of the same width is kept (training continues from it)."""
-    new_cfg = dataclasses.replace(cfg, up_width=stage.width)
-    if getattr(model, "up_head", None) is None or cfg.up_width != stage.width:
-        model.up_head = UpHead(stage.width)
-    model.cfg = new_cfg
-    return model, new_cfg
+    return with_head(model, cfg, "up_head", {"up_width": stage.width}, lambda c: UpHead(stage.width))

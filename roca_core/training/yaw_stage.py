@@ -10,7 +10,6 @@ training with roca-train.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 
 from roca_core.model.yaw_head import YawHead, decode_allocentric, mirror_bins, yaw_loss
 from roca_core.training.crop_augment import mirror, random_flips, relight, shift_zoom
+from roca_core.training.head_epochs import append_row, epoch_row, with_head
 
 
 @dataclass
@@ -119,14 +119,8 @@ def train_yaw_head(head: YawHead, train: dict[str, torch.Tensor], val: "dict[str
             total += loss.item() * idx.numel()
             count += idx.numel()
         sched.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(total / max(1, count), 4),
-                               "seconds": round(time.time() - t0, 1)}
-        if val is not None:
-            row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v)
-                        for k, v in yaw_accuracy(head, val).items()})
-        history.append(row)
-        if log is not None:
-            log(row)
+        heldout = None if val is None else lambda: yaw_accuracy(head, val)
+        append_row(history, epoch_row(epoch, total / max(1, count), t0, heldout), log)
     head.eval()
     return history
 
@@ -134,9 +128,5 @@ def train_yaw_head(head: YawHead, train: dict[str, torch.Tensor], val: "dict[str
 def with_yaw_head(model: torch.nn.Module, cfg: Any, stage: YawStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh yaw head of the stage's size, its config). An existing
     head of the same size is kept (training continues from it)."""
-    new_cfg = dataclasses.replace(cfg, yaw_bins=stage.bins, yaw_crop=stage.crop, yaw_width=stage.width)
-    head = getattr(model, "yaw_head", None)
-    if head is None or (cfg.yaw_bins, cfg.yaw_crop, cfg.yaw_width) != (stage.bins, stage.crop, stage.width):
-        model.yaw_head = YawHead(new_cfg.num_classes, stage.bins, stage.crop, stage.width)
-    model.cfg = new_cfg
-    return model, new_cfg
+    return with_head(model, cfg, "yaw_head", {"yaw_bins": stage.bins, "yaw_crop": stage.crop, "yaw_width": stage.width},
+                     lambda c: YawHead(c.num_classes, stage.bins, stage.crop, stage.width))
