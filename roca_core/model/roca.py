@@ -26,7 +26,6 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 from roca_core.model.alignment_head import AlignmentHead
 from roca_core.model.backbone import build_backbone
 from roca_core.model.class_head import ClassHead, class_loss, rescore
-from roca_core.model.shape_head import ShapeHead
 from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
                                          decode_size)
 from roca_core.model.config import ModelConfig
@@ -36,6 +35,7 @@ from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
+from roca_core.model.shape_head import ShapeHead
 from roca_core.model.up_head import UpHead, thumbnails, up_loss, up_targets
 from roca_core.model.yaw_head import YawHead, decode_yaw, yaw_crops, yaw_loss, yaw_targets
 
@@ -455,10 +455,12 @@ class RocaModel(nn.Module):
             out = self.alignment_head(feat_rois, depth_rois, m, m > cfg.align_mask_threshold, boxes, K_rois,
                                       classes, up_rois, yaw, centre, size)
         with self._stage("retrieval"):
-            vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
-            z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
             if self.shape_head is not None and self.use_shape_head and r:
-                z = self.shape_head(crops[cfg.shape_crop], classes, out.scale)  # the crop's embedding instead
+                # the crop's (and size's) embedding instead of the voxelised NOCs'
+                z = self.shape_head(crops[cfg.shape_crop], classes, out.scale)
+            else:
+                vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
+                z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
 
         results = []
         h, w = cfg.image_size
