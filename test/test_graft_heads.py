@@ -23,8 +23,13 @@ def test_graft_takes_the_named_heads_and_their_config_and_keeps_the_rest(tmp_pat
     net_cfg = replace(tiny_model_config(), yaw_bins=8, yaw_crop=16, yaw_width=4)
     heads_cfg = replace(tiny_model_config(), yaw_bins=8, yaw_crop=16, yaw_width=4, shape_width=4, shape_crop=16,
                         class_width=4, class_crop=16, class_mix=0.7)
-    network = save_checkpoint(tmp_path / "net.safetensors", RocaModel(net_cfg), net_cfg)
-    heads = save_checkpoint(tmp_path / "heads.safetensors", RocaModel(heads_cfg), heads_cfg)
+    net_model, heads_model = RocaModel(net_cfg), RocaModel(heads_cfg)
+    other = save_checkpoint(tmp_path / "other.safetensors", heads_model, heads_cfg)  # its own CAD encoder
+    # the shape head moves only between networks with the same CAD encoder (e.g. after the GPU
+    # stages, heads from a checkpoint trained on the same network)
+    heads_model.retrieval_head.cad_encoder.load_state_dict(net_model.retrieval_head.cad_encoder.state_dict())
+    network = save_checkpoint(tmp_path / "net.safetensors", net_model, net_cfg)
+    heads = save_checkpoint(tmp_path / "heads.safetensors", heads_model, heads_cfg)
     out = tmp_path / "grafted.safetensors"
     assert main(["--network", str(network), "--heads", str(heads), "--out", str(out),
                  "--modules", "yaw_head,shape_head"]) == 0
@@ -44,3 +49,7 @@ def test_graft_takes_the_named_heads_and_their_config_and_keeps_the_rest(tmp_pat
     assert main(["--network", str(tmp_path / "missing.safetensors"), "--heads", str(heads), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "has no shape_head" in err and "not a graftable head" in err
+    # a shape head next to another CAD encoder would retrieve the wrong CAD models: refused
+    assert main(["--network", str(network), "--heads", str(other), "--out", str(out), "--modules", "shape_head"]) == 2
+    assert "CAD encoders differ" in capsys.readouterr().err
+    assert main(["--network", str(network), "--heads", str(other), "--out", str(out), "--modules", "yaw_head"]) == 0

@@ -9,6 +9,9 @@ another one of the same classes, e.g. a network that trained further on a GPU. E
 
 The output has the network's weights with the named modules replaced, and the network's config
 with those heads' config fields (widths, crops, bins, mix) taken from the heads' checkpoint.
+The shape head is the exception to "image only": it embeds next to its network's CAD encoder,
+so it moves only between networks whose CAD encoders are the same (else train it again with
+roca-train-shape on the target network).
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def graft(network: "str | Path", heads: "str | Path", modules: "list[str]", out: "str | Path") -> Path:
     """Write ``out``: ``network`` with ``modules`` (and their config fields) from ``heads``."""
+    import torch
+
     from roca_core.checkpoint import load_checkpoint, save_checkpoint
 
     unknown = [m for m in modules if m not in HEAD_FIELDS]
@@ -53,6 +58,12 @@ def graft(network: "str | Path", heads: "str | Path", modules: "list[str]", out:
     missing = [m for m in modules if getattr(src, m, None) is None]
     if missing:
         raise ValueError(f"{heads} has no {', '.join(missing)}")
+    if "shape_head" in modules:
+        a, b = net.retrieval_head.cad_encoder.state_dict(), src.retrieval_head.cad_encoder.state_dict()
+        if a.keys() != b.keys() or any(not torch.equal(a[k], b[k]) for k in a):
+            raise ValueError("the shape head embeds next to its own network's CAD encoder, and the two "
+                             "networks' CAD encoders differ: train a shape head on this network with "
+                             "roca-train-shape instead")
     cfg = dataclasses.replace(net_cfg, **{f: getattr(src_cfg, f) for m in modules for f in HEAD_FIELDS[m]})
     for m in modules:
         setattr(net, m, getattr(src, m))
