@@ -39,6 +39,7 @@ setup(
             "roca-train-centre = roca_core.cli.train_centre:main",
             "roca-train-class = roca_core.cli.train_class:main",
             "roca-train-shape = roca_core.cli.train_shape:main",
+            "roca-train-retrieval = roca_core.cli.train_retrieval:main",
             "roca-graft-heads = roca_core.cli.graft_heads:main",
             "roca-train-up = roca_core.cli.train_up:main",
             "roca-cad-db = roca_core.cli.cad_db:main",

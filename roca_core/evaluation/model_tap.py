@@ -101,17 +101,13 @@ def gt_noc_embeddings(model: torch.nn.Module, target: Mapping[str, Any], boxes: 
     maps' pixels), as training builds them: NOC map, instance mask of object ``gt_index``
     (R,) and valid depth cropped to the model's ROI grid, voxelised, plus the model's shape
     codes (R, E) of those detections."""
+    from roca_core.model.roi_sampling import gt_noc_rois
+
     dev = shape_codes.device
-    r, s = boxes.shape[0], model.cfg.roi_size
     noc = torch.as_tensor(target["noc"], dtype=torch.float32, device=dev)  # (3, H, W)
     masks = torch.as_tensor(target["masks"], device=dev)[gt_index.to(dev)].float()  # (R, H, W)
     depth = torch.as_tensor(target["depth"], dtype=torch.float32, device=dev)  # (H, W)
-    maps = torch.cat([noc[None].expand(r, -1, -1, -1), masks[:, None],
-                      depth[None, None].expand(r, -1, -1, -1)], dim=1)  # (R, 5, H, W)
-    from roca_core.model.roi_sampling import sample_rois
-    crops = sample_rois(maps, boxes.to(dev, torch.float32), torch.arange(r, device=dev), s, "nearest")
-    weights = ((crops[:, 3] > 0.5) & (crops[:, 4] > 0)).float().reshape(r, s * s)
-    points = crops[:, :3].permute(0, 2, 3, 1).reshape(r, s * s, 3)
+    points, weights = gt_noc_rois(noc, masks, depth, boxes.to(dev, torch.float32), model.cfg.roi_size)
     z, _ = model.retrieval_head.embed_noc(points, weights, shape_codes.float())
     return z.float()
 

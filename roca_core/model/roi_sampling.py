@@ -46,3 +46,17 @@ def backproject_rois(u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor, K: t
     fx, fy = K[:, 0, 0].view(-1, 1, 1), K[:, 1, 1].view(-1, 1, 1)
     cx, cy = K[:, 0, 2].view(-1, 1, 1), K[:, 1, 2].view(-1, 1, 1)
     return torch.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], dim=-1)
+
+
+def gt_noc_rois(noc: torch.Tensor, masks: torch.Tensor, depth: torch.Tensor, boxes: torch.Tensor,
+                size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ground-truth NOCs inside ``boxes`` as the network's ROI grid samples them, for the
+    retrieval's NOC encoder: noc (3, H, W), masks (R, H, W) each box's own object, depth
+    (H, W) -> points (R, S*S, 3) and weights (R, S*S) (1 on the object's pixels with depth,
+    else 0). Nearest sampling, so no NOC blends across the object's border."""
+    r = boxes.shape[0]
+    maps = torch.cat([noc[None].expand(r, -1, -1, -1), masks[:, None].to(noc.dtype),
+                      depth[None, None].to(noc.dtype).expand(r, -1, -1, -1)], dim=1)  # (R, 5, H, W)
+    crops = sample_rois(maps, boxes.to(noc.dtype), torch.arange(r, device=noc.device), size, "nearest")
+    weights = ((crops[:, 3] > 0.5) & (crops[:, 4] > 0)).to(noc.dtype).reshape(r, size * size)
+    return crops[:, :3].permute(0, 2, 3, 1).reshape(r, size * size, 3), weights
