@@ -30,7 +30,7 @@ from roca_core.model.retrieval_head import GRID, RetrievalHead
 from roca_core.model.shape_head import shape_logits, shape_loss
 from roca_core.training.crop_cache import map_image_chunks
 from roca_core.training.head_epochs import append_row, epoch_row
-from roca_core.training.shape_stage import CadTargets
+from roca_core.training.shape_stage import CadTargets, ranked_accuracy
 
 NOCS_VERSION = 1  # cached NOC samples of another version are cut again
 
@@ -128,28 +128,17 @@ def noc_only(head: RetrievalHead) -> None:
         last.bias.zero_()
 
 
-@torch.no_grad()
 def noc_retrieval_accuracy(head: RetrievalHead, data: dict[str, torch.Tensor], cads: CadTargets,
                            batch: int = 256) -> dict[str, float]:
-    """Over the objects with NOC pixels whose CAD model is in the database: share whose nearest
-    CAD model of their class is theirs (top-1) and among the 5 nearest (top-5), and chance top-1."""
+    """``shape_stage.ranked_accuracy`` of the NOC encoder over the objects with NOC pixels whose
+    CAD model is in the database."""
     enc = head.noc_encoder
     was_training = enc.training
     enc.eval()
     sel = torch.where((data["cad"] >= 0) & data["w"].any(dim=1))[0]
-    top1 = top5 = 0
-    chance = 0.0
-    for j in range(0, sel.numel(), batch):
-        idx = sel[j:j + batch]
-        allowed = cads.allowed(data["cls"][idx])
-        logits = shape_logits(enc(noc_grids(data, idx, head.backend)), cads.embedding, allowed, torch.zeros(()))
-        rank = (logits > logits.gather(1, data["cad"][idx][:, None])).sum(dim=1)  # CAD models ahead of the right one
-        top1 += int((rank == 0).sum())
-        top5 += int((rank < 5).sum())
-        chance += float((1.0 / allowed.sum(dim=1).clamp_min(1)).sum())
+    out = ranked_accuracy(lambda idx: enc(noc_grids(data, idx, head.backend)), data, sel, cads, batch)
     enc.train(was_training)
-    n = max(1, sel.numel())
-    return {"top1": top1 / n, "top5": top5 / n, "chance_top1": chance / n, "objects": int(sel.numel())}
+    return out
 
 
 def train_noc_encoder(head: RetrievalHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",

@@ -117,28 +117,34 @@ def predicted_sizes(model: torch.nn.Module, data: dict[str, torch.Tensor], image
 
 
 @torch.no_grad()
-def retrieval_accuracy(head: ShapeHead, data: dict[str, torch.Tensor], cads: CadTargets,
-                       batch: int = 512) -> dict[str, float]:
-    """Over the objects whose CAD model is in the database: share whose nearest CAD model of
-    their class is theirs (top-1) and among the 5 nearest (top-5), and chance top-1."""
-    head.eval()
-    sel = torch.where(data["cad"] >= 0)[0]
+def ranked_accuracy(embed: "Callable[[torch.Tensor], torch.Tensor]", data: dict[str, torch.Tensor],
+                    sel: torch.Tensor, cads: CadTargets, batch: int = 512) -> dict[str, float]:
+    """Over objects ``sel`` (indices into ``data``'s ``cls`` and ``cad`` columns), with
+    ``embed(idx)`` -> their embeddings (B, E): the share whose nearest CAD model of their class is
+    theirs (top-1) and among the 5 nearest (top-5), and chance top-1. Shared by the shape and
+    the retrieval stages, so their figures mean the same."""
     top1 = top5 = 0
     chance = 0.0
     for j in range(0, sel.numel(), batch):
         idx = sel[j:j + batch]
-        cls = data["cls"][idx]
-        allowed = cads.allowed(cls)
-        logits = shape_logits(head(data["x"][idx].float() / 255, cls, data["size"][idx]), cads.embedding, allowed,
-                              torch.zeros(()))
-        target = data["cad"][idx]
-        rank = (logits > logits.gather(1, target[:, None])).sum(dim=1)  # CAD models ahead of the right one
+        allowed = cads.allowed(data["cls"][idx])
+        logits = shape_logits(embed(idx), cads.embedding, allowed, torch.zeros(()))
+        rank = (logits > logits.gather(1, data["cad"][idx][:, None])).sum(dim=1)  # CAD models ahead of the right one
         top1 += int((rank == 0).sum())
         top5 += int((rank < 5).sum())
         chance += float((1.0 / allowed.sum(dim=1).clamp_min(1)).sum())
-    head.train()
     n = max(1, sel.numel())
     return {"top1": top1 / n, "top5": top5 / n, "chance_top1": chance / n, "objects": int(sel.numel())}
+
+
+def retrieval_accuracy(head: ShapeHead, data: dict[str, torch.Tensor], cads: CadTargets,
+                       batch: int = 512) -> dict[str, float]:
+    """``ranked_accuracy`` of the shape head over the objects whose CAD model is in the database."""
+    head.eval()
+    out = ranked_accuracy(lambda idx: head(data["x"][idx].float() / 255, data["cls"][idx], data["size"][idx]),
+                          data, torch.where(data["cad"] >= 0)[0], cads, batch)
+    head.train()
+    return out
 
 
 def train_shape_head(head: ShapeHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",
