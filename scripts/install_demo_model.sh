@@ -47,8 +47,8 @@ cp "$EVAL_DIR/eval_val_no_shape_head.md" models/roca_demo_eval_no_shape_head.md
 # A run without held-out checks during training (the GPU job) keeps the earlier stages' file.
 [[ -f "$TRAIN_DIR/eval_metrics.csv" ]] && cp "$TRAIN_DIR/eval_metrics.csv" models/roca_demo_eval_during_training.csv
 [[ -f "$TRAIN_DIR/loss_curves.png" ]] && cp "$TRAIN_DIR/loss_curves.png" models/roca_demo_loss_curves.png
-# The head stages' curves (roca-train-yaw, -centre, -up, -class, -shape) lie next to the checkpoint they wrote.
-for head in yaw centre up class shape; do
+# The head stages' curves (roca-train-yaw, -centre, -up, -class, -shape, -retrieval) lie next to the checkpoint they wrote.
+for head in yaw centre up class shape retrieval; do
   if [[ -f "$(dirname "$CKPT")/${head}_curve.png" ]]; then
     cp "$(dirname "$CKPT")/${head}_curve.png" "models/roca_demo_${head}_curve.png"
   fi
