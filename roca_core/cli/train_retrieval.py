@@ -92,7 +92,7 @@ def main(argv: "list[str] | None" = None) -> int:
     path = save_stage(out, "retrieval", model, cfg, extra, stage, ckpt, history, final, {"train_objects": n_train},
                       also={"heldout_before": before}, loss_label="cross-entropy over CADs",
                       series=[("heldout_top1", "top-1"), ("heldout_top5", "top-5")],
-                      right_title="held-out retrieval from ground-truth NOCs (dotted: chance top-1)",
+                      right_title="held-out, GT NOCs (dotted: chance)",
                       right_ylabel="held-out share", chance={"heldout_top1": final["chance_top1"]})
     print(f"[roca-train-retrieval] held-out, from ground-truth NOCs: the right CAD model first for "
           f"{final['top1']:.3f} of {final['objects']} objects (before: {before['top1']:.3f}; chance "
