@@ -24,7 +24,7 @@ from roca_core.model.centre_head import box_geometry, mirror_geometry
 from roca_core.model.class_head import ClassHead, class_loss, rescore
 from roca_core.model.yaw_head import yaw_crops
 from roca_core.training.crop_augment import mirror, random_flips
-from roca_core.training.crop_cache import map_image_chunks
+from roca_core.training.crop_cache import keyed_cache, map_image_chunks
 from roca_core.training.head_epochs import append_row, epoch_row, with_head
 
 CLASS_CROPS_VERSION = 1
@@ -133,14 +133,9 @@ def cached_detection_samples(out: Path, checkpoint: "str | Path", root: "str | P
     stat = ck.stat()
     key = {"version": CLASS_CROPS_VERSION, "checkpoint": str(ck), "size": stat.st_size, "mtime": stat.st_mtime_ns,
            "data": str(Path(root).resolve()), "crop": crop, "max_images": max_images}
-    if cache.is_file():
-        stored = torch.load(cache)
-        if stored.get("key") == key:
-            return stored["samples"]
-    log(f"running the detector over the {split} images of {root} ({workers} worker(s))")
-    samples = detection_samples(checkpoint, root, split, crop, workers, max_images)
-    torch.save({"key": key, "samples": samples}, cache)
-    return samples
+    return keyed_cache(cache, key, "samples",
+                       lambda: detection_samples(checkpoint, root, split, crop, workers, max_images),
+                       f"running the detector over the {split} images of {root} ({workers} worker(s))", log)
 
 
 def detection_recall(scores: torch.Tensor, data: dict[str, torch.Tensor], threshold: float = 0.5) -> dict[str, float]:

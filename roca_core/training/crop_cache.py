@@ -104,19 +104,28 @@ def load_crops(root: "str | Path", split: str, image_size: tuple[int, int], clas
     return {k: torch.cat([p[k] for p in parts]) for k in KEYS + IMAGE_KEYS}
 
 
+def keyed_cache(cache: Path, key: dict, field: str, make: "Callable[[], dict[str, torch.Tensor]]",
+                note: str, log=print) -> dict[str, torch.Tensor]:
+    """The tensors stored under ``field`` in the file ``cache`` when it holds the same ``key``
+    (what they were cut from, by which version), else ``make()``'s, saved there first; ``note``
+    is logged before making them. One rule for every stage's cache of cut samples."""
+    if cache.is_file():
+        stored = torch.load(cache)
+        if stored.get("key") == key:
+            return stored[field]
+    log(note)
+    tensors = make()
+    torch.save({"key": key, field: tensors}, cache)
+    return tensors
+
+
 def cached_crops(out: Path, root: "str | Path", split: str, image_size: tuple[int, int],
                  class_names: tuple[str, ...], crop: int, bins: int, workers: int = 1, max_images: int = 0,
                  log=print) -> dict[str, torch.Tensor]:
     """``load_crops`` through the cache file OUT/crops_<split>.pt: reused when it was cut from
     the same data, sizes and bins by this version, cut again otherwise."""
-    cache = Path(out) / f"crops_{split}.pt"
     key = {"version": CROPS_VERSION, "data": str(Path(root).resolve()), "size": list(image_size), "crop": crop,
            "bins": bins, "max_images": max_images}
-    if cache.is_file():
-        stored = torch.load(cache)
-        if stored.get("key") == key:
-            return stored["crops"]
-    log(f"cutting {split} crops from {root} ({workers} worker(s))")
-    crops = load_crops(root, split, image_size, class_names, crop, bins, workers, max_images)
-    torch.save({"key": key, "crops": crops}, cache)
-    return crops
+    return keyed_cache(Path(out) / f"crops_{split}.pt", key, "crops",
+                       lambda: load_crops(root, split, image_size, class_names, crop, bins, workers, max_images),
+                       f"cutting {split} crops from {root} ({workers} worker(s))", log)

@@ -30,7 +30,7 @@ import torch
 from roca_core.geometry.voxelize import voxelize_points
 from roca_core.model.retrieval_head import GRID, RetrievalHead
 from roca_core.model.shape_head import shape_logits, shape_loss
-from roca_core.training.crop_cache import map_image_chunks
+from roca_core.training.crop_cache import keyed_cache, map_image_chunks
 from roca_core.training.head_epochs import append_row, epoch_row
 from roca_core.training.shape_stage import CadTargets, ranked_accuracy
 
@@ -93,22 +93,19 @@ def cached_nocs(out: Path, root: "str | Path", split: str, image_size: tuple[int
     CAD ids by this version)."""
     from roca_core.data.loader import RocaDataset
 
-    cache = Path(out) / f"nocs_{split}.pt"
     key = {"version": NOCS_VERSION, "data": str(Path(root).resolve()), "size": list(image_size), "roi": size,
            "cads": list(cad_ids), "max_images": max_images}
-    if cache.is_file():
-        stored = torch.load(cache)
-        if stored.get("key") == key:
-            return stored["nocs"]
-    n = len(RocaDataset(root, split, class_names=class_names))
-    if max_images:
-        n = min(n, max_images)
-    log(f"cutting the ground-truth NOCs of {n} {split} images from {root} ({workers} worker(s))")
-    parts = map_image_chunks(_nocs_chunk, lambda a, b: (str(root), split, tuple(image_size), tuple(class_names),
-                                                        size, tuple(cad_ids), a, b), n, workers)
-    nocs = {k: torch.cat([p[k] for p in parts]) for k in KEYS} if parts else _empty(size)
-    torch.save({"key": key, "nocs": nocs}, cache)
-    return nocs
+
+    def cut() -> dict[str, torch.Tensor]:
+        n = len(RocaDataset(root, split, class_names=class_names))
+        if max_images:
+            n = min(n, max_images)
+        parts = map_image_chunks(_nocs_chunk, lambda a, b: (str(root), split, tuple(image_size), tuple(class_names),
+                                                            size, tuple(cad_ids), a, b), n, workers)
+        return {k: torch.cat([p[k] for p in parts]) for k in KEYS} if parts else _empty(size)
+
+    return keyed_cache(Path(out) / f"nocs_{split}.pt", key, "nocs", cut,
+                       f"cutting the ground-truth NOCs of the {split} images of {root} ({workers} worker(s))", log)
 
 
 def noc_grids(data: dict[str, torch.Tensor], idx: torch.Tensor, backend: str = "torch", noise: float = 0.0,
@@ -119,6 +116,12 @@ def noc_grids(data: dict[str, torch.Tensor], idx: torch.Tensor, backend: str = "
     if noise:
         points = points + noise * torch.randn(points.shape, generator=gen)
     return voxelize_points(points, data["w"][idx].float(), GRID, backend=backend)
+
+
+def usable(data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Indices of the cached objects that can be scored: with NOC pixels and a CAD model in the
+    database."""
+    return torch.where((data["cad"] >= 0) & data["w"].any(dim=1))[0]
 
 
 def noc_only(head: RetrievalHead) -> None:
@@ -137,7 +140,7 @@ def noc_retrieval_accuracy(head: RetrievalHead, data: dict[str, torch.Tensor], c
     enc = head.noc_encoder
     was_training = enc.training
     enc.eval()
-    sel = torch.where((data["cad"] >= 0) & data["w"].any(dim=1))[0]
+    sel = usable(data)
     out = ranked_accuracy(lambda idx: enc(noc_grids(data, idx, head.backend)), data, sel, cads, batch)
     enc.train(was_training)
     return out
@@ -154,7 +157,7 @@ def train_noc_encoder(head: RetrievalHead, train: dict[str, torch.Tensor], val: 
     log_temperature = torch.nn.Parameter(torch.zeros(()))
     opt = torch.optim.AdamW([*enc.parameters(), log_temperature], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    sel = torch.where((train["cad"] >= 0) & train["w"].any(dim=1))[0]
+    sel = usable(train)
     history: list[dict[str, Any]] = []
     t0 = time.time()
     enc.train()
