@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from roca_core.checkpoint import CheckpointError, load_checkpoint
+from roca_core.geometry.ground_plane import (GroundPlaneConfig, canonical_half_heights, floor_factors,
+                                            validate_camera_height)
 from roca_core.geometry.rotations import matrix_to_quat_np
 from roca_core.paths import REPO_ROOT, share_dir
 
@@ -195,6 +197,8 @@ class Predictor:
         self.refinement_config = None  # RefinementConfig; None: its defaults
         self.last_refine_seconds = 0.0  # wall time of the last predict()'s refinement
         self._surfaces = None  # CadSurfaceCache of the current database, built on first use
+        self.ground_plane = GroundPlaneConfig()  # how far predict(camera_height=...) trusts the floor
+        self._half_heights: "np.ndarray | None" = None  # (M,) canonical half heights of the database's models
         self.set_cad_database(cad_database)
 
     @property
@@ -212,6 +216,7 @@ class Predictor:
 
         if db_or_path is False:
             self.db = None
+            self._half_heights = None
             return
         if db_or_path is None:
             from roca_core.data.cad_library import embedded_cad_database
@@ -226,6 +231,7 @@ class Predictor:
             db.set_embeddings(self._embed_voxels(db.voxels), self.fingerprint)
         self.db = db
         self._surfaces = None
+        self._half_heights = canonical_half_heights(db.voxels)
 
     @torch.no_grad()
     def _embed_voxels(self, voxels: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -237,7 +243,7 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, image_rgb: np.ndarray, K: np.ndarray, depth: "np.ndarray | None" = None,
-                up: "np.ndarray | None" = None) -> list[Detection]:
+                up: "np.ndarray | None" = None, camera_height: "float | None" = None) -> list[Detection]:
         """image_rgb: uint8 (H, W, 3) (float in [0, 1] also accepted); K: (3, 3) of this image.
 
         depth: optional (H, W) float metres registered to the image (a depth camera; 0, NaN,
@@ -245,6 +251,10 @@ class Predictor:
         up: optional camera-frame up direction (3,) (against gravity, e.g. from an IMU or the
         robot's TF; (0, -1, 0) for a level camera): the upright prior, which solves only the
         objects' yaw.
+        camera_height: optional height of the camera above the floor in metres (a calibrated
+        mount; needs ``up`` and a CAD database): the ground-plane prior, which scales each
+        object about the camera until it stands on the floor
+        (:mod:`roca_core.geometry.ground_plane`, weighted by ``self.ground_plane``).
         """
         img = np.asarray(image_rgb)
         if img.ndim != 3 or img.shape[2] != 3:
@@ -253,6 +263,12 @@ class Predictor:
         if h == 0 or w == 0:
             raise ValueError(f"image is empty ({h}x{w} pixels)")
         K = validate_intrinsics(K, h, w)
+        if camera_height is not None:
+            camera_height = validate_camera_height(camera_height)
+            if up is None:
+                raise ValueError("camera_height (the ground-plane prior) needs the up direction as well")
+            if self.db is None:
+                raise ValueError("camera_height (the ground-plane prior) needs a CAD database for the models' heights")
         extra: dict[str, Any] = {}
         measured = None if depth is None else validate_depth(depth, h, w)  # (H, W) metres, 0 unknown
         if measured is not None:
@@ -283,10 +299,34 @@ class Predictor:
                 rotation=rot, quaternion=matrix_to_quat_np(rot), translation=trans, scale=scale,
                 transform=compose_transform(rot, trans, scale), valid=bool(out["valid"][i])))
             self._retrieve(dets[-1], out["noc_embeddings"][i].numpy())
+        if camera_height is not None:
+            self._stand_on_floor(dets, validate_up(up), camera_height)
         self.last_refine_seconds = 0.0
         if self.refine or (self.refine is None and measured is not None):
             self._refine(dets, measured if measured is not None else self.last_depth, K)
         return dets
+
+    def half_height(self, det: Detection) -> float:
+        """Half the canonical height of a detection's CAD model (its retrieved one; without one
+        the mean of its class's models in the database, else the unit box's 0.5)."""
+        if self.db is None:
+            return 0.5
+        if det.cad_id is not None:
+            return float(self._half_heights[self.db.index_of(det.cad_id)])
+        idx = self.db.indices_of_class(det.class_name)
+        return float(self._half_heights[idx].mean()) if len(idx) else 0.5
+
+    def _stand_on_floor(self, dets: list[Detection], up: np.ndarray, camera_height: float) -> None:
+        """Scale each detection about the camera so that it stands on the floor (the
+        retrieved CAD model's height; the class's mean height without one)."""
+        if not dets:
+            return
+        f = floor_factors(np.stack([d.translation for d in dets]), np.stack([d.scale for d in dets]),
+                          np.array([self.half_height(d) for d in dets]), up, camera_height, self.ground_plane)
+        for d, fi in zip(dets, f.tolist()):
+            d.translation = d.translation * fi
+            d.scale = d.scale * fi ** self.ground_plane.size_exponent
+            d.transform = compose_transform(d.rotation, d.translation, d.scale)
 
     def _refine(self, dets: list[Detection], depth: np.ndarray, K: np.ndarray) -> None:
         """Fit the retrieved CAD of every detection to its masked depth points, in one batch."""

@@ -619,7 +619,7 @@ class RocaParts:
         except ImageConversionError as exc:
             self._reject("image", exc, stamp_to_ns(frame.image.header.stamp))
             return
-        inputs: dict[str, np.ndarray] = {}  # only what is given: stand-in predictors may take (rgb, K)
+        inputs: dict[str, "np.ndarray | float"] = {}  # only what is given: stand-in predictors may take (rgb, K)
         if frame.depth is not None:
             try:
                 inputs["depth"] = frame.camera.rectify(depth_metres(frame.depth), nearest=True)
@@ -628,6 +628,8 @@ class RocaParts:
         up = self._up_direction(settings, frame.image.header.frame_id)
         if up is not None:
             inputs["up"] = up
+            if settings.camera_height > 0.0:  # the ground-plane prior needs the up direction
+                inputs["camera_height"] = settings.camera_height
         t_converted = time.perf_counter()
         with self._predictor_lock:
             if self._predictor is None:

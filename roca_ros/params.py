@@ -202,6 +202,10 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "(no tf2 here). Empty: no IMU.", read_only=True, constraints="topic name, or empty"),
     ParamSpec("imu_frame_is_camera_optical", False, "The IMU's axes are the camera's optical axes whatever its "
               "frame_id says (RealSense D435i/D455 camera_imu_optical_frame)."),
+    ParamSpec("camera_height", 0.0, "Ground-plane prior: height of the camera's optical centre above the floor in "
+              "metres (a fixed, calibrated mount); each object is scaled about the camera until it stands on the "
+              "floor. Needs an up direction (up_vector or imu_topic). 0: off.",
+              constraints="0 <= value <= 100", check=_range(0.0, 100.0), bounds=(0.0, 100.0)),
     ParamSpec("camera_frame_id", "", "frame_id of the published results instead of the image's (for drivers "
               "whose frame_id is not the optical frame, or is empty); poses are in the OpenCV optical "
               "convention (x right, y down, z forward). Empty: the image's frame_id."),
@@ -251,6 +255,7 @@ class NodeSettings:
     up_vector: tuple[float, ...] = ()
     imu_topic: str = ""
     imu_frame_is_camera_optical: bool = False
+    camera_height: float = 0.0
     camera_frame_id: str = ""
     marker_lifetime: float = 0.0
     mesh_uri_prefix: str = ""

@@ -36,18 +36,19 @@ class RecordingPredictor:
     def __init__(self) -> None:
         self.cfg = types.SimpleNamespace(align_mask_threshold=0.7)
         self.calls: list[tuple[np.ndarray, np.ndarray]] = []
-        self.inputs: list[dict[str, Any]] = []  # per call: depth, up (None when not given), refine
+        self.inputs: list[dict[str, Any]] = []  # per call: depth, up, camera_height (None when not given), refine
         self.refine: Optional[bool] = None
         self.last_refine_seconds = 0.0  # as roca_core.Predictor reports it
         self.detections: list[Any] = []
         self._lock = threading.Lock()
 
     def predict(self, rgb: np.ndarray, K: np.ndarray, depth: Optional[np.ndarray] = None,
-                up: Optional[np.ndarray] = None) -> list[Any]:
+                up: Optional[np.ndarray] = None, camera_height: Optional[float] = None) -> list[Any]:
         with self._lock:
             self.calls.append((np.array(rgb), np.array(K)))
             self.inputs.append({"depth": None if depth is None else np.array(depth),
-                                "up": None if up is None else np.array(up), "refine": self.refine})
+                                "up": None if up is None else np.array(up), "camera_height": camera_height,
+                                "refine": self.refine})
             return list(self.detections)
 
     def set_cad_database(self, db: Any) -> None:

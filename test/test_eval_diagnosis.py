@@ -244,3 +244,53 @@ def test_eval_upright_prior_and_depth_source_errors(tiny_data, checkpoint, tmp_p
     rc, err = _run_eval(["--checkpoint", str(checkpoint), "--data", str(tiny_data), "--gt-depth",
                          "--depth-source", "sensor"], capsys)
     assert rc == 2 and "contradicts" in err
+
+
+def test_eval_floor_prior_stands_predictions_on_the_ground_truth_floor(tiny_data, checkpoint):
+    """--floor hands each frame's up direction and camera height (from its ground-truth objects,
+    all on the floor, and their CAD models' heights) to the predictor. With weight 1 and the
+    size following the distance, every detection the floor applies to then has its bottom on
+    that floor; by default (size_exponent 0) the same translation, with the size as predicted.
+    The height lies in the renderer's camera height range."""
+    import copy
+
+    from roca_core.evaluation.evaluator import camera_height_from_ground_truth
+    from roca_core.geometry.ground_plane import GroundPlaneConfig, bottom_drops
+
+    dataset = RocaDataset(tiny_data, split="val")
+    predictor = Predictor(checkpoint, cad_database=tiny_data / "cad_db", device="cpu", score_threshold=0.0)
+    predictor.ground_plane = GroundPlaneConfig(weight=1.0, size_exponent=1.0)
+    seen = []
+    original = predictor.predict
+
+    def spy(rgb, K, **extra):
+        before = Predictor.predict(predictor, rgb, K, up=extra.get("up"))
+        dets = original(rgb, K, **extra)
+        seen.append((extra.get("up"), extra.get("camera_height"), before, dets))
+        return dets
+
+    predictor.predict = spy
+    report = evaluate_predictor(predictor, dataset, floor=True, progress=False)
+    assert report["floor"] is True and report["upright"] is True
+    moved = 0
+    for up, height, before, dets in seen:
+        assert up is not None and 1.0 - 1e-3 <= height <= 1.8 + 1e-3  # RenderConfig's camera heights
+        translation_only = copy.deepcopy(before)
+        predictor.ground_plane = GroundPlaneConfig()
+        predictor._stand_on_floor(translation_only, up, height)
+        for b, d, t in zip(before, dets, translation_only):
+            f = d.scale[1] / b.scale[1]
+            np.testing.assert_allclose(d.scale, b.scale * f, rtol=1e-6)  # one factor for both
+            np.testing.assert_allclose(d.translation, b.translation * f, rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(t.translation, d.translation, rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(t.scale, b.scale)
+            drop = bottom_drops(d.translation[None], d.scale[None], [predictor.half_height(d)], up)[0]
+            if abs(f - 1.0) > 1e-9:
+                assert drop == pytest.approx(height, rel=1e-6)
+                moved += 1
+    assert moved > 0
+    _, target = dataset[0]
+    assert camera_height_from_ground_truth(target, None) is None
+    with pytest.raises(ValueError, match="CAD database"):
+        evaluate_predictor(Predictor(checkpoint, cad_database=False, device="cpu"), dataset, floor=True,
+                           progress=False)

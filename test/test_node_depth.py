@@ -208,6 +208,22 @@ def test_up_vector_then_imu_give_the_upright_prior(running):
     assert last_inputs(running)["up"] is None
 
 
+def test_camera_height_gives_the_ground_plane_prior_only_with_an_up_direction(running):
+    assert running.client.set_params(camera_height=1.25)[0].successful
+    try:
+        running.send_until_processed(rgb_only(running))
+        assert last_inputs(running)["up"] is None and last_inputs(running)["camera_height"] is None
+        assert running.client.set_params(up_vector=[0.0, -1.0, 0.0])[0].successful
+        running.send_until_processed(rgb_only(running))
+        assert last_inputs(running)["camera_height"] == pytest.approx(1.25)
+        (bad,) = running.client.set_params(camera_height=-0.5)
+        assert not bad.successful and "camera_height" in bad.reason
+    finally:
+        running.client.set_params(up_vector=[], camera_height=0.0)
+    running.send_until_processed(rgb_only(running))
+    assert last_inputs(running)["camera_height"] is None
+
+
 def test_upright_prior_makes_the_demo_model_publish_upright_objects():
     """The real model: every published object's y axis (CAD up) is the given up direction."""
     from roca_core.predictor import Predictor

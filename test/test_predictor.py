@@ -228,6 +228,14 @@ def test_roca_predict_cli_depth_and_up(checkpoint, tmp_path, capsys):
                            (["--depth", str(tmp_path / "eight.png")], "8-bit"),
                            (["--depth", str(tmp_path / "d.png"), str(tmp_path / "d.npy")], "one depth map per image"),
                            (["--depth", str(tmp_path / "nope.png")], "nope.png: no such file"),
-                           (["--up", "0,0,0"], "non-zero"), (["--up", "1,2"], "x,y,z")):
+                           (["--up", "0,0,0"], "non-zero"), (["--up", "1,2"], "x,y,z"),
+                           (["--camera-height", "1.2"], "needs --up"),
+                           (["--up", "0,-1,0", "--camera-height", "1.2"], "drop --no-retrieval")):
         assert main(base + ["--out", str(tmp_path / "bad")] + extra) == 2, extra
         assert message in capsys.readouterr().err, extra
+    with_db = [a for a in base if a != "--no-retrieval"]
+    assert main(with_db + ["--out", str(tmp_path / "bad"), "--up", "0,-1,0", "--camera-height", "-1"]) == 2
+    assert "positive number of metres" in capsys.readouterr().err
+    rc = main(with_db + ["--out", str(tmp_path / "floor"), "--up", "0,-1,0", "--camera-height", "1.2"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "floor" / "room.json").read_text())["camera_height"] == 1.2

@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upright prior: give the predictor the camera's up direction (from the "
                         "frame's ground-truth objects, which all stand upright: what an IMU or "
                         "the robot's TF gives), so only each object's yaw is solved")
+    p.add_argument("--floor", action="store_true",
+                   help="ground-plane prior: give the predictor the camera's up direction and its "
+                        "height above the floor (both from the frame's ground-truth objects, which "
+                        "stand on the floor: what a robot's calibrated camera mount gives), so each "
+                        "object is scaled about the camera until it stands on the floor; implies --upright")
+    p.add_argument("--floor-weight", type=float, default=None, metavar="W",
+                   help="share of the floor's scale in log space, in [0, 1] (default: the "
+                        "predictor's, GroundPlaneConfig.weight)")
     p.add_argument("--gt-boxes", action="store_true",
                    help="diagnosis: run the depth, alignment and retrieval heads on the "
                         "ground-truth boxes and classes (alignment without detection errors; "
@@ -142,6 +150,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     from roca_core.evaluation.evaluator import evaluate_predictor
     from roca_core.evaluation.report import format_markdown, write_json, write_markdown
     from roca_core.predictor import Predictor
+    from roca_core.geometry.ground_plane import GroundPlaneConfig
     try:
         from roca_core.checkpoint import CheckpointError
     except ImportError:  # pragma: no cover - the checkpoint module ships with the model
@@ -158,6 +167,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         predictor = Predictor(checkpoint=args.checkpoint, cad_database=cad_db,
                               device=args.device, score_threshold=args.det_threshold,
                               refine={"auto": None, "on": True, "off": False}[args.refine])
+        if args.floor_weight is not None:
+            predictor.ground_plane = GroundPlaneConfig(weight=args.floor_weight)
         has_yaw_head = getattr(predictor.model, "yaw_head", None) is not None
         if args.no_yaw_head:
             predictor.model.use_yaw_head = False
@@ -176,12 +187,13 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
                                     depth_source=depth_source, upright=args.upright,
-                                    gt_boxes=args.gt_boxes)
+                                    gt_boxes=args.gt_boxes, floor=args.floor)
     except (ValueError, FileNotFoundError, CheckpointError) as exc:  # bad input, not a bug
         print(f"roca-eval: {exc}", file=sys.stderr)
         return 1
     report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=split,
                   cad_database=cad_db or "embedded", gt_boxes=args.gt_boxes, refine=args.refine,
+                  floor_weight=predictor.ground_plane.weight if args.floor else None,
                   yaw_head=("off" if args.no_yaw_head else "on") if has_yaw_head else "none",
                   centre_head=("off" if args.no_centre_head else "on") if has_centre_head else "none",
                   up_head=("off" if args.no_up_head else "on") if has_up_head else "none",
@@ -189,13 +201,14 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                   shape_head=("off" if args.no_shape_head else "on") if has_shape_head else "none")
     oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
                                           ("sensor depth", depth_source == "sensor"),
-                                          ("the upright prior", args.upright),
+                                          ("the upright prior", args.upright and not args.floor),
+                                          ("the ground-plane prior", args.floor),
                                           ("refinement against depth", args.refine == "on" or (
                                               args.refine == "auto" and depth_source != "predicted")),
                                           ("ground-truth boxes", args.gt_boxes),
                                           ("the yaw head", has_yaw_head and not args.no_yaw_head),
                                           ("the centre head", has_centre_head and not args.no_centre_head),
-                                          ("the up head", has_up_head and not args.no_up_head and not args.upright),
+                                          ("the up head", has_up_head and not args.no_up_head and not (args.upright or args.floor)),
                                           ("the class head", has_class_head and not args.no_class_head
                                            and not args.gt_boxes),
                                           ("the shape head", has_shape_head and not args.no_shape_head))

@@ -1,7 +1,7 @@
 """roca-predict: ROCA on your own images, without ROS.
 
     roca-predict photo.jpg [more.png ...] --out results/ [--fov 58 | --intrinsics fx,fy,cx,cy]
-                 [--depth depth.png [more.png ...]] [--up 0,-1,0]
+                 [--depth depth.png [more.png ...]] [--up 0,-1,0 [--camera-height 1.2]]
 
 Writes, per image, <stem>.json (detections: class, score, box, 9-DoF pose, 4x4 transform,
 retrieved CAD), <stem>_overlay.png (masks, boxes, projected CAD outlines) and
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the camera-frame up direction (against gravity; OpenCV axes: x right, y "
                         "down, z forward, so 0,-1,0 for a level camera): the upright prior, only "
                         "each object's yaw is solved")
+    p.add_argument("--camera-height", type=float, default=None, metavar="M",
+                   help="the camera's height above the floor in metres (with --up): the ground-plane "
+                        "prior, each object is scaled about the camera until it stands on the floor")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the demo model)")
     p.add_argument("--cad-db", default=None, help="CAD database dir (default: the embedded CAD library)")
     p.add_argument("--no-retrieval", action="store_true", help="skip CAD retrieval")
@@ -161,6 +164,13 @@ def run(args: argparse.Namespace) -> int:
     if args.intrinsics is not None:
         parse_intrinsics(args.intrinsics)
     up = parse_up(args.up) if args.up is not None else None
+    if args.camera_height is not None:
+        if up is None:
+            raise UsageError("--camera-height (the ground-plane prior) needs --up as well")
+        if args.no_retrieval:
+            raise UsageError("--camera-height needs retrieval (the CAD models' heights); drop --no-retrieval")
+        if not (np.isfinite(args.camera_height) and args.camera_height > 0):
+            raise UsageError(f"--camera-height {args.camera_height}: must be a positive number of metres")
     depth_paths: "list[Path | None]" = [None] * len(paths)
     if args.depth is not None:
         if len(args.depth) != len(paths):
@@ -184,11 +194,12 @@ def run(args: argparse.Namespace) -> int:
         img = read_image(p)
         K = image_intrinsics(args, p, *img.shape[:2])
         depth = None if dp is None else read_depth(dp, *img.shape[:2], args.depth_scale)
-        dets = predictor.predict(img, K, depth=depth, up=up)
+        dets = predictor.predict(img, K, depth=depth, up=up, camera_height=args.camera_height)
         record = {
             "image": str(p), "height": int(img.shape[0]), "width": int(img.shape[1]),
             "K": K.tolist(), "class_names": list(predictor.class_names),
             "depth": None if dp is None else str(dp), "up": None if up is None else up.tolist(),
+            "camera_height": args.camera_height,
             "checkpoint": str(predictor.checkpoint_path) if predictor.checkpoint_path else None,
             "detections": [d.to_dict() for d in dets],
         }

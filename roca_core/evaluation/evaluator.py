@@ -296,6 +296,24 @@ def up_from_ground_truth(target: Mapping[str, Any]) -> "np.ndarray | None":
     return up / norm if norm > 1e-6 else None
 
 
+def camera_height_from_ground_truth(target: Mapping[str, Any], db: Any) -> "float | None":
+    """The camera's height above the floor of a frame, from its ground-truth objects (which
+    stand on the floor) and their CAD models' heights in ``db``: what a robot's calibrated
+    camera mount would give. None without objects whose CAD model ``db`` holds."""
+    from roca_core.geometry.ground_plane import camera_height_from_objects, canonical_half_heights
+
+    up = up_from_ground_truth(target)
+    ids = list(target.get("cad_ids", []))
+    if up is None or db is None or not ids:
+        return None
+    known = [k for k, c in enumerate(ids) if c in db.ids]
+    if not known:
+        return None
+    half = canonical_half_heights(np.stack([db.voxels[db.index_of(ids[k])] for k in known]))
+    return camera_height_from_objects(_np(target["translations"]).reshape(-1, 3)[known],
+                                      _np(target["scales"]).reshape(-1, 3)[known], half, up)
+
+
 def _frame_retrieval(model: Any, tap: "ModelTap | None", ranker: "SameClassRanker | None",
                      target: Mapping[str, Any], class_names: tuple[str, ...], score: float,
                      gt_boxes: bool) -> "list[RetrievedObject | None] | None":
@@ -310,13 +328,15 @@ def _score_threshold(kwargs: Mapping[str, Any]) -> float:
 
 def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "predicted",
                        gt_depth: bool = False, upright: bool = False, gt_boxes: bool = False,
-                       **kwargs: Any) -> dict[str, Any]:
+                       floor: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Evaluate a :class:`roca_core.Predictor` (or anything with the same ``predict``).
 
     ``depth_source`` (see :func:`measured_depth`) gives ``predict`` a measured depth map:
     ``sensor`` the data set's simulated depth camera, ``gt`` its true depth (``gt_depth=True``
     is the same). ``upright`` gives it the camera's up direction (see
-    :func:`up_from_ground_truth`): the upright prior. ``gt_boxes`` runs the depth,
+    :func:`up_from_ground_truth`): the upright prior. ``floor`` gives it the up direction
+    and the camera's height above the floor as well (see
+    :func:`camera_height_from_ground_truth`): the ground-plane prior. ``gt_boxes`` runs the depth,
     alignment and retrieval heads on the ground-truth boxes and classes (see
     :func:`roca_core.evaluation.model_tap.gt_box_hook`), so alignment is measured without
     detection errors; it needs ``predictor.model`` to be a RocaModel. All combine.
@@ -335,6 +355,8 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
     model = getattr(predictor, "model", None)
     if gt_boxes and not isinstance(model, torch.nn.Module):
         raise ValueError("ground-truth boxes need a predictor with a RocaModel (predictor.model)")
+    if floor and db is None:
+        raise ValueError("the ground-plane prior (floor) needs a predictor with a CAD database")
     if gt_depth:
         depth_source = "gt"
     if depth_source not in DEPTH_SOURCES:
@@ -362,8 +384,10 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
             measured = measured_depth(target, depth_source)
             if measured is not None:
                 extra["depth"] = measured
-            if upright:
+            if upright or floor:
                 extra["up"] = up_from_ground_truth(target)
+            if floor and extra["up"] is not None:
+                extra["camera_height"] = camera_height_from_ground_truth(target, db)
             dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64), **extra)
             refine_s = getattr(predictor, "last_refine_seconds", 0.0)
             if refine_s:
@@ -383,7 +407,8 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
         report = evaluate_frames(infer, dataset, class_names=class_names, gt_boxes=gt_boxes, **kwargs)
         if "retrieval" in report:
             report["retrieval"]["boxes"] = "ground_truth" if gt_boxes else "detections"
-        report.update(depth_source=depth_source, gt_depth=depth_source == "gt", upright=bool(upright))
+        report.update(depth_source=depth_source, gt_depth=depth_source == "gt", upright=bool(upright or floor),
+                      floor=bool(floor))
         if refine_stats["objects"]:
             n = refine_stats["objects"]
             report["refinement"] = {"objects": n, "accepted": refine_stats["accepted"],
