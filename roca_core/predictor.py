@@ -321,11 +321,12 @@ class Predictor:
         retrieved CAD model's height; the class's mean height without one)."""
         if not dets:
             return
+        cfg = self.ground_plane
         f = floor_factors(np.stack([d.translation for d in dets]), np.stack([d.scale for d in dets]),
-                          np.array([self.half_height(d) for d in dets]), up, camera_height, self.ground_plane)
+                          np.array([self.half_height(d) for d in dets]), up, camera_height, cfg)
         for d, fi in zip(dets, f.tolist()):
             d.translation = d.translation * fi
-            d.scale = d.scale * fi ** self.ground_plane.size_exponent
+            d.scale = d.scale * fi ** cfg.size_exponent
             d.transform = compose_transform(d.rotation, d.translation, d.scale)
 
     def _refine(self, dets: list[Detection], depth: np.ndarray, K: np.ndarray) -> None:

@@ -140,7 +140,11 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
                         help="play simulated registered depth (16UC1 mm) too; the node uses it (depth_topic)")
     parser.add_argument("--upright", action="store_true",
                         help="play gravity as sensor_msgs/Imu; the node uses it as the upright prior (imu_topic)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also give the node the camera's height above the floor (camera_height, the "
+                             "ground-plane prior); implies --upright")
     args = parser.parse_args(argv)
+    args.upright = args.upright or args.floor
     if args.frames < 1 or args.rate <= 0:
         parser.error("--frames must be >= 1 and --rate > 0")
 
@@ -189,6 +193,9 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
         node_cmd += ["-p", "depth_topic:=aligned_depth_to_color/image_raw"]
     if args.upright:
         node_cmd += ["-p", "imu_topic:=imu"]
+    if args.floor:  # the sweep keeps its first camera's height; the floor is the world's y = 0
+        args.camera_height = float(seq["frames"][0]["cam_to_world"][1][3])
+        node_cmd += ["-p", f"camera_height:={args.camera_height:.4f}"]
     node_log = out / "node.log"
     print(f"[demo] starting the node: {' '.join(node_cmd)}", flush=True)
     node_proc = subprocess.Popen(node_cmd, env=env, stdout=open(node_log, "w"), stderr=subprocess.STDOUT,
@@ -271,7 +278,9 @@ def main(argv: "list[str] | None" = None) -> int:  # noqa: C901 - a linear scrip
 def mode_line(args: argparse.Namespace) -> str:
     """What the node was given, for the summary."""
     parts = ["RGB", "sensor depth (16UC1, refine auto)" if getattr(args, "depth", False) else "",
-             "IMU gravity (upright prior)" if getattr(args, "upright", False) else ""]
+             "IMU gravity (upright prior)" if getattr(args, "upright", False) else "",
+             f"camera height {args.camera_height:.2f} m (ground-plane prior)" if getattr(args, "floor", False)
+             else ""]
     return " + ".join(p for p in parts if p)
 
 

@@ -128,11 +128,15 @@ def test_sweep_with_sensor_depth_writes_registered_millimetres_and_the_up_direct
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_demo_with_depth_and_imu_runs_end_to_end(random_small_checkpoint, tmp_path):
-    """roca-demo --depth --upright: the node gets depth and gravity and the summary says so."""
+def test_demo_with_depth_imu_and_floor_runs_end_to_end(random_small_checkpoint, tmp_path):
+    """roca-demo --depth --floor: the node gets depth, gravity and the camera's height above the
+    floor (the sweep's, within the renderer's 1.0-1.8 m) and the summary says so."""
     out = tmp_path / "demo"
-    _proc, summary = _run_demo(random_small_checkpoint, out, "--frames", "2", "--depth", "--upright")
+    _proc, summary = _run_demo(random_small_checkpoint, out, "--frames", "2", "--depth", "--floor")
     assert summary["frames_processed"] >= 1
-    assert summary["inputs"] == "RGB + sensor depth (16UC1, refine auto) + IMU gravity (upright prior)"
+    inputs = summary["inputs"].split(" + ")
+    assert inputs[:3] == ["RGB", "sensor depth (16UC1, refine auto)", "IMU gravity (upright prior)"]
+    assert len(inputs) == 4 and inputs[3].startswith("camera height ") and "ground-plane prior" in inputs[3]
+    assert 1.0 <= float(inputs[3].split()[2]) <= 1.8
     log = (out / "node.log").read_text()
     assert "/roca/aligned_depth_to_color/image_raw + /roca/imu" in log and "rejected" not in log.split("stopped")[0]

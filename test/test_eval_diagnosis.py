@@ -249,8 +249,8 @@ def test_eval_upright_prior_and_depth_source_errors(tiny_data, checkpoint, tmp_p
 def test_eval_floor_prior_stands_predictions_on_the_ground_truth_floor(tiny_data, checkpoint):
     """--floor hands each frame's up direction and camera height (from its ground-truth objects,
     all on the floor, and their CAD models' heights) to the predictor. With weight 1 and the
-    size following the distance, every detection the floor applies to then has its bottom on
-    that floor; by default (size_exponent 0) the same translation, with the size as predicted.
+    size following the distance (the defaults), every detection the floor applies to then has
+    its bottom on that floor; with size_exponent 0 the same translation, with the size as predicted.
     The height lies in the renderer's camera height range."""
     import copy
 
@@ -276,8 +276,9 @@ def test_eval_floor_prior_stands_predictions_on_the_ground_truth_floor(tiny_data
     for up, height, before, dets in seen:
         assert up is not None and 1.0 - 1e-3 <= height <= 1.8 + 1e-3  # RenderConfig's camera heights
         translation_only = copy.deepcopy(before)
-        predictor.ground_plane = GroundPlaneConfig()
+        predictor.ground_plane = GroundPlaneConfig(size_exponent=0.0)
         predictor._stand_on_floor(translation_only, up, height)
+        predictor.ground_plane = GroundPlaneConfig()
         for b, d, t in zip(before, dets, translation_only):
             f = d.scale[1] / b.scale[1]
             np.testing.assert_allclose(d.scale, b.scale * f, rtol=1e-6)  # one factor for both
