@@ -4,7 +4,7 @@
 # NOC head (stage 2, config/small_stage2.yaml), train its five small heads on cached crops and
 # thumbnails (roca-train-yaw, roca-train-centre, roca-train-up), on crops of its own
 # detections (roca-train-class) and on crops against the CAD models (roca-train-shape), continue
-# the yaw, centre and shape heads on two more rendered data sets, train the NOC encoder on
+# the yaw and centre heads on four more rendered data sets (the shape and class heads on one), train the NOC encoder on
 # ground-truth NOCs (roca-train-retrieval), then evaluate it on the held-out scenes and install
 # it as models/roca_demo.safetensors (scripts/install_demo_model.sh). The committed model also had four GPU stages and a CPU
 # stage 3 between stage 2 and the heads (models/README.md).
@@ -12,7 +12,7 @@
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
 # DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2)
-# and HEADS (default out/small_heads) can be overridden, EXTRA_ROOT (default data) holds the two
+# and HEADS (default out/small_heads) can be overridden, EXTRA_ROOT (default data) holds the four
 # extra data sets; a finished stage 1 and rendered data sets are reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -55,18 +55,19 @@ fi
 "$BIN/roca-train-shape" --checkpoint "$HEADS/model_class.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 30 --workers 2
 # More rendered rooms for the heads that read only the image: they overfit the 16k objects of
-# $DATA (their held-out error stops falling after ~10 epochs), so two more data sets with other
+# $DATA (their held-out error stops falling after ~10 epochs), so four more data sets with other
 # seeds (18,000 images each, ~15 min each to render) teach them further. The centre and yaw heads
-# continue on the first, the shape head (which reads the centre head's sizes) follows, and the
-# centre and yaw heads continue on the second; each stage's val split only reports.
-for seed in 21 22; do
+# continue on each in turn; after the first, the shape head (which reads the centre head's
+# sizes) follows and the class head continues on the network's detections of half its images;
+# each stage's val split only reports.
+for seed in 21 22 23 24; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   if [[ ! -f "$extra/annotations_train.json" ]]; then
     "$BIN/roca-make-dataset" --out "$extra" --images 18000 --seed "$seed" --workers 2 --split-val 0.0167
   fi
 done
 CKPT="$HEADS/model_shape.safetensors"
-for seed in 21 22; do
+for seed in 21 22 23 24; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   "$BIN/roca-train-centre" --checkpoint "$CKPT" --data "$extra" --out "$HEADS/extra$seed" \
     --epochs 10 --augment --workers 2
@@ -75,7 +76,9 @@ for seed in 21 22; do
   CKPT="$HEADS/extra$seed/model_yaw.safetensors"
   if [[ "$seed" == 21 ]]; then
     "$BIN/roca-train-shape" --checkpoint "$CKPT" --data "$extra" --out "$HEADS/extra$seed" --epochs 12 --workers 2
-    CKPT="$HEADS/extra$seed/model_shape.safetensors"
+    "$BIN/roca-train-class" --checkpoint "$HEADS/extra$seed/model_shape.safetensors" --data "$extra" \
+      --out "$HEADS/extra$seed" --epochs 4 --max-train-images 9000 --workers 2
+    CKPT="$HEADS/extra$seed/model_class.safetensors"
   fi
 done
 # The NOC encoder on the ground-truth NOCs (retrieval from NOCs; the shape head retrieves at
