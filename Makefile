@@ -27,9 +27,9 @@ bench: setup
 bench-camera: setup
 	$(PY) bench/bench_node_camera.py --threads 2
 
-# Reproduce models/roca_demo.safetensors from scratch (about 4.5 h on 2 idle CPU cores: 3 min
+# Reproduce models/roca_demo.safetensors from scratch (about 6.5 h on 2 idle CPU cores: 3 min
 # data, ~40 + ~15 min for the two training stages, ~125 min for the five image-only heads,
-# ~30 min to render two more data sets and ~60 min for the heads on them, ~10 min for the NOC
-# encoder, ~25 min evaluation; without the GPU stages); see models/README.md.
+# ~60 min to render four more data sets and ~160 min for the heads on them, ~10 min for the NOC
+# encoder, ~30 min evaluation; without the GPU stages); see models/README.md.
 demo-model: setup
 	bash scripts/train_demo_model.sh

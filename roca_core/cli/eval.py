@@ -149,8 +149,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     from roca_core.data.loader import RocaDataset
     from roca_core.evaluation.evaluator import evaluate_predictor
     from roca_core.evaluation.report import format_markdown, write_json, write_markdown
-    from roca_core.predictor import Predictor
     from roca_core.geometry.ground_plane import GroundPlaneConfig
+    from roca_core.predictor import Predictor
     try:
         from roca_core.checkpoint import CheckpointError
     except ImportError:  # pragma: no cover - the checkpoint module ships with the model
@@ -208,7 +208,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                                           ("ground-truth boxes", args.gt_boxes),
                                           ("the yaw head", has_yaw_head and not args.no_yaw_head),
                                           ("the centre head", has_centre_head and not args.no_centre_head),
-                                          ("the up head", has_up_head and not args.no_up_head and not (args.upright or args.floor)),
+                                          ("the up head", has_up_head and not args.no_up_head
+                                           and not (args.upright or args.floor)),
                                           ("the class head", has_class_head and not args.no_class_head
                                            and not args.gt_boxes),
                                           ("the shape head", has_shape_head and not args.no_shape_head))

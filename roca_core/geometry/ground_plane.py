@@ -92,9 +92,10 @@ def bottom_drops(translations: np.ndarray, scales: np.ndarray, half_heights: np.
 
 def floor_factors(translations: np.ndarray, scales: np.ndarray, half_heights: np.ndarray, up: np.ndarray,
                   camera_height: float, cfg: "GroundPlaneConfig | None" = None) -> np.ndarray:
-    """(N,) factors by which to scale each object's translation (its size by the factor to
-    ``cfg.size_exponent``; 1 where the floor does not apply): ``(camera_height / drop) ** weight`` where the bottom lies at least
-    ``min_drop_m`` below the camera and the full factor is within ``max_factor``."""
+    """(N,) factors by which to scale each object's translation (its size by the factor to the
+    power ``cfg.size_exponent``; 1 where the floor does not apply): ``(camera_height / drop) **
+    weight`` where the bottom lies at least ``min_drop_m`` below the camera and the full factor
+    is within ``max_factor``."""
     cfg = cfg or GroundPlaneConfig()
     height = validate_camera_height(camera_height)
     drop = bottom_drops(translations, scales, half_heights, up)
@@ -110,4 +111,3 @@ def camera_height_from_objects(translations: np.ndarray, scales: np.ndarray, hal
     None without objects."""
     drop = bottom_drops(translations, scales, half_heights, up)
     return float(drop.max()) if drop.size else None
-
