@@ -630,6 +630,10 @@ class RocaParts:
             inputs["up"] = up
             if settings.camera_height > 0.0:  # the ground-plane prior needs the up direction
                 inputs["camera_height"] = settings.camera_height
+        elif settings.camera_height > 0.0:
+            self._warn.report("camera height", "camera_height is set but no up direction is known (up_vector, "
+                                               "or a reading on imu_topic in the camera's axes): the "
+                                               "ground-plane prior is off")
         t_converted = time.perf_counter()
         with self._predictor_lock:
             if self._predictor is None:

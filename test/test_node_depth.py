@@ -213,6 +213,7 @@ def test_camera_height_gives_the_ground_plane_prior_only_with_an_up_direction(ru
     try:
         running.send_until_processed(rgb_only(running))
         assert last_inputs(running)["up"] is None and last_inputs(running)["camera_height"] is None
+        assert running.wait_for_log("the ground-plane prior is off")  # said, not silently ignored
         assert running.client.set_params(up_vector=[0.0, -1.0, 0.0])[0].successful
         running.send_until_processed(rgb_only(running))
         assert last_inputs(running)["camera_height"] == pytest.approx(1.25)
