@@ -263,6 +263,7 @@ class Predictor:
         if h == 0 or w == 0:
             raise ValueError(f"image is empty ({h}x{w} pixels)")
         K = validate_intrinsics(K, h, w)
+        up = None if up is None else validate_up(up)
         if camera_height is not None:
             camera_height = validate_camera_height(camera_height)
             if up is None:
@@ -274,7 +275,7 @@ class Predictor:
         if measured is not None:
             extra["depths"] = [torch.from_numpy(measured).to(self.device)]
         if up is not None:
-            extra["up"] = [torch.as_tensor(validate_up(up), dtype=torch.float32, device=self.device)]
+            extra["up"] = [torch.as_tensor(up, dtype=torch.float32, device=self.device)]
         t = torch.from_numpy(np.ascontiguousarray(img))
         t = t.float() / 255.0 if img.dtype == np.uint8 else t.float().clamp(0, 1)
         t = t.permute(2, 0, 1).to(self.device)
@@ -300,7 +301,7 @@ class Predictor:
                 transform=compose_transform(rot, trans, scale), valid=bool(out["valid"][i])))
             self._retrieve(dets[-1], out["noc_embeddings"][i].numpy())
         if camera_height is not None:
-            self._stand_on_floor(dets, validate_up(up), camera_height)
+            self._stand_on_floor(dets, up, camera_height)
         self.last_refine_seconds = 0.0
         if self.refine or (self.refine is None and measured is not None):
             self._refine(dets, measured if measured is not None else self.last_depth, K)

@@ -296,10 +296,12 @@ def up_from_ground_truth(target: Mapping[str, Any]) -> "np.ndarray | None":
     return up / norm if norm > 1e-6 else None
 
 
-def camera_height_from_ground_truth(target: Mapping[str, Any], db: Any) -> "float | None":
+def camera_height_from_ground_truth(target: Mapping[str, Any], db: Any,
+                                    half_heights: "np.ndarray | None" = None) -> "float | None":
     """The camera's height above the floor of a frame, from its ground-truth objects (which
     stand on the floor) and their CAD models' heights in ``db``: what a robot's calibrated
-    camera mount would give. None without objects whose CAD model ``db`` holds."""
+    camera mount would give. ``half_heights`` (M,): ``canonical_half_heights(db.voxels)``,
+    computed here when not given. None without objects whose CAD model ``db`` holds."""
     from roca_core.geometry.ground_plane import camera_height_from_objects, canonical_half_heights
 
     up = up_from_ground_truth(target)
@@ -309,7 +311,9 @@ def camera_height_from_ground_truth(target: Mapping[str, Any], db: Any) -> "floa
     known = [k for k, c in enumerate(ids) if c in db.ids]
     if not known:
         return None
-    half = canonical_half_heights(np.stack([db.voxels[db.index_of(ids[k])] for k in known]))
+    if half_heights is None:
+        half_heights = canonical_half_heights(db.voxels)
+    half = np.asarray(half_heights)[[db.index_of(ids[k]) for k in known]]
     return camera_height_from_objects(_np(target["translations"]).reshape(-1, 3)[known],
                                       _np(target["scales"]).reshape(-1, 3)[known], half, up)
 
@@ -357,6 +361,9 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
         raise ValueError("ground-truth boxes need a predictor with a RocaModel (predictor.model)")
     if floor and db is None:
         raise ValueError("the ground-plane prior (floor) needs a predictor with a CAD database")
+    if floor:  # the database's model heights, once for all frames
+        from roca_core.geometry.ground_plane import canonical_half_heights
+        db_half_heights = canonical_half_heights(db.voxels)
     if gt_depth:
         depth_source = "gt"
     if depth_source not in DEPTH_SOURCES:
@@ -387,7 +394,7 @@ def evaluate_predictor(predictor: Any, dataset: Any, *, depth_source: str = "pre
             if upright or floor:
                 extra["up"] = up_from_ground_truth(target)
             if floor and extra["up"] is not None:
-                extra["camera_height"] = camera_height_from_ground_truth(target, db)
+                extra["camera_height"] = camera_height_from_ground_truth(target, db, db_half_heights)
             dets = predictor.predict(rgb, _np(target["K"]).astype(np.float64), **extra)
             refine_s = getattr(predictor, "last_refine_seconds", 0.0)
             if refine_s:
