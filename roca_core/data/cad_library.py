@@ -33,8 +33,8 @@ from roca_core.data.shape_builders import BUILDERS
 from roca_core.paths import data_home
 
 LIBRARY_FORMAT = "roca-cad-library"
-# Bump when the builders change so cached libraries are regenerated.
-LIBRARY_VERSION = 1
+# Bump when the builders change (shapes or symmetry tags) so cached libraries are regenerated.
+LIBRARY_VERSION = 2
 
 # ShapeNet synset ids of the 9 classes (Scan2CAD's ``catid_cad``); used in annotations.
 SHAPENET_SYNSETS: dict[str, str] = {

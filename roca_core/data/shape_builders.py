@@ -187,7 +187,8 @@ def _bookcase(rng, shelves: int, w=0.8, h=1.8, d=0.3, back=True, columns=1, door
     if doors:
         dh = h / (shelves + 1)
         parts += [box((sx * w / 4, dh / 2, d / 2 - 0.01), (w / 2 - 0.01, dh - 0.01, 0.02)) for sx in (-1, 1)]
-    return parts, Symmetry.NONE
+    # without a back panel or doors, front and back look alike
+    return parts, (Symmetry.NONE if back or doors else Symmetry.ROTATE_UP_2)
 
 
 def bookcase_2(rng):
@@ -295,7 +296,7 @@ def display_tv(rng):
     for sx in (-1, 1):
         parts.append(box((sx * w * 0.38, lift / 2, 0), (0.04, lift, 0.05)))
         parts.append(box((sx * w * 0.38, 0.01, 0), (0.06, 0.02, 0.24)))
-    return parts, Symmetry.NONE
+    return parts, Symmetry.ROTATE_UP_2
 
 
 def display_round_base(rng):
@@ -429,7 +430,7 @@ def _tub_walls(w, l, h, t):
 
 
 def bathtub_box(rng):
-    return _tub_walls(_j(rng, 0.75), _j(rng, 1.7), _j(rng, 0.55), 0.08), Symmetry.NONE
+    return _tub_walls(_j(rng, 0.75), _j(rng, 1.7), _j(rng, 0.55), 0.08), Symmetry.ROTATE_UP_2
 
 
 def bathtub_panel_tap(rng):
@@ -444,7 +445,7 @@ def bathtub_legs(rng):
     lift = 0.15
     parts = [m.apply_translation((0, lift, 0)) for m in _tub_walls(w, l, h, 0.05)]
     parts += _legs(w - 0.1, l - 0.2, lift, 0.06, round_=True)
-    return parts, Symmetry.NONE
+    return parts, Symmetry.ROTATE_UP_2
 
 
 def bathtub_oval(rng):
@@ -452,7 +453,7 @@ def bathtub_oval(rng):
     parts = [ring((0, h / 2, 0), w / 2, w / 2 - 0.06, h, sections=40, squash_z=l / w),
              cylinder((0, 0.04, 0), w / 2 - 0.03, 0.08, sections=40)]
     parts[1].apply_scale((1.0, 1.0, l / w))
-    return parts, Symmetry.NONE
+    return parts, Symmetry.ROTATE_UP_2
 
 
 def bathtub_corner(rng):

@@ -15,6 +15,7 @@ from roca_core.config_io import ConfigError, from_dict, load_yaml, to_dict
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "tiny")
 NORMS = ("gn", "bn", "frozen_bn")
 VOXELIZE_BACKENDS = ("auto", "pytorch3d", "torch")
+MIRROR_HEADS = ("yaw", "centre", "class", "shape")  # crop heads that mirror test-time augmentation can cover
 
 
 @dataclass
@@ -127,6 +128,10 @@ class ModelConfig:
     # 0: no shape head.
     shape_width: int = 0
     shape_crop: int = 32
+    # Mirror test-time augmentation (roca_core/model/mirror_tta.py; not in the paper): at
+    # inference these crop heads also read the left-right mirror of each crop and average the
+    # two answers (a second pass of each head). Any of "yaw", "centre", "class", "shape"; () for none.
+    mirror_heads: tuple[str, ...] = ("yaw", "centre", "class")
     min_procrustes_pixels: int = 16
     align_rois_per_image: int = 32  # foreground proposals per image trained through alignment
     align_mask_threshold: float = 0.7
@@ -173,6 +178,9 @@ class ModelConfig:
                               f"(>= 8), class_mix={self.class_mix} (0 to 1)")
         if self.shape_width < 0 or (self.shape_width and self.shape_crop < 8):
             raise ConfigError(f"model.shape_width={self.shape_width} (0 or >= 1), shape_crop={self.shape_crop} (>= 8)")
+        self.mirror_heads = tuple(self.mirror_heads)
+        if not set(self.mirror_heads) <= set(MIRROR_HEADS) or len(set(self.mirror_heads)) != len(self.mirror_heads):
+            raise ConfigError(f"model.mirror_heads={list(self.mirror_heads)}; each at most once, from {list(MIRROR_HEADS)}")
         if len(self.tiny_channels) != 4:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:

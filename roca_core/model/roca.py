@@ -32,6 +32,7 @@ from roca_core.model.config import ModelConfig
 from roca_core.model.depth_head import DepthHead, berhu_loss
 from roca_core.model.losses import RoiTargets, alignment_losses, retrieval_losses
 from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
+from roca_core.model import mirror_tta
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
@@ -321,13 +322,18 @@ class RocaModel(nn.Module):
         lw = cfg.loss_weights
         return {k: v * getattr(lw, _LOSS_FIELDS[k]) for k, v in losses.items()}
 
-    def _class_logits(self, imgs, Ks: torch.Tensor, boxes_per_image: list[torch.Tensor]) -> torch.Tensor:
-        """The class head's logits (R, C + 1) for each image's boxes (network-input pixels)."""
+    def _class_logits(self, imgs, Ks: torch.Tensor, boxes_per_image: list[torch.Tensor],
+                      mirror: bool = False) -> torch.Tensor:
+        """The class head's logits (R, C + 1) for each image's boxes (network-input pixels);
+        ``mirror``: log-probabilities averaged with the mirrored crops' (``mirror_tta``)."""
         boxes = torch.cat(boxes_per_image).float()
         bidx = torch.cat([torch.full((b.shape[0],), i, dtype=torch.int64, device=boxes.device)
                           for i, b in enumerate(boxes_per_image)])
         crops = yaw_crops(torch.stack(imgs), boxes, bidx, self.cfg.class_crop)
-        return self.class_head(crops, box_geometry(boxes, Ks[bidx], self.cfg.image_size))
+        geometry = box_geometry(boxes, Ks[bidx], self.cfg.image_size)
+        if mirror:
+            return mirror_tta.class_log_probs(self.class_head, crops, geometry)
+        return self.class_head(crops, geometry)
 
     def _class_head_loss(self, imgs, Ks: torch.Tensor, fg) -> torch.Tensor:
         """The class head's loss on the proposals the box head trained on (the detector's
@@ -340,7 +346,7 @@ class RocaModel(nn.Module):
         """Detections with the class head's scores (``class_head.rescore``), sorted by them."""
         if sum(d["boxes"].shape[0] for d in dets) == 0:
             return dets
-        logits = self._class_logits(imgs, Ks, [d["boxes"] for d in dets])
+        logits = self._class_logits(imgs, Ks, [d["boxes"] for d in dets], "class" in self.cfg.mirror_heads)
         scores = rescore(torch.cat([d["scores"] for d in dets]), torch.cat([d["labels"] for d in dets]),
                          logits, self.cfg.class_mix)
         out = []
@@ -441,12 +447,14 @@ class RocaModel(nn.Module):
             crops = self._box_crops(imgs, boxes, bidx)
             yaw = None
             if self.yaw_head is not None and self.use_yaw_head and r:
-                logits = self.yaw_head(crops[cfg.yaw_crop], classes)
+                logits = (mirror_tta.yaw_log_probs(self.yaw_head, crops[cfg.yaw_crop], classes)
+                          if "yaw" in cfg.mirror_heads else self.yaw_head(crops[cfg.yaw_crop], classes))
                 yaw, _ = decode_yaw(logits, boxes, K_rois)
             centre = size = None
             if self.centre_head is not None and self.use_centre_head and r:
-                pred = self.centre_head(crops[cfg.centre_crop],
-                                        box_geometry(boxes, K_rois, cfg.image_size), classes)
+                geometry = box_geometry(boxes, K_rois, cfg.image_size)
+                pred = (mirror_tta.centre_outputs(self.centre_head, crops[cfg.centre_crop], geometry, classes)
+                        if "centre" in cfg.mirror_heads else self.centre_head(crops[cfg.centre_crop], geometry, classes))
                 size = decode_size(pred)
                 centre = decode_centre(pred, boxes, K_rois)
                 if depths is not None:  # measured depth places objects better than the head: keep ROCA's
@@ -457,7 +465,8 @@ class RocaModel(nn.Module):
         with self._stage("retrieval"):
             if self.shape_head is not None and self.use_shape_head and r:
                 # the crop's (and size's) embedding instead of the voxelised NOCs'
-                z = self.shape_head(crops[cfg.shape_crop], classes, out.scale)
+                z = (mirror_tta.shape_embeddings(self.shape_head, crops[cfg.shape_crop], classes, out.scale)
+                     if "shape" in cfg.mirror_heads else self.shape_head(crops[cfg.shape_crop], classes, out.scale))
             else:
                 vox_w = ((m > cfg.retrieval_mask_threshold) & (depth_rois > 1e-3)).float().reshape(r, s * s)
                 z, _ = self.retrieval_head.embed_noc(out.noc.reshape(r, s * s, 3), vox_w, out.shape_code)
