@@ -34,6 +34,7 @@ ev eval_val_gt_boxes_depth --gt-boxes --depth-source gt
 ev eval_val_upright --upright
 # The ground-plane prior (camera height and up from the frames' objects, as a calibrated mount gives them).
 ev eval_val_floor --floor
+ev eval_val_gt_boxes_floor --gt-boxes --floor
 # What the class head's re-scoring adds (a network without one scores the same as eval_val).
 ev eval_val_no_class_head --no-class-head
 # What the shape head's retrieval from the crop adds (retrieval from the NOC embedding instead).
@@ -45,6 +46,7 @@ cp "$EVAL_DIR/eval_val_gt_boxes.md" models/roca_demo_eval_gt_boxes.md
 cp "$EVAL_DIR/eval_val_gt_boxes_depth.md" models/roca_demo_eval_gt_boxes_depth.md
 cp "$EVAL_DIR/eval_val_upright.md" models/roca_demo_eval_upright.md
 cp "$EVAL_DIR/eval_val_floor.md" models/roca_demo_eval_floor.md
+cp "$EVAL_DIR/eval_val_gt_boxes_floor.md" models/roca_demo_eval_gt_boxes_floor.md
 cp "$EVAL_DIR/eval_val_no_class_head.md" models/roca_demo_eval_no_class_head.md
 cp "$EVAL_DIR/eval_val_no_shape_head.md" models/roca_demo_eval_no_shape_head.md
 # A run without held-out checks during training (the GPU job) keeps the earlier stages' file.

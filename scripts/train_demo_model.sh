@@ -56,19 +56,21 @@ fi
 "$BIN/roca-train-shape" --checkpoint "$HEADS/model_class.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 30 --workers 2
 # More rendered rooms for the heads that read only the image: they overfit the 16k objects of
-# $DATA (their held-out error stops falling after ~10 epochs), so four more data sets with other
-# seeds (18,000 images each, ~15 min each to render) teach them further. The centre and yaw heads
-# continue on each in turn; after the first, the shape head (which reads the centre head's
-# sizes) follows and the class head continues on the network's detections of half its images;
-# each stage's val split only reports.
-for seed in 21 22 23 24; do
+# $DATA (their held-out error stops falling after ~10 epochs), so seven more data sets with other
+# seeds (18,000 images each for 21-24, 9000 for 25-27; ~15 and ~6 min each to render) teach
+# them further. The centre and yaw heads continue on each in turn; after the first, the shape
+# head (which reads the centre head's sizes) follows and the class head continues on the
+# network's detections of half its images; each stage's val split only reports.
+for seed in 21 22 23 24 25 26 27; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
+  images=18000
+  if [[ "$seed" -ge 25 ]]; then images=9000; fi
   if [[ ! -f "$extra/annotations_train.json" ]]; then
-    "$BIN/roca-make-dataset" --out "$extra" --images 18000 --seed "$seed" --workers 2 --split-val 0.0167
+    "$BIN/roca-make-dataset" --out "$extra" --images "$images" --seed "$seed" --workers 2 --split-val 0.0167
   fi
 done
 CKPT="$HEADS/model_shape.safetensors"
-for seed in 21 22 23 24; do
+for seed in 21 22 23 24 25 26 27; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   "$BIN/roca-train-centre" --checkpoint "$CKPT" --data "$extra" --out "$HEADS/extra$seed" \
     --epochs 10 --augment --workers 2
