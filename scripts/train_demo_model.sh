@@ -56,12 +56,12 @@ fi
 "$BIN/roca-train-shape" --checkpoint "$HEADS/model_class.safetensors" --data "$DATA" --out "$HEADS" \
   --epochs 30 --workers 2
 # More rendered rooms for the heads that read only the image: they overfit the 16k objects of
-# $DATA (their held-out error stops falling after ~10 epochs), so seven more data sets with other
-# seeds (18,000 images each for 21-24, 9000 for 25-27; ~15 and ~6 min each to render) teach
+# $DATA (their held-out error stops falling after ~10 epochs), so five more data sets with other
+# seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
 # them further. The centre and yaw heads continue on each in turn; after the first, the shape
 # head (which reads the centre head's sizes) follows and the class head continues on the
 # network's detections of half its images; each stage's val split only reports.
-for seed in 21 22 23 24 25 26 27; do
+for seed in 21 22 23 24 25; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   images=18000
   if [[ "$seed" -ge 25 ]]; then images=9000; fi
@@ -70,7 +70,7 @@ for seed in 21 22 23 24 25 26 27; do
   fi
 done
 CKPT="$HEADS/model_shape.safetensors"
-for seed in 21 22 23 24 25 26 27; do
+for seed in 21 22 23 24 25; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   "$BIN/roca-train-centre" --checkpoint "$CKPT" --data "$extra" --out "$HEADS/extra$seed" \
     --epochs 10 --augment --workers 2
