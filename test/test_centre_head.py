@@ -152,8 +152,9 @@ def test_model_trains_the_centre_head_jointly_and_uses_its_translation_in_eval()
         from roca_core.model.yaw_head import yaw_crops
         from roca_core.model.mirror_tta import centre_outputs
         assert "centre" in model.cfg.mirror_heads  # inference averages the crop and its mirror
-        pred = centre_outputs(head, yaw_crops(img[None].float(), b.float(), torch.zeros(b.shape[0], dtype=torch.int64), 16),
-                              box_geometry(b.float(), k.expand(b.shape[0], 3, 3), model.cfg.image_size), lab - 1)
+        crops = yaw_crops(img[None].float(), b.float(), torch.zeros(b.shape[0], dtype=torch.int64), 16)
+        pred = centre_outputs(head, crops, box_geometry(b.float(), k.expand(b.shape[0], 3, 3), model.cfg.image_size),
+                              lab - 1)
         torch.testing.assert_close(a["translations"], decode_centre(pred, b.float(), k.expand(b.shape[0], 3, 3)),
                                    atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(a["scales"], decode_size(pred), atol=1e-5, rtol=1e-5)

@@ -83,11 +83,10 @@ def measure_up_symmetry(mesh: trimesh.Trimesh, tol_m: float = 0.015, samples: in
     if not tol_m > 0:
         raise ValueError(f"tol_m must be > 0, got {tol_m}")
     dev = lambda deg: turn_deviation(mesh, deg, samples)  # noqa: E731
-    tol = tol_m
-    if dev(180.0) > tol:
+    if dev(180.0) > tol_m:
         return Symmetry.NONE
-    if dev(90.0) > tol:
+    if dev(90.0) > tol_m:
         return Symmetry.ROTATE_UP_2
-    if all(dev(a) <= tol for a in _REVOLUTION_TURNS_DEG):
+    if all(dev(a) <= tol_m for a in _REVOLUTION_TURNS_DEG):
         return Symmetry.ROTATE_UP_INF
     return Symmetry.ROTATE_UP_4

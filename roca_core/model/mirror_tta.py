@@ -6,8 +6,9 @@ image of a piece of furniture is the same furniture seen from the mirrored side)
 readings of one object err differently, so their mean is better than either: on the 400
 held-out images with the ground-truth boxes and the ground-plane prior, mirroring the yaw and
 centre heads raised alignment from 37.1 / 38.9 to 39.5 / 41.2 % (class / instance mean);
-models/README.md, "Mirror test-time augmentation". It costs a second pass of each head (a few
-milliseconds per image on a CPU core).
+models/README.md, "Mirror test-time augmentation". It costs a second pass of each head: the
+demo network took 115 instead of 108 ms per image with 10 detections on one CPU core
+(bench/bench_model.py).
 
 How each answer maps back under the mirror (x -> -x in the camera, about the principal point):
 - yaw: the allocentric yaw a becomes -a, so bin k becomes bin -k (``yaw_head.mirror_bins``);

@@ -23,6 +23,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
+from roca_core.model import mirror_tta
 from roca_core.model.alignment_head import AlignmentHead
 from roca_core.model.backbone import build_backbone
 from roca_core.model.class_head import ClassHead, class_loss, rescore
@@ -32,7 +33,6 @@ from roca_core.model.config import ModelConfig
 from roca_core.model.depth_head import DepthHead, berhu_loss
 from roca_core.model.losses import RoiTargets, alignment_losses, retrieval_losses
 from roca_core.model.measured_inputs import fuse_measured_depth, per_roi_up
-from roca_core.model import mirror_tta
 from roca_core.model.retrieval_head import RetrievalHead
 from roca_core.model.roi_heads import RocaRoIHeads
 from roca_core.model.roi_sampling import backproject_rois, roi_pixel_grid, sample_rois
@@ -453,8 +453,9 @@ class RocaModel(nn.Module):
             centre = size = None
             if self.centre_head is not None and self.use_centre_head and r:
                 geometry = box_geometry(boxes, K_rois, cfg.image_size)
-                pred = (mirror_tta.centre_outputs(self.centre_head, crops[cfg.centre_crop], geometry, classes)
-                        if "centre" in cfg.mirror_heads else self.centre_head(crops[cfg.centre_crop], geometry, classes))
+                centre_in = (crops[cfg.centre_crop], geometry, classes)
+                pred = (mirror_tta.centre_outputs(self.centre_head, *centre_in) if "centre" in cfg.mirror_heads
+                        else self.centre_head(*centre_in))
                 size = decode_size(pred)
                 centre = decode_centre(pred, boxes, K_rois)
                 if depths is not None:  # measured depth places objects better than the head: keep ROCA's
