@@ -1,4 +1,4 @@
-"""Rotational symmetry of a canonical CAD model about its up (y) axis, measured on its surface.
+"""Rotational symmetry of a CAD model about its up (y) axis, measured on its surface (metres).
 
 Why: Scan2CAD's rotation error is taken up to the CAD model's symmetry, so a model that looks
 the same after a half turn must carry ``ROTATE_UP_2``: otherwise a pose that is exactly right
