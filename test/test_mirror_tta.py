@@ -106,3 +106,31 @@ def test_config_checks_the_mirrored_heads():
         ModelConfig(mirror_heads=("yaw", "depth"))
     with pytest.raises(ConfigError, match="mirror_heads"):
         ModelConfig(mirror_heads=("yaw", "yaw"))
+
+
+def test_roca_eval_can_switch_the_mirrored_heads(tiny_render, tmp_path, capsys):
+    """``roca-eval --mirror-heads`` overrides the checkpoint's setting (the model card's rows
+    without mirroring come from it), reports it, and rejects unknown heads."""
+    import json
+
+    from roca_core.checkpoint import save_checkpoint
+    from roca_core.cli.eval import main as eval_main
+    from roca_core.model.roca import RocaModel
+
+    torch.manual_seed(0)
+    cfg = replace(tiny_model_config(), yaw_bins=8, yaw_crop=16, yaw_width=4, centre_width=4, centre_crop=16)
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", RocaModel(cfg), cfg)
+    reports = {}
+    for name, flag in (("default", []), ("none", ["--mirror-heads", "none"]), ("yaw", ["--mirror-heads", "yaw"])):
+        out = tmp_path / f"{name}.json"
+        assert eval_main(["--checkpoint", str(ckpt), "--data", str(tiny_render), "--gt-boxes", "--max-images", "2",
+                          "--out", str(out), "--no-progress", "--device", "cpu"] + flag) == 0
+        reports[name] = json.loads(out.read_text())
+    assert reports["default"]["mirror_heads"] == ["yaw", "centre", "class"]
+    assert reports["none"]["mirror_heads"] == [] and reports["yaw"]["mirror_heads"] == ["yaw"]
+    t = {k: r["pose_errors"]["median_translation_m"] for k, r in reports.items()}
+    assert t["none"] == t["yaw"] != t["default"]  # the centre head's mirror moves the objects
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        eval_main(["--checkpoint", str(ckpt), "--data", str(tiny_render), "--mirror-heads", "yaw,depth"])
+    assert "--mirror-heads" in capsys.readouterr().err

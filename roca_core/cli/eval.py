@@ -28,6 +28,18 @@ def _parse_classes(text: "str | None") -> "tuple[str, ...] | None":
     return names
 
 
+def _parse_mirror_heads(text: str) -> "tuple[str, ...]":
+    """``none`` or a comma list of crop heads for mirror test-time augmentation."""
+    from roca_core.model.config import MIRROR_HEADS
+
+    heads = () if text.strip() == "none" else tuple(h.strip() for h in text.split(",") if h.strip())
+    bad = [h for h in heads if h not in MIRROR_HEADS]
+    if bad or len(set(heads)) != len(heads):
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'none' or heads from {','.join(MIRROR_HEADS)}, "
+                                         "each at most once")
+    return heads
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="roca-eval", description=__doc__.splitlines()[0],
@@ -94,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-shape-head", action="store_true",
                    help="retrieve with the NOC embedding although the network has a shape head "
                         "(model.shape_width > 0), to measure what the crop's embedding adds")
+    p.add_argument("--mirror-heads", type=_parse_mirror_heads, default=None, metavar="LIST",
+                   help="crop heads that also read each crop's mirror image (model.mirror_heads), e.g. "
+                        "'none' or 'yaw,centre'; default: the checkpoint's setting")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -184,6 +199,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
         has_shape_head = getattr(predictor.model, "shape_head", None) is not None
         if args.no_shape_head:
             predictor.model.use_shape_head = False
+        if args.mirror_heads is not None:
+            predictor.model.cfg.mirror_heads = args.mirror_heads
         report = evaluate_predictor(predictor, dataset, classes=classes, mode=args.mode,
                                     max_images=args.max_images, progress=not args.no_progress,
                                     depth_source=depth_source, upright=args.upright,
@@ -198,7 +215,8 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                   centre_head=("off" if args.no_centre_head else "on") if has_centre_head else "none",
                   up_head=("off" if args.no_up_head else "on") if has_up_head else "none",
                   class_head=("off" if args.no_class_head else "on") if has_class_head else "none",
-                  shape_head=("off" if args.no_shape_head else "on") if has_shape_head else "none")
+                  shape_head=("off" if args.no_shape_head else "on") if has_shape_head else "none",
+                  mirror_heads=list(getattr(getattr(predictor.model, "cfg", None), "mirror_heads", ())))
     oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
                                           ("sensor depth", depth_source == "sensor"),
                                           ("the upright prior", args.upright and not args.floor),
