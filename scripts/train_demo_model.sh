@@ -4,7 +4,7 @@
 # NOC head (stage 2, config/small_stage2.yaml), train its five small heads on cached crops and
 # thumbnails (roca-train-yaw, roca-train-centre, roca-train-up), on crops of its own
 # detections (roca-train-class) and on crops against the CAD models (roca-train-shape), continue
-# the yaw and centre heads on four more rendered data sets (the shape and class heads on one),
+# the yaw and centre heads on five more rendered data sets (the shape and class heads on one),
 # train the NOC encoder on ground-truth NOCs (roca-train-retrieval), then evaluate it on the
 # held-out scenes and install it as models/roca_demo.safetensors (scripts/install_demo_model.sh).
 # The committed model also had four GPU stages and a CPU stage 3 between stage 2 and the heads

@@ -30,14 +30,14 @@ def _parse_classes(text: "str | None") -> "tuple[str, ...] | None":
 
 def _parse_mirror_heads(text: str) -> "tuple[str, ...]":
     """``none`` or a comma list of crop heads for mirror test-time augmentation."""
-    from roca_core.model.config import MIRROR_HEADS
+    from roca_core.config_io import ConfigError
+    from roca_core.model.config import validate_mirror_heads
 
     heads = () if text.strip() == "none" else tuple(h.strip() for h in text.split(",") if h.strip())
-    bad = [h for h in heads if h not in MIRROR_HEADS]
-    if bad or len(set(heads)) != len(heads):
-        raise argparse.ArgumentTypeError(f"{text!r}: give 'none' or heads from {','.join(MIRROR_HEADS)}, "
-                                         "each at most once")
-    return heads
+    try:
+        return validate_mirror_heads(heads)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or 'none')") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +216,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                   up_head=("off" if args.no_up_head else "on") if has_up_head else "none",
                   class_head=("off" if args.no_class_head else "on") if has_class_head else "none",
                   shape_head=("off" if args.no_shape_head else "on") if has_shape_head else "none",
-                  mirror_heads=list(getattr(getattr(predictor.model, "cfg", None), "mirror_heads", ())))
+                  mirror_heads=list(predictor.model.cfg.mirror_heads))
     oracle = " and ".join(x for x, on in (("ground-truth depth", depth_source == "gt"),
                                           ("sensor depth", depth_source == "sensor"),
                                           ("the upright prior", args.upright and not args.floor),

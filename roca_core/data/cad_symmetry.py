@@ -64,16 +64,25 @@ def point_mesh_distance(points: np.ndarray, mesh: trimesh.Trimesh, chunk: int = 
     return out
 
 
-def turn_deviation(mesh: trimesh.Trimesh, angle_deg: float, samples: int = 3000, seed: int = 0) -> float:
-    """The largest distance from the mesh's surface turned by ``angle_deg`` about the vertical
-    axis through its bounding box's centre to the mesh (the mesh's units): 0 when the turn maps
-    the model onto itself."""
+def _centred_surface(mesh: trimesh.Trimesh, samples: int, seed: int) -> tuple[trimesh.Trimesh, np.ndarray]:
+    """The mesh moved so that the vertical axis through its bounding box's centre is y, and
+    its vertices plus ``samples`` surface samples (P, 3)."""
     lo, hi = np.asarray(mesh.bounds, dtype=np.float64)
     centred = mesh.copy()
     centred.apply_translation((-(lo[0] + hi[0]) / 2.0, 0.0, -(lo[2] + hi[2]) / 2.0))
     pts, _ = trimesh.sample.sample_surface(centred, samples, seed=seed)
-    pts = np.concatenate([np.asarray(centred.vertices, dtype=np.float64), np.asarray(pts, dtype=np.float64)])
+    return centred, np.concatenate([np.asarray(centred.vertices, dtype=np.float64), np.asarray(pts, dtype=np.float64)])
+
+
+def _deviation(centred: trimesh.Trimesh, pts: np.ndarray, angle_deg: float) -> float:
     return float(point_mesh_distance(_turn_y(pts, math.radians(angle_deg)), centred).max())
+
+
+def turn_deviation(mesh: trimesh.Trimesh, angle_deg: float, samples: int = 3000, seed: int = 0) -> float:
+    """The largest distance from the mesh's surface turned by ``angle_deg`` about the vertical
+    axis through its bounding box's centre to the mesh (the mesh's units): 0 when the turn maps
+    the model onto itself."""
+    return _deviation(*_centred_surface(mesh, samples, seed), angle_deg)
 
 
 def measure_up_symmetry(mesh: trimesh.Trimesh, tol_m: float = 0.015, samples: int = 3000) -> Symmetry:
@@ -82,7 +91,8 @@ def measure_up_symmetry(mesh: trimesh.Trimesh, tol_m: float = 0.015, samples: in
     NONE."""
     if not tol_m > 0:
         raise ValueError(f"tol_m must be > 0, got {tol_m}")
-    dev = lambda deg: turn_deviation(mesh, deg, samples)  # noqa: E731
+    centred, pts = _centred_surface(mesh, samples, seed=0)  # once for all the turns tested
+    dev = lambda deg: _deviation(centred, pts, deg)  # noqa: E731
     if dev(180.0) > tol_m:
         return Symmetry.NONE
     if dev(90.0) > tol_m:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from roca_core.classes import CLASS_NAMES
 from roca_core.config_io import ConfigError, from_dict, load_yaml, to_dict
@@ -17,6 +17,14 @@ NORMS = ("gn", "bn", "frozen_bn")
 VOXELIZE_BACKENDS = ("auto", "pytorch3d", "torch")
 MIRROR_HEADS = ("yaw", "centre", "class", "shape")  # crop heads that mirror test-time augmentation can cover
 
+
+
+def validate_mirror_heads(heads: Sequence[str]) -> tuple[str, ...]:
+    """``model.mirror_heads`` as a tuple; ConfigError for an unknown or repeated head."""
+    heads = tuple(heads)
+    if not set(heads) <= set(MIRROR_HEADS) or len(set(heads)) != len(heads):
+        raise ConfigError(f"model.mirror_heads={list(heads)}; each at most once, from {list(MIRROR_HEADS)}")
+    return heads
 
 @dataclass
 class LossWeights:
@@ -178,9 +186,7 @@ class ModelConfig:
                               f"(>= 8), class_mix={self.class_mix} (0 to 1)")
         if self.shape_width < 0 or (self.shape_width and self.shape_crop < 8):
             raise ConfigError(f"model.shape_width={self.shape_width} (0 or >= 1), shape_crop={self.shape_crop} (>= 8)")
-        self.mirror_heads = tuple(self.mirror_heads)
-        if not set(self.mirror_heads) <= set(MIRROR_HEADS) or len(set(self.mirror_heads)) != len(self.mirror_heads):
-            raise ConfigError(f"model.mirror_heads={list(self.mirror_heads)}; each at most once, from {list(MIRROR_HEADS)}")
+        self.mirror_heads = validate_mirror_heads(self.mirror_heads)
         if len(self.tiny_channels) != 4:
             raise ConfigError("model.tiny_channels needs 4 entries (strides 4, 8, 16, 32)")
         if self.roi_sampling_ratio < 1:

@@ -21,6 +21,8 @@ Which heads take part is ``ModelConfig.mirror_heads``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from roca_core.model.centre_head import CentreHead, mirror_geometry
@@ -32,7 +34,7 @@ from roca_core.model.yaw_head import YawHead, mirror_bins
 def _mean_log_probs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Two (R, K) logits -> (R, K) log of their mean softmax."""
     logp = torch.stack([a.float().log_softmax(dim=1), b.float().log_softmax(dim=1)])
-    return torch.logsumexp(logp, dim=0) - torch.log(torch.tensor(2.0, device=a.device))
+    return torch.logsumexp(logp, dim=0) - math.log(2.0)
 
 
 def mirror_crops(crops: torch.Tensor) -> torch.Tensor:
