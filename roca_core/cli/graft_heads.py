@@ -11,7 +11,11 @@ The output has the network's weights with the named modules replaced, and the ne
 with those heads' config fields (widths, crops, bins, mix) taken from the heads' checkpoint.
 The shape head is the exception to "image only": it embeds next to its network's CAD encoder,
 so it moves only between networks whose CAD encoders are the same (else train it again with
-roca-train-shape on the target network).
+roca-train-shape on the target network), or together with ``retrieval_head``: the retrieval
+head (the CAD encoder, and the NOC encoder that reads the network's NOCs) of the heads'
+checkpoint, for a network that trained further with its own retrieval head moving. The
+retrieval head must have the network's shapes (the same ``embedding_dim``, ``voxel_channels``
+and ``shape_code_dim``).
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ HEAD_FIELDS: dict[str, tuple[str, ...]] = {
     "up_head": ("up_width",),
     "class_head": ("class_width", "class_crop", "class_mix"),
     "shape_head": ("shape_width", "shape_crop"),
+    "retrieval_head": (),  # same shapes as the network's own (checked when it is put in)
 }
 
 
@@ -58,6 +63,11 @@ def graft(network: "str | Path", heads: "str | Path", modules: "list[str]", out:
     missing = [m for m in modules if getattr(src, m, None) is None]
     if missing:
         raise ValueError(f"{heads} has no {', '.join(missing)}")
+    if "retrieval_head" in modules:
+        try:
+            net.retrieval_head.load_state_dict(src.retrieval_head.state_dict())
+        except RuntimeError as exc:
+            raise ValueError(f"the retrieval heads of the two checkpoints have different shapes: {exc}") from None
     if "shape_head" in modules:
         a, b = net.retrieval_head.cad_encoder.state_dict(), src.retrieval_head.cad_encoder.state_dict()
         if a.keys() != b.keys() or any(not torch.equal(a[k], b[k]) for k in a):
@@ -66,7 +76,8 @@ def graft(network: "str | Path", heads: "str | Path", modules: "list[str]", out:
                              "roca-train-shape instead")
     cfg = dataclasses.replace(net_cfg, **{f: getattr(src_cfg, f) for m in modules for f in HEAD_FIELDS[m]})
     for m in modules:
-        setattr(net, m, getattr(src, m))
+        if m != "retrieval_head":  # loaded in place above
+            setattr(net, m, getattr(src, m))
     net.cfg = cfg
     extra = dict(extra or {}, grafted={"heads_from": str(heads), "modules": list(modules)})
     return save_checkpoint(Path(out), net, cfg, extra)
