@@ -459,6 +459,37 @@ def test_roca_train_cli_end_to_end_with_eval_and_resume(tmp_path, capsys, tiny_d
     assert "corrupted or truncated" in capsys.readouterr().err
 
 
+def test_extra_train_roots_join_the_training_set(tmp_path, tiny_data, capsys):
+    """data.extra_train_roots (roca-train --extra-data): the training splits of several data
+    sets one after the other, their class counts summed for the class weights, recorded in the
+    checkpoint; the validation split stays data.root's; a missing extra root is a clear error."""
+    from roca_core.checkpoint import load_checkpoint
+    from roca_core.cli.train import main
+    from roca_core.data.concat_dataset import ConcatRocaDataset
+    from roca_core.data.loader import RocaDataset
+
+    cfg = experiment(max_iter=2, num_workers=0, checkpoint_period=0)
+    cfg.model = tiny_model_config()
+    cfg.data = DataConfig(root=str(tiny_data), extra_train_roots=[str(tiny_data)], augment=False)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, log=lambda _m: None)
+    trainer.train()
+    one = RocaDataset(str(tiny_data), split="train")
+    joined = trainer.train_dataset
+    assert isinstance(joined, ConcatRocaDataset) and len(joined) == 2 * len(one) > 0
+    np.testing.assert_array_equal(joined.class_counts(), 2 * one.class_counts())
+    img_a, t_a = joined[0]
+    img_b, t_b = joined[len(one)]  # the second set's first image: the same rendering here
+    assert torch.equal(img_a, img_b) and torch.equal(t_a["boxes"], t_b["boxes"])
+    _, _, extra = load_checkpoint(tmp_path / "run" / "model_final.safetensors")
+    assert extra["extra_train_roots"] == [str(tiny_data)] and extra["data_root"] == str(tiny_data)
+    with pytest.raises(ValueError, match="different classes"):
+        ConcatRocaDataset([one, RocaDataset(str(tiny_data), split="train", class_names=("chair", "table"))])
+
+    code = main(["--config", str(REPO / "config" / "small.yaml"), "--data", str(tiny_data), "--extra-data",
+                 str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 1 and "nowhere" in capsys.readouterr().err
+
+
 def test_roca_train_cli_rejects_a_bad_config(tmp_path, capsys):
     from roca_core.cli.train import main
     bad = tmp_path / "bad.yaml"

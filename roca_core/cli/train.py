@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start over even if OUT already holds checkpoints (they are deleted)")
     p.add_argument("--out", help="output dir (default: train.out_dir of the config)")
     p.add_argument("--data", help="dataset root (default: data.root of the config)")
+    p.add_argument("--extra-data", nargs="+", metavar="DIR",
+                   help="more dataset roots whose training splits join --data's (default: "
+                        "data.extra_train_roots of the config)")
     p.add_argument("--iterations", type=int, help="override train.max_iter")
     p.add_argument("--batch-size", type=int, help="override train.ims_per_batch (per process)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
@@ -69,6 +72,8 @@ def main(argv: "list[str] | None" = None) -> int:
             cfg.train.out_dir = args.out
         if args.data:
             cfg.data.root = args.data
+        if args.extra_data:
+            cfg.data.extra_train_roots = list(args.extra_data)
         cfg.train.validate()
         if cfg.train.init_weights and not Path(cfg.train.init_weights).is_file():
             raise ConfigError(f"train.init_weights {cfg.train.init_weights!r}: no such file")

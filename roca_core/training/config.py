@@ -24,6 +24,9 @@ class DataConfig:
 
     # Dataset root; relative paths are resolved against the current directory.
     root: str = "data/synthetic"
+    # More dataset roots whose training splits join root's (e.g. sets rendered with other
+    # seeds); the validation split and the CAD database stay root's.
+    extra_train_roots: list[str] = field(default_factory=list)
     train_split: str = "train"
     val_split: str = "val"
     # Colour jitter (brightness / contrast / saturation in [0.8, 1.25]) on training images.

@@ -222,18 +222,24 @@ class Trainer:
         from roca_core.data.loader import collate_fn
         return collate_fn
 
-    def _build_dataset(self, split: str, augment: bool) -> Dataset:
+    def _build_dataset(self, split: str, augment: bool, extra_roots: "list[str] | None" = None) -> Dataset:
+        """``split`` of ``data.root``, joined by the same split of each of ``extra_roots``."""
         from roca_core.data.loader import RocaDataset
-        root = Path(self.cfg.data.root)
-        if not root.exists():
-            raise FileNotFoundError(
-                f"dataset root {root} does not exist; generate one with roca-make-dataset or "
-                f"pass --data DIR")
+        roots = [Path(self.cfg.data.root)] + [Path(r) for r in extra_roots or []]
+        for root in roots:
+            if not root.exists():
+                raise FileNotFoundError(
+                    f"dataset root {root} does not exist; generate one with roca-make-dataset or "
+                    f"pass --data DIR")
         kwargs: dict[str, Any] = {}
         if self.cfg.data.resize_to_model_input:
             # Resizing in the loader (workers, cv2) is cheaper than in the model's forward.
             kwargs["image_size"] = (self.cfg.model.image_height, self.cfg.model.image_width)
-        return RocaDataset(str(root), split=split, augment=augment, **kwargs)
+        sets = [RocaDataset(str(root), split=split, augment=augment, **kwargs) for root in roots]
+        if len(sets) == 1:
+            return sets[0]
+        from roca_core.data.concat_dataset import ConcatRocaDataset
+        return ConcatRocaDataset(sets)
 
     def _setup_class_weights(self, model: torch.nn.Module, dataset: Dataset) -> list[float] | None:
         if not self.tcfg.class_weighting:
@@ -304,6 +310,8 @@ class Trainer:
         model = unwrap_model(self.model)
         extra = {"iteration": iteration, "seed": self.tcfg.seed,
                  "train_config": to_dict(self.tcfg), "data_root": str(self.cfg.data.root)}
+        if self.cfg.data.extra_train_roots:
+            extra["extra_train_roots"] = [str(r) for r in self.cfg.data.extra_train_roots]
         was_training = model.training
         model.eval()
         try:
@@ -427,7 +435,7 @@ class Trainer:
         # Same seed on every rank for the weights (DDP also broadcasts rank 0's); per-rank
         # streams afterwards so augmentation differs between replicas.
         self.train_dataset = self._train_ds_in if self._train_ds_in is not None else \
-            self._build_dataset(self.cfg.data.train_split, self.cfg.data.augment)
+            self._build_dataset(self.cfg.data.train_split, self.cfg.data.augment, self.cfg.data.extra_train_roots)
         self.val_dataset = self._val_ds_in
         if self.val_dataset is None and self.tcfg.eval_period > 0 and self._train_ds_in is None:
             try:
