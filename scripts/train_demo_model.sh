@@ -5,16 +5,19 @@
 # thumbnails (roca-train-yaw, roca-train-centre, roca-train-up), on crops of its own
 # detections (roca-train-class) and on crops against the CAD models (roca-train-shape), continue
 # the yaw and centre heads on five more rendered data sets (the shape and class heads on one),
-# train the NOC encoder on ground-truth NOCs (roca-train-retrieval), then evaluate it on the
-# held-out scenes and install it as models/roca_demo.safetensors (scripts/install_demo_model.sh).
+# train the NOC encoder on ground-truth NOCs (roca-train-retrieval), continue the whole network
+# on two more sets (stage 5, config/small_stage5.yaml) and put the heads trained alone back onto
+# it (roca-graft-heads), then evaluate it on the held-out scenes and install it as
+# models/roca_demo.safetensors (scripts/install_demo_model.sh).
 # The committed model also had four GPU stages and a CPU stage 3 between stage 2 and the heads
 # (models/README.md).
 #
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
 # DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2)
-# and HEADS (default out/small_heads) can be overridden, EXTRA_ROOT (default data) holds the four
-# extra data sets; a finished stage 1 and rendered data sets are reused.
+# HEADS (default out/small_heads) and STAGE5 (default out/small_stage5) can be overridden,
+# EXTRA_ROOT (default data) holds the seven extra data sets; a finished stage 1 and rendered
+# data sets are reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_env.sh
@@ -23,6 +26,7 @@ DATA="${DATA:-data/synthetic}"
 STAGE1="${STAGE1:-out/small}"
 OUT="${OUT:-out/small_stage2}"
 HEADS="${HEADS:-out/small_heads}"
+STAGE5="${STAGE5:-out/small_stage5}"
 BIN=.venv/bin
 
 if [[ ! -f "$DATA/annotations_train.json" ]]; then
@@ -58,10 +62,10 @@ fi
 # More rendered rooms for the heads that read only the image: they overfit the 16k objects of
 # $DATA (their held-out error stops falling after ~10 epochs), so five more data sets with other
 # seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
-# them further. The centre and yaw heads continue on each in turn; after the first, the shape
+# them further; 26 and 27 (9000 each) are for stage 5 below. The centre and yaw heads continue on each in turn; after the first, the shape
 # head (which reads the centre head's sizes) follows and the class head continues on the
 # network's detections of half its images; each stage's val split only reports.
-for seed in 21 22 23 24 25; do
+for seed in 21 22 23 24 25 26 27; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   images=18000
   if [[ "$seed" -ge 25 ]]; then images=9000; fi
@@ -87,4 +91,12 @@ done
 # The NOC encoder on the ground-truth NOCs (retrieval from NOCs; the shape head retrieves at
 # run time, this makes the NOC route's embedding learn).
 "$BIN/roca-train-retrieval" --checkpoint "$CKPT" --data "$DATA" --out "$HEADS" --epochs 6 --workers 2
-DATA="$DATA" bash scripts/install_demo_model.sh "$HEADS/model_retrieval.safetensors" "$OUT"
+# Stage 5: the whole network (detector, depth, NOCs) on two sets it has never seen, then the
+# heads trained alone and the retrieval head put back (joint SGD makes them worse).
+"$BIN/roca-train" --config config/small_stage5.yaml --data "${EXTRA_ROOT:-data}/extra26" \
+  --extra-data "${EXTRA_ROOT:-data}/extra27" --out "$STAGE5" --overwrite \
+  --init-weights "$HEADS/model_retrieval.safetensors" --summary-json "$STAGE5/summary.json"
+"$BIN/roca-graft-heads" --network "$STAGE5/model_final.safetensors" --heads "$HEADS/model_retrieval.safetensors" \
+  --out "$STAGE5/model_grafted.safetensors" \
+  --modules yaw_head,centre_head,up_head,class_head,shape_head,retrieval_head
+DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE5/model_grafted.safetensors" "$STAGE5"

@@ -69,7 +69,7 @@ def test_presets_load_with_train_and_data_sections():
 def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     presets = {p.stem: load_experiment_config(p) for p in sorted((REPO / "config").glob("*.yaml"))
                if "train" in load_yaml(p) and "model" in load_yaml(p)}
-    assert {"small", "small_stage2", "small_stage3", "small_heads", "paper"} <= set(presets)
+    assert {"small", "small_stage2", "small_stage3", "small_heads", "small_stage5", "paper"} <= set(presets)
     # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
     # centre, up and class heads to that same network
     s3, heads = presets["small_stage3"].model, presets["small_heads"].model
@@ -78,6 +78,9 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     assert replace(heads, centre_width=0, up_width=0, class_width=0, shape_width=0,
                    loss_weights=s3.loss_weights) == s3
     assert presets["small_stage3"].train.lr_multipliers["yaw_head"] < 0.01 and s3.loss_weights.yaw == 0
+    # stage 5 continues the heads' network as it is, on rendered sets it has not trained on
+    s5 = presets["small_stage5"]
+    assert s5.model == heads and s5.data.extra_train_roots and s5.data.root != presets["small_heads"].data.root
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
