@@ -14,7 +14,7 @@
 #
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
-# DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2)
+# DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2),
 # HEADS (default out/small_heads) and STAGE5 (default out/small_stage5) can be overridden,
 # EXTRA_ROOT (default data) holds the seven extra data sets; a finished stage 1 and rendered
 # data sets are reused.
@@ -62,9 +62,10 @@ fi
 # More rendered rooms for the heads that read only the image: they overfit the 16k objects of
 # $DATA (their held-out error stops falling after ~10 epochs), so five more data sets with other
 # seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
-# them further; 26 and 27 (9000 each) are for stage 5 below. The centre and yaw heads continue on each in turn; after the first, the shape
-# head (which reads the centre head's sizes) follows and the class head continues on the
-# network's detections of half its images; each stage's val split only reports.
+# them further (26 and 27, 9000 each, are for stage 5 below). The centre and yaw heads continue
+# on each in turn; after the first, the shape head (which reads the centre head's sizes)
+# follows and the class head continues on the network's detections of half its images; each
+# stage's val split only reports.
 for seed in 21 22 23 24 25 26 27; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   images=18000

@@ -62,9 +62,11 @@ def test_graft_takes_the_named_heads_and_their_config_and_keeps_the_rest(tmp_pat
     for k, v in model.state_dict().items():
         src = sd_other if k.startswith(("shape_head.", "retrieval_head.")) else sd_net
         assert torch.equal(v, src[k]), k
-    assert (cfg.shape_width, cfg.shape_crop) == (4, 16) and extra["grafted"]["modules"] == ["shape_head", "retrieval_head"]
+    assert (cfg.shape_width, cfg.shape_crop) == (4, 16)
+    assert extra["grafted"]["modules"] == ["shape_head", "retrieval_head"]
     # a retrieval head of other shapes does not fit
     wide_cfg = replace(tiny_model_config(), embedding_dim=2 * net_cfg.embedding_dim)
     wide = save_checkpoint(tmp_path / "wide.safetensors", RocaModel(wide_cfg), wide_cfg)
-    assert main(["--network", str(network), "--heads", str(wide), "--out", str(out), "--modules", "retrieval_head"]) == 2
+    assert main(["--network", str(network), "--heads", str(wide), "--out", str(out),
+                 "--modules", "retrieval_head"]) == 2
     assert "different shapes" in capsys.readouterr().err
