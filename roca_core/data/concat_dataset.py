@@ -30,8 +30,3 @@ class ConcatRocaDataset(ConcatDataset):
     def class_counts(self) -> np.ndarray:
         """(len(class_names),) int64 annotated objects per class over all the sets."""
         return np.sum([np.asarray(d.class_counts(), dtype=np.int64) for d in self.datasets], axis=0)
-
-    @property
-    def cad_database(self):
-        """The first set's CAD database (the sets share the CAD library they were rendered with)."""
-        return getattr(self.datasets[0], "cad_database", None)

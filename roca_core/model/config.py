@@ -18,13 +18,13 @@ VOXELIZE_BACKENDS = ("auto", "pytorch3d", "torch")
 MIRROR_HEADS = ("yaw", "centre", "class", "shape")  # crop heads that mirror test-time augmentation can cover
 
 
-
 def validate_mirror_heads(heads: Sequence[str]) -> tuple[str, ...]:
     """``model.mirror_heads`` as a tuple; ConfigError for an unknown or repeated head."""
     heads = tuple(heads)
     if not set(heads) <= set(MIRROR_HEADS) or len(set(heads)) != len(heads):
         raise ConfigError(f"model.mirror_heads={list(heads)}; each at most once, from {list(MIRROR_HEADS)}")
     return heads
+
 
 @dataclass
 class LossWeights:
