@@ -18,11 +18,14 @@ import torch
 
 from roca_core.checkpoint import CheckpointError, load_checkpoint
 from roca_core.geometry.ground_plane import (GroundPlaneConfig, canonical_half_heights, floor_factors,
-                                            validate_camera_height)
+                                            floor_shift_to_box_bottom, validate_camera_height)
 from roca_core.geometry.rotations import matrix_to_quat_np
 from roca_core.paths import REPO_ROOT, share_dir
 
 DEMO_CHECKPOINT = "models/roca_demo.safetensors"
+# Surface samples of a CAD model that find its lowest point for the box-bottom slide: the first
+# of CadSurfaceCache's 8192 seeded random samples (the number the measurement used).
+BOTTOM_EDGE_POINTS = 800
 
 
 def default_checkpoint() -> Path:
@@ -253,8 +256,9 @@ class Predictor:
         objects' yaw.
         camera_height: optional height of the camera above the floor in metres (a calibrated
         mount; needs ``up`` and a CAD database): the ground-plane prior, which scales each
-        object about the camera until it stands on the floor
-        (:mod:`roca_core.geometry.ground_plane`, weighted by ``self.ground_plane``).
+        object about the camera until it stands on the floor, then slides it along the floor
+        towards where its box's bottom edge puts it (:mod:`roca_core.geometry.ground_plane`,
+        weighted by ``self.ground_plane``).
         """
         img = np.asarray(image_rgb)
         if img.ndim != 3 or img.shape[2] != 3:
@@ -302,6 +306,7 @@ class Predictor:
             self._retrieve(dets[-1], out["noc_embeddings"][i].numpy())
         if camera_height is not None:
             self._stand_on_floor(dets, up, camera_height)
+            self._slide_to_box_bottoms(dets, up, K, h)
         self.last_refine_seconds = 0.0
         if self.refine or (self.refine is None and measured is not None):
             self._refine(dets, measured if measured is not None else self.last_depth, K)
@@ -329,6 +334,35 @@ class Predictor:
             d.translation = d.translation * fi
             d.scale = d.scale * fi ** cfg.size_exponent
             d.transform = compose_transform(d.rotation, d.translation, d.scale)
+
+    def _slide_to_box_bottoms(self, dets: list[Detection], up: np.ndarray, K: np.ndarray, image_height: int) -> None:
+        """After :meth:`_stand_on_floor`: move each detection along the floor
+        ``ground_plane.bottom_edge_weight`` of the way to where its CAD model's lowest point meets
+        its box's bottom edge (:func:`~roca_core.geometry.ground_plane.floor_shift_to_box_bottom`);
+        not for boxes the image's bottom border cuts, nor without a retrieved model."""
+        cfg = self.ground_plane
+        if cfg.bottom_edge_weight <= 0.0 or self.db is None:
+            return
+        from roca_core.geometry.depth_refinement import CadSurfaceCache
+
+        if self._surfaces is None:
+            self._surfaces = CadSurfaceCache(self.db)
+        for d in dets:
+            if d.cad_id is None or float(d.box[3]) >= image_height - 1 - cfg.bottom_edge_margin_px:
+                continue
+            try:
+                surface = self._surfaces(d.cad_id)
+            except (OSError, ValueError) as exc:  # a database without its mesh files: the floor alone
+                warnings.warn(f"ground-plane prior: no surface for CAD model {d.cad_id} ({exc}); "
+                              "it is not slid onto its box's bottom edge", stacklevel=2)
+                continue
+            canonical = surface.points.numpy().astype(np.float64)[:BOTTOM_EDGE_POINTS]
+            points = (canonical * d.scale) @ d.rotation.T + d.translation
+            move = floor_shift_to_box_bottom(points, d.translation, float(d.box[3]), K, up,
+                                             cfg.bottom_edge_max_shift_m)
+            if move is not None:
+                d.translation = d.translation + cfg.bottom_edge_weight * move
+                d.transform = compose_transform(d.rotation, d.translation, d.scale)
 
     def _refine(self, dets: list[Detection], depth: np.ndarray, K: np.ndarray) -> None:
         """Fit the retrieved CAD of every detection to its masked depth points, in one batch."""

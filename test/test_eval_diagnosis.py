@@ -259,7 +259,7 @@ def test_eval_floor_prior_stands_predictions_on_the_ground_truth_floor(tiny_data
 
     dataset = RocaDataset(tiny_data, split="val")
     predictor = Predictor(checkpoint, cad_database=tiny_data / "cad_db", device="cpu", score_threshold=0.0)
-    predictor.ground_plane = GroundPlaneConfig(weight=1.0, size_exponent=1.0)
+    predictor.ground_plane = GroundPlaneConfig(weight=1.0, size_exponent=1.0, bottom_edge_weight=0.0)
     seen = []
     original = predictor.predict
 
@@ -278,7 +278,7 @@ def test_eval_floor_prior_stands_predictions_on_the_ground_truth_floor(tiny_data
         translation_only = copy.deepcopy(before)
         predictor.ground_plane = GroundPlaneConfig(size_exponent=0.0)
         predictor._stand_on_floor(translation_only, up, height)
-        predictor.ground_plane = GroundPlaneConfig()
+        predictor.ground_plane = GroundPlaneConfig(bottom_edge_weight=0.0)
         for b, d, t in zip(before, dets, translation_only):
             f = d.scale[1] / b.scale[1]
             np.testing.assert_allclose(d.scale, b.scale * f, rtol=1e-6)  # one factor for both
@@ -295,3 +295,69 @@ def test_eval_floor_prior_stands_predictions_on_the_ground_truth_floor(tiny_data
     with pytest.raises(ValueError, match="CAD database"):
         evaluate_predictor(Predictor(checkpoint, cad_database=False, device="cpu"), dataset, floor=True,
                            progress=False)
+
+
+def test_floor_prior_slides_detections_onto_their_box_bottoms(tiny_data, checkpoint):
+    """After the floor's scaling, each detection slides along the floor until its CAD model's
+    lowest point meets its box's bottom edge (weight 1: all the way; the default goes half way).
+    Wherever it moved, that point projects onto the edge's row and the bottom stays on the
+    floor; boxes at the image's bottom border and slides beyond the cap stay where the floor put
+    them."""
+    from roca_core.geometry.ground_plane import GroundPlaneConfig, bottom_drops
+    from roca_core.predictor import BOTTOM_EDGE_POINTS
+
+    dataset = RocaDataset(tiny_data, split="val")
+    predictor = Predictor(checkpoint, cad_database=tiny_data / "cad_db", device="cpu", score_threshold=0.0)
+    frames = []
+    original = predictor.predict
+
+    def spy(rgb, K, **extra):
+        frames.append((rgb, K, extra.get("up"), extra.get("camera_height")))
+        return original(rgb, K, **extra)
+
+    predictor.predict = spy
+    evaluate_predictor(predictor, dataset, floor=True, progress=False)
+    predictor.predict = original
+    moved = kept = 0
+    for rgb, K, up, height in frames:
+        predictor.ground_plane = GroundPlaneConfig(bottom_edge_weight=0.0)
+        floor_only = predictor.predict(rgb, K, up=up, camera_height=height)
+        predictor.ground_plane = GroundPlaneConfig(bottom_edge_weight=1.0, bottom_edge_max_shift_m=50.0)
+        slid = predictor.predict(rgb, K, up=up, camera_height=height)
+        assert len(floor_only) == len(slid)
+        for a, b in zip(floor_only, slid):
+            np.testing.assert_allclose(b.scale, a.scale)
+            np.testing.assert_allclose(b.rotation, a.rotation)
+            move = b.translation - a.translation
+            halves = [predictor.half_height(a)]
+            np.testing.assert_allclose(bottom_drops(b.translation[None], b.scale[None], halves, up),
+                                       bottom_drops(a.translation[None], a.scale[None], halves, up), atol=1e-9)
+            if np.linalg.norm(move) == 0.0:
+                kept += 1
+                continue
+            assert b.box[3] < rgb.shape[0] - 1 - GroundPlaneConfig().bottom_edge_margin_px
+            points = predictor._surfaces(b.cad_id).points.numpy().astype(np.float64)[:BOTTOM_EDGE_POINTS]
+            cam = (points * b.scale) @ b.rotation.T + b.translation
+            lowest = float((K[1, 1] * cam[:, 1] / cam[:, 2] + K[1, 2]).max())
+            assert lowest == pytest.approx(float(b.box[3]), abs=0.05)
+            moved += 1
+    assert moved > 0 and kept > 0
+    # a cap of a millimetre leaves every detection where the floor put it
+    rgb, K, up, height = frames[0]
+    predictor.ground_plane = GroundPlaneConfig(bottom_edge_weight=0.0)
+    floor_only = predictor.predict(rgb, K, up=up, camera_height=height)
+    predictor.ground_plane = GroundPlaneConfig(bottom_edge_weight=1.0, bottom_edge_max_shift_m=1e-3)
+    capped = predictor.predict(rgb, K, up=up, camera_height=height)
+    for a, b in zip(floor_only, capped):
+        assert np.linalg.norm(b.translation - a.translation) <= 1e-3
+
+
+def test_eval_floor_bottom_weight_is_checked_and_reported(tiny_data, checkpoint, tmp_path, capsys):
+    out = tmp_path / "floor.json"
+    base = ["--checkpoint", str(checkpoint), "--data", str(tiny_data), "--max-images", "1", "--floor"]
+    rc, err = _run_eval(base + ["--floor-bottom-weight", "0", "--out", str(out)], capsys)
+    assert rc == 0, err
+    report = json.loads(out.read_text())
+    assert report["floor_bottom_weight"] == 0.0 and report["floor_weight"] == 1.0
+    rc, err = _run_eval(base + ["--floor-bottom-weight", "1.5"], capsys)
+    assert rc == 1 and "bottom_edge_weight" in err

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from roca_core.geometry.ground_plane import (GroundPlaneConfig, bottom_drops, camera_height_from_objects,
-                                             canonical_half_heights, floor_factors)
+                                             canonical_half_heights, floor_factors, floor_shift_to_box_bottom)
 
 UP = np.array([0.0, -1.0, 0.0])  # a level camera: OpenCV's y points down
 
@@ -80,9 +80,56 @@ def test_camera_height_is_the_largest_drop_and_inputs_are_checked():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="camera height"):
             floor_factors(centres, scales, half, up, bad)
-    for kwargs in ({"weight": 1.5}, {"min_drop_m": 0.0}, {"max_factor": 1.0}, {"size_exponent": -0.5}):
+    for kwargs in ({"weight": 1.5}, {"min_drop_m": 0.0}, {"max_factor": 1.0}, {"size_exponent": -0.5},
+                   {"bottom_edge_weight": 1.5}, {"bottom_edge_max_shift_m": 0.0}, {"bottom_edge_margin_px": -1.0}):
         with pytest.raises(ValueError, match="ground plane"):
             GroundPlaneConfig(**kwargs)
+
+
+K_480 = np.array([[435.0, 0.0, 240.0], [0.0, 435.0, 180.0], [0.0, 0.0, 1.0]])
+
+
+def _box_on_floor(up: np.ndarray, height: float, ground: np.ndarray, size: float = 0.8) -> np.ndarray:
+    """(8 * 125, 3) camera-frame samples of a cube of side ``size`` standing on the floor
+    ``height`` below the camera, its bottom face centred on ``ground`` (moved onto the floor)."""
+    ground = ground - ((ground @ up) + height) * up
+    side = np.cross(up, [1.0, 0.0, 0.0])
+    side /= np.linalg.norm(side)
+    third = np.cross(up, side)
+    g = np.linspace(-0.5, 0.5, 5)
+    a, b, c = (x.ravel() for x in np.meshgrid(g, g, g + 0.5, indexing="ij"))
+    return ground + size * (a[:, None] * side + b[:, None] * third + c[:, None] * up)
+
+
+def _lowest_v(points: np.ndarray, K: np.ndarray) -> float:
+    return float((K[1, 1] * points[:, 1] / points[:, 2] + K[1, 2]).max())
+
+
+@pytest.mark.parametrize("pitch", [0.0, 20.0])
+def test_box_bottom_slide_finds_the_distance_the_bottom_edge_says(pitch):
+    """An object standing on the floor, predicted 0.4 m too far (or too near) along the floor
+    in its ray's horizontal direction: the slide onto the row of its true lowest point brings
+    it back and keeps it on the floor and on its vertical line of the image."""
+    up, height = _tilted_up(pitch), 1.3
+    truth = _box_on_floor(up, height, np.array([0.7, 0.0, 3.0]))
+    centre = truth.mean(0)
+    away = centre - (centre @ up) * up
+    away /= np.linalg.norm(away)
+    row = _lowest_v(truth, K_480)
+    for error in (0.4, -0.4):
+        wrong = truth + error * away
+        move = floor_shift_to_box_bottom(wrong, wrong.mean(0), row, K_480, up, max_shift_m=0.6)
+        assert move is not None
+        np.testing.assert_allclose(move, -error * away, atol=1e-6)
+        assert abs(float(move @ up)) < 1e-9                      # along the floor
+        # in the plane of the camera, the centre and up: the same vertical line of the image
+        assert abs(np.linalg.det(np.stack([wrong.mean(0) + move, wrong.mean(0), up]))) < 1e-9
+    # out of reach: the edge asks for 0.4 m, the cap allows 0.3
+    assert floor_shift_to_box_bottom(truth + 0.4 * away, centre + 0.4 * away, row, K_480, up, 0.3) is None
+    # an edge higher than any slide can lift the bottom (e.g. hidden behind a table in front)
+    assert floor_shift_to_box_bottom(truth, centre, K_480[1, 2] - 5.0, K_480, up, 0.6) is None
+    # straight below the camera there is no direction to slide in
+    assert floor_shift_to_box_bottom(truth, -height * up, row, K_480, up, 0.6) is None
 
 
 def test_predictor_refuses_a_camera_height_without_up_or_cad_database():

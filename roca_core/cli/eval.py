@@ -9,6 +9,7 @@ and classes to the 3D heads, so the report shows what depth and detection errors
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor-weight", type=float, default=None, metavar="W",
                    help="share of the floor's scale in log space, in [0, 1] (default: the "
                         "predictor's, GroundPlaneConfig.weight)")
+    p.add_argument("--floor-bottom-weight", type=float, default=None, metavar="W",
+                   help="with --floor: share of the slide along the floor onto the box's bottom edge, "
+                        "in [0, 1] (0: off; default: the predictor's, GroundPlaneConfig.bottom_edge_weight)")
     p.add_argument("--gt-boxes", action="store_true",
                    help="diagnosis: run the depth, alignment and retrieval heads on the "
                         "ground-truth boxes and classes (alignment without detection errors; "
@@ -164,7 +168,6 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     from roca_core.data.loader import RocaDataset
     from roca_core.evaluation.evaluator import evaluate_predictor
     from roca_core.evaluation.report import format_markdown, write_json, write_markdown
-    from roca_core.geometry.ground_plane import GroundPlaneConfig
     from roca_core.predictor import Predictor
     try:
         from roca_core.checkpoint import CheckpointError
@@ -183,7 +186,10 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                               device=args.device, score_threshold=args.det_threshold,
                               refine={"auto": None, "on": True, "off": False}[args.refine])
         if args.floor_weight is not None:
-            predictor.ground_plane = GroundPlaneConfig(weight=args.floor_weight)
+            predictor.ground_plane = dataclasses.replace(predictor.ground_plane, weight=args.floor_weight)
+        if args.floor_bottom_weight is not None:
+            predictor.ground_plane = dataclasses.replace(predictor.ground_plane,
+                                                         bottom_edge_weight=args.floor_bottom_weight)
         has_yaw_head = getattr(predictor.model, "yaw_head", None) is not None
         if args.no_yaw_head:
             predictor.model.use_yaw_head = False
@@ -211,6 +217,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     report.update(checkpoint=args.checkpoint or "demo", data=str(args.data), split=split,
                   cad_database=cad_db or "embedded", gt_boxes=args.gt_boxes, refine=args.refine,
                   floor_weight=predictor.ground_plane.weight if args.floor else None,
+                  floor_bottom_weight=predictor.ground_plane.bottom_edge_weight if args.floor else None,
                   yaw_head=("off" if args.no_yaw_head else "on") if has_yaw_head else "none",
                   centre_head=("off" if args.no_centre_head else "on") if has_centre_head else "none",
                   up_head=("off" if args.no_up_head else "on") if has_up_head else "none",

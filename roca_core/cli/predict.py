@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "each object's yaw is solved")
     p.add_argument("--camera-height", type=float, default=None, metavar="M",
                    help="the camera's height above the floor in metres (with --up): the ground-plane "
-                        "prior, each object is scaled about the camera until it stands on the floor")
+                        "prior, each object is scaled about the camera until it stands on the floor, "
+                        "then slid along it towards its box's bottom edge")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the demo model)")
     p.add_argument("--cad-db", default=None, help="CAD database dir (default: the embedded CAD library)")
     p.add_argument("--no-retrieval", action="store_true", help="skip CAD retrieval")

@@ -25,6 +25,18 @@ their half heights come from the database's occupancy grids.
 Measured on the 848 held-out objects of the demo data (ground-truth boxes, the committed centre
 head, the true up and camera height): centre within 20 cm 30.5 % -> 52.5 % (class-mean half
 heights) and 57.1 % (each object's own CAD model); models/README.md, "The ground-plane prior".
+
+Second, the box's bottom edge (:func:`floor_shift_to_box_bottom`). The scaling above keeps the
+object's image, so it inherits the centre head's error in where the object's bottom lies in the
+image. The detector's box says that directly: an object standing on the floor touches it at its
+lowest point, which projects onto the box's bottom edge (unless the image border cuts the box
+there or something in front hides it). Sliding the object along the floor until its CAD model's
+lowest point meets that edge gives a second, independent distance; the predictor moves each
+object ``bottom_edge_weight`` (0.5) of the way there, and only where a slide of at most
+``bottom_edge_max_shift_m`` does it (a larger one means the bottom is hidden or the object stands
+on something else). On 800 tuning images of the demo distribution (1731 objects, stage 5's
+model) this raised the alignment from 23.3 / 23.7 % to 24.3 / 24.9 % (class / instance mean;
+weight 1: 23.5 / 24.0 %; a cap of 0.3 or 1.0 m: 23.7 / 24.2 and 24.1 / 24.6 %).
 """
 from __future__ import annotations
 
@@ -44,6 +56,12 @@ class GroundPlaneConfig:
     # The size follows the distance by factor ** size_exponent: 1 keeps the object's image as it
     # was (with weight 1 the bottom then lies exactly on the floor), 0 moves the object along its ray only.
     size_exponent: float = 1.0
+    # The box's bottom edge: share of the slide along the floor that puts the CAD model's lowest
+    # point on it (0: off, 1: the box alone); slides beyond bottom_edge_max_shift_m are not made,
+    # nor for boxes within bottom_edge_margin_px of the image's bottom border.
+    bottom_edge_weight: float = 0.5
+    bottom_edge_max_shift_m: float = 0.6
+    bottom_edge_margin_px: float = 3.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
@@ -54,6 +72,12 @@ class GroundPlaneConfig:
             raise ValueError(f"ground plane max_factor must be > 1, got {self.max_factor}")
         if not 0.0 <= self.size_exponent <= 1.0:
             raise ValueError(f"ground plane size_exponent must lie in [0, 1], got {self.size_exponent}")
+        if not 0.0 <= self.bottom_edge_weight <= 1.0:
+            raise ValueError(f"ground plane bottom_edge_weight must lie in [0, 1], got {self.bottom_edge_weight}")
+        if not self.bottom_edge_max_shift_m > 0.0:
+            raise ValueError(f"ground plane bottom_edge_max_shift_m must be > 0, got {self.bottom_edge_max_shift_m}")
+        if not self.bottom_edge_margin_px >= 0.0:
+            raise ValueError(f"ground plane bottom_edge_margin_px must be >= 0, got {self.bottom_edge_margin_px}")
 
 
 def validate_camera_height(height: float) -> float:
@@ -111,3 +135,48 @@ def camera_height_from_objects(translations: np.ndarray, scales: np.ndarray, hal
     None without objects."""
     drop = bottom_drops(translations, scales, half_heights, up)
     return float(drop.max()) if drop.size else None
+
+
+def _lowest_row(points: np.ndarray, K: np.ndarray) -> float:
+    """Image row (v, pixels) of the lowest projection of camera-frame points (P, 3); +inf once a
+    point reaches the camera's plane (an object slid that near has left the image's bottom)."""
+    if (points[:, 2] <= 0.05).any():
+        return math.inf
+    return float((K[1, 1] * points[:, 1] / points[:, 2] + K[1, 2]).max())
+
+
+def floor_shift_to_box_bottom(points: np.ndarray, centre: np.ndarray, box_bottom_v: float, K: np.ndarray,
+                              up: np.ndarray, max_shift_m: float, iterations: int = 30) -> "np.ndarray | None":
+    """The move (3,) along the floor that brings an object's lowest projected point onto the
+    image row ``box_bottom_v`` (its detected box's bottom edge), or None where no move within
+    ``max_shift_m`` does.
+
+    points: (P, 3) camera-frame samples of the object's surface (its CAD model placed by the
+    predicted pose); centre: (3,) the object's centre. The object slides in the horizontal
+    direction of the centre's ray (perpendicular to ``up``), so it stays on the floor and on its
+    vertical line of the image (towards the vanishing point of ``up``). Moving it away lifts its
+    lowest point towards the horizon, so the row falls monotonically with the shift and a
+    bisection finds it."""
+    up = np.asarray(up, np.float64) / np.linalg.norm(up)
+    centre = np.asarray(centre, np.float64).reshape(3)
+    away = centre - (centre @ up) * up
+    norm = float(np.linalg.norm(away))
+    if norm < 1e-6:  # straight below or above the camera: no horizontal direction
+        return None
+    away /= norm
+    pts = np.asarray(points, np.float64).reshape(-1, 3)
+    K = np.asarray(K, np.float64)
+
+    def excess(shift: float) -> float:  # > 0 while the object's bottom is still below the edge
+        return _lowest_row(pts + shift * away, K) - float(box_bottom_v)
+
+    lo, hi = -float(max_shift_m), float(max_shift_m)
+    if not (excess(lo) > 0.0 > excess(hi)):
+        return None
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if excess(mid) > 0.0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi) * away
