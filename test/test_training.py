@@ -69,7 +69,8 @@ def test_presets_load_with_train_and_data_sections():
 def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     presets = {p.stem: load_experiment_config(p) for p in sorted((REPO / "config").glob("*.yaml"))
                if "train" in load_yaml(p) and "model" in load_yaml(p)}
-    assert {"small", "small_stage2", "small_stage3", "small_heads", "small_stage5", "paper"} <= set(presets)
+    assert {"small", "small_stage2", "small_stage3", "small_heads", "small_stage5", "small_stage6",
+            "paper"} <= set(presets)
     # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
     # centre, up and class heads to that same network
     s3, heads = presets["small_stage3"].model, presets["small_heads"].model
@@ -81,6 +82,11 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     # stage 5 continues the heads' network as it is, on rendered sets it has not trained on
     s5 = presets["small_stage5"]
     assert s5.model == heads and s5.data.extra_train_roots and s5.data.root != presets["small_heads"].data.root
+    # stage 6 repeats it on two other sets: the same network and schedule, none of stage 5's data
+    s6 = presets["small_stage6"]
+    assert s6.model == heads and replace(s6.train, out_dir=s5.train.out_dir) == s5.train
+    seen5 = {s5.data.root, *s5.data.extra_train_roots}
+    assert s6.data.extra_train_roots and not {s6.data.root, *s6.data.extra_train_roots} & seen5
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
