@@ -335,6 +335,14 @@ class Predictor:
             d.scale = d.scale * fi ** cfg.size_exponent
             d.transform = compose_transform(d.rotation, d.translation, d.scale)
 
+    def _surface_cache(self):
+        """The CadSurfaceCache of the current database (the slide and the refinement share it)."""
+        from roca_core.geometry.depth_refinement import CadSurfaceCache
+
+        if self._surfaces is None:
+            self._surfaces = CadSurfaceCache(self.db)
+        return self._surfaces
+
     def _slide_to_box_bottoms(self, dets: list[Detection], up: np.ndarray, K: np.ndarray, image_height: int) -> None:
         """After :meth:`_stand_on_floor`: move each detection along the floor
         ``ground_plane.bottom_edge_weight`` of the way to where its CAD model's lowest point meets
@@ -343,20 +351,17 @@ class Predictor:
         cfg = self.ground_plane
         if cfg.bottom_edge_weight <= 0.0 or self.db is None:
             return
-        from roca_core.geometry.depth_refinement import CadSurfaceCache
-
-        if self._surfaces is None:
-            self._surfaces = CadSurfaceCache(self.db)
+        surfaces = self._surface_cache()
         for d in dets:
             if d.cad_id is None or float(d.box[3]) >= image_height - 1 - cfg.bottom_edge_margin_px:
                 continue
             try:
-                surface = self._surfaces(d.cad_id)
+                surface = surfaces(d.cad_id)
             except (OSError, ValueError) as exc:  # a database without its mesh files: the floor alone
                 warnings.warn(f"ground-plane prior: no surface for CAD model {d.cad_id} ({exc}); "
                               "it is not slid onto its box's bottom edge", stacklevel=2)
                 continue
-            canonical = surface.points.numpy().astype(np.float64)[:BOTTOM_EDGE_POINTS]
+            canonical = surface.points[:BOTTOM_EDGE_POINTS].numpy().astype(np.float64)
             points = (canonical * d.scale) @ d.rotation.T + d.translation
             move = floor_shift_to_box_bottom(points, d.translation, float(d.box[3]), K, up,
                                              cfg.bottom_edge_max_shift_m)
@@ -366,20 +371,19 @@ class Predictor:
 
     def _refine(self, dets: list[Detection], depth: np.ndarray, K: np.ndarray) -> None:
         """Fit the retrieved CAD of every detection to its masked depth points, in one batch."""
-        from roca_core.geometry.depth_refinement import (CadSurfaceCache, masked_depth_points,
-                                                         refine_poses)
+        from roca_core.geometry.depth_refinement import masked_depth_points, refine_poses
+
         todo = [d for d in dets if d.cad_id is not None]
         if not todo or self.db is None:
             return
         start = time.perf_counter()
-        if self._surfaces is None:
-            self._surfaces = CadSurfaceCache(self.db)
+        surfaces = self._surface_cache()
         if depth.shape != todo[0].mask.shape:
             raise ValueError(f"refinement depth {depth.shape} does not match the masks {todo[0].mask.shape}")
         # eroded masks: predicted masks bleed onto the background behind the object's edges
         points = [masked_depth_points(depth, K, d.mask, erode_px=1) for d in todo]
         res = refine_poses(np.stack([d.rotation for d in todo]), np.stack([d.translation for d in todo]),
-                           np.stack([d.scale for d in todo]), [self._surfaces(d.cad_id) for d in todo],
+                           np.stack([d.scale for d in todo]), [surfaces(d.cad_id) for d in todo],
                            points, self.refinement_config)
         for k, d in enumerate(todo):
             if res.accepted[k]:

@@ -95,22 +95,22 @@ done
 # The NOC encoder on the ground-truth NOCs (retrieval from NOCs; the shape head retrieves at
 # run time, this makes the NOC route's embedding learn).
 "$BIN/roca-train-retrieval" --checkpoint "$CKPT" --data "$DATA" --out "$HEADS" --epochs 6 --workers 2
-# Stage 5: the whole network (detector, depth, NOCs) on two sets it has never seen, then the
-# heads trained alone and the retrieval head put back (joint SGD makes them worse).
-"$BIN/roca-train" --config config/small_stage5.yaml --data "${EXTRA_ROOT:-data}/extra26" \
-  --extra-data "${EXTRA_ROOT:-data}/extra27" --out "$STAGE5" --overwrite \
-  --init-weights "$HEADS/model_retrieval.safetensors" --summary-json "$STAGE5/summary.json"
-"$BIN/roca-graft-heads" --network "$STAGE5/model_final.safetensors" --heads "$HEADS/model_retrieval.safetensors" \
-  --out "$STAGE5/model_grafted.safetensors" \
-  --modules yaw_head,centre_head,up_head,class_head,shape_head,retrieval_head
-# Stage 6: the same once more on two sets the whole network has not trained on (only the heads
-# that read the image alone saw them), the heads put back again.
-"$BIN/roca-train" --config config/small_stage6.yaml --data "${EXTRA_ROOT:-data}/extra22" \
-  --extra-data "${EXTRA_ROOT:-data}/extra25" --out "$STAGE6" --overwrite \
-  --init-weights "$STAGE5/model_grafted.safetensors" --summary-json "$STAGE6/summary.json"
-"$BIN/roca-graft-heads" --network "$STAGE6/model_final.safetensors" --heads "$STAGE5/model_grafted.safetensors" \
-  --out "$STAGE6/model_grafted.safetensors" \
-  --modules yaw_head,centre_head,up_head,class_head,shape_head,retrieval_head
+# whole_network_stage CONFIG SET EXTRA_SET OUT INIT: the whole network (detector, depth, NOCs)
+# from INIT on two rendered sets, then the heads trained alone and the retrieval head put back
+# from INIT (joint SGD makes them worse): OUT/model_grafted.safetensors.
+whole_network_stage() {
+  local config="$1" set="$2" extra_set="$3" out="$4" init="$5"
+  "$BIN/roca-train" --config "$config" --data "${EXTRA_ROOT:-data}/$set" \
+    --extra-data "${EXTRA_ROOT:-data}/$extra_set" --out "$out" --overwrite \
+    --init-weights "$init" --summary-json "$out/summary.json"
+  "$BIN/roca-graft-heads" --network "$out/model_final.safetensors" --heads "$init" \
+    --out "$out/model_grafted.safetensors" \
+    --modules yaw_head,centre_head,up_head,class_head,shape_head,retrieval_head
+}
+# Stage 5 on two sets the network has never seen; stage 6 the same once more on two sets the
+# whole network has not trained on (only the heads that read the image alone saw them).
+whole_network_stage config/small_stage5.yaml extra26 extra27 "$STAGE5" "$HEADS/model_retrieval.safetensors"
+whole_network_stage config/small_stage6.yaml extra22 extra25 "$STAGE6" "$STAGE5/model_grafted.safetensors"
 # The class head again, on the final detector's detections of a set no stage trains on (so they
 # look like detections on new scenes).
 "$BIN/roca-train-class" --checkpoint "$STAGE6/model_grafted.safetensors" --data "${EXTRA_ROOT:-data}/extra28" \
