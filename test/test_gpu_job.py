@@ -266,8 +266,10 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     # a second call goes on from the first call's model (here: a copy of the demo model)
     first = tmp_path / "first_call_model.safetensors"
     shutil.copy(REPO / "models" / "roca_demo.safetensors", first)
+    # ... on rooms of another seed, with a preset that names local data sets the GPU machine lacks
     res = _run(["bash", "scripts/gpu_run.sh", str(out), "--dry-run", "--work", str(work),
-                "--step-seconds", "2.0", "--no-eval", "--init-weights", str(first)],
+                "--step-seconds", "2.0", "--no-eval", "--init-weights", str(first),
+                "--preset", "config/small_stage6.yaml", "--render-seed", "3", "--render-images", "24"],
                {"ROCA_HOME": os.environ["ROCA_HOME"]}, 300)
     log = (out / "job.log").read_text()
     summary = json.loads((out / "summary.json").read_text())
@@ -282,6 +284,11 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     assert summary["train"]["final_iteration"] >= 1 and cfg["train"]["max_iter"] <= 3
     assert (work / "train" / summary["train"]["model"]).is_file() and summary["model_manifest"]
     assert "--step-seconds 2 --no-eval --init-weights" in summary["repro"]
+    assert "--render-seed 3 --render-images 24 " in summary["repro"]
+    info = json.loads((work / "data" / "dataset_info.json").read_text())
+    assert info["seed"] == 3 and info["num_images"] == 24
+    assert "render: 24 images of the rooms of seed 3" in log
+    assert cfg["data"]["extra_train_roots"] == [] and cfg["data"]["root"] == str(work.resolve() / "data")
     assert cfg["train"]["init_weights"] == str(first.resolve())
     assert f"train starts from {first.resolve()}" in log and f"initial weights from {first.resolve()}" in log
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o2"), "--dry-run", "--step-seconds", "0"], {}, 60)
@@ -289,6 +296,10 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o3"), "--dry-run", "--init-weights",
                 str(tmp_path / "missing.safetensors")], {}, 60)
     assert bad.returncode == 2 and "--init-weights: checkpoint not found" in bad.stderr
+    bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o4"), "--dry-run", "--render-seed", "-1"], {}, 60)
+    assert bad.returncode == 2 and "--render-seed must be >= 0" in bad.stderr
+    bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o5"), "--dry-run", "--render-images", "5"], {}, 60)
+    assert bad.returncode == 2 and "need 0 < heldout_images < images" in bad.stderr
 
 
 def test_pure_torch_voxeliser_takes_autocast_dtypes():

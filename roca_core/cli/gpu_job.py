@@ -2,6 +2,8 @@
 
     scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_heads.yaml]   # on the GPU machine
     scripts/gpu_run.sh OUT_DIR --step-seconds 0.22 --no-eval   # a short call that only trains
+    scripts/gpu_run.sh OUT --step-seconds 0.22 --no-eval --render-seed 30 --render-images 16000
+                                                               # train on fresh rooms (seed 30)
     scripts/gpu_run.sh OUT2 --step-seconds 0.25 --no-eval --init-weights WORK/train/model_final.safetensors
                                                                # a second call that goes on from the first
     python -m roca_core.cli.gpu_job OUT_DIR --dry-run                        # CPU check, tiny sizes
@@ -41,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-weights", default=None,
                    help="checkpoint training continues from (default: the preset's train.init_weights, the "
                         "committed demo model); a second call passes the first call's model to go on from it")
+    p.add_argument("--render-seed", type=int, default=None,
+                   help="seed of the rendered rooms (default: the profile's render.seed, 0: the rooms of "
+                        "data/synthetic); another seed trains on rooms no earlier stage saw, and its held-out "
+                        "rooms are then not the model card's")
+    p.add_argument("--render-images", type=int, default=None,
+                   help="images rendered (default: the profile's render.images), the held-out rooms included")
     p.add_argument("--work", default=None,
                    help="folder for data and checkpoints (default: a new temporary folder)")
     p.add_argument("--config", default=None, help="job config file (default: config/gpu_job.yaml)")
@@ -61,6 +69,12 @@ def main(argv: "list[str] | None" = None) -> int:
             job.budget_minutes = args.budget_minutes
         if args.preset:
             job.train.preset = args.preset
+        if args.render_seed is not None:
+            if args.render_seed < 0:
+                raise ConfigError(f"--render-seed must be >= 0, got {args.render_seed}")
+            job.render.seed = args.render_seed
+        if args.render_images is not None:
+            job.render.images = args.render_images
         minutes = job.train_minutes if args.minutes is None else args.minutes
         job.validate()
         if minutes <= 0:
@@ -79,7 +93,8 @@ def main(argv: "list[str] | None" = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="roca_gpu_job_"))
     req = JobRequest(out_dir=Path(args.out_dir).resolve(), work_dir=work.resolve(), job=job,
                      profile=profile, minutes=minutes, preset=preset, t0=t0,
-                     step_seconds=args.step_seconds, evaluate=not args.no_eval, init_weights=init)
+                     step_seconds=args.step_seconds, evaluate=not args.no_eval, init_weights=init,
+                     render_seed=args.render_seed, render_images=args.render_images)
     return run_job(req)
 
 

@@ -55,6 +55,10 @@ class JobRequest:
     # The model training continues (a second call chains on the first's model); None: the
     # preset's train.init_weights, the committed demo model.
     init_weights: "Path | None" = None
+    # Command-line overrides of the profile's render seed and size (for the reproduction line;
+    # ``job.render`` already holds them).
+    render_seed: "int | None" = None
+    render_images: "int | None" = None
 
 
 def _write_yaml(path: Path, data: dict) -> Path:
@@ -187,6 +191,8 @@ def run_job(req: JobRequest) -> int:
         if req.init_weights is not None:
             exp.train.init_weights = str(req.init_weights)
         log(f"train starts from {exp.train.init_weights or 'random weights'}")
+        log(f"render: {job.render.images} images of the rooms of seed {job.render.seed} "
+            f"(about {job.render.heldout_images} held out)")
         summary["train_voxeliser"] = voxeliser_backend(exp.model.voxelize_backend)
         log(f"voxeliser backend of the trained preset (voxelize_backend: {exp.model.voxelize_backend}): "
             f"{summary['train_voxeliser']}")
@@ -342,6 +348,8 @@ def _finish(req: JobRequest, log: JobLog, summary: dict, out: Path) -> int:
                         f"{f'--step-seconds {req.step_seconds:g} ' if req.step_seconds else ''}"
                         f"{'' if req.evaluate else '--no-eval '}"
                         f"{f'--init-weights {req.init_weights} ' if req.init_weights else ''}"
+                        f"{f'--render-seed {req.render_seed} ' if req.render_seed is not None else ''}"
+                        f"{f'--render-images {req.render_images} ' if req.render_images is not None else ''}"
                         f"--minutes {req.minutes:g} --preset {req.preset.relative_to(REPO_ROOT) if req.preset.is_relative_to(REPO_ROOT) else req.preset}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "summary.md").write_text(summary_markdown(summary))

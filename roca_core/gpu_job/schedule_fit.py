@@ -32,6 +32,8 @@ def base_experiment(job: Any, preset: "str | Path") -> Any:
 
     exp = load_experiment_config(preset)
     exp.model = model_with_overrides(exp.model, job.model_overrides)
+    # The job trains on its own render: a preset's other local data sets are not on the GPU machine.
+    exp.data.extra_train_roots = []
     t = job.train
     exp.train = dataclasses.replace(
         exp.train, amp=t.amp, device=job.device, num_workers=t.num_workers, eval_period=0,
