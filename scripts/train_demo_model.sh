@@ -8,7 +8,8 @@
 # train the NOC encoder on ground-truth NOCs (roca-train-retrieval), continue the whole network
 # on two more sets (stage 5, config/small_stage5.yaml) and on two others (stage 6,
 # config/small_stage6.yaml), putting the heads trained alone back onto it after each
-# (roca-graft-heads), then evaluate it on the held-out scenes and install it as
+# (roca-graft-heads), train the class head again and the yaw and centre heads on four more
+# sets, then evaluate it on the held-out scenes and install it as
 # models/roca_demo.safetensors (scripts/install_demo_model.sh).
 # The committed model also had four GPU stages and a CPU stage 3 between stage 2 and the heads
 # (models/README.md).
@@ -18,7 +19,7 @@
 # DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2),
 # HEADS (default out/small_heads), STAGE5 and STAGE6 (default out/small_stage5, out/small_stage6)
 # can be overridden,
-# EXTRA_ROOT (default data) holds the eight extra data sets; a finished stage 1 and rendered
+# EXTRA_ROOT (default data) holds the nine extra data sets; a finished stage 1 and rendered
 # data sets are reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -65,11 +66,12 @@ fi
 # More rendered rooms for the heads that read only the image: they overfit the 16k objects of
 # $DATA (their held-out error stops falling after ~10 epochs), so five more data sets with other
 # seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
-# them further (26 and 27, 9000 each, are for stage 5 below; 28 for the last class stage). The centre and yaw heads continue
+# them further (26 and 27, 9000 each, are for stage 5 below; 28 for the last class stage;
+# all three and 31 for the last yaw and centre stages). The centre and yaw heads continue
 # on each in turn; after the first, the shape head (which reads the centre head's sizes)
 # follows and the class head continues on the network's detections of half its images; each
 # stage's val split only reports.
-for seed in 21 22 23 24 25 26 27 28; do
+for seed in 21 22 23 24 25 26 27 28 31; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   images=18000
   if [[ "$seed" -ge 25 ]]; then images=9000; fi
@@ -115,6 +117,21 @@ whole_network_stage config/small_stage6.yaml extra22 extra25 "$STAGE6" "$STAGE5/
 # look like detections on new scenes).
 "$BIN/roca-train-class" --checkpoint "$STAGE6/model_grafted.safetensors" --data "${EXTRA_ROOT:-data}/extra28" \
   --out "$STAGE6/class28" --epochs 4 --max-train-images 6000 --workers 2
-cp "$STAGE6/class28/model_class.safetensors" "$STAGE6/model_demo.safetensors"
+# The yaw and centre heads, which read only the image, on four sets they have not seen (stages
+# 5 and 6 trained the whole network on 26 and 27, the class head read 28; 31 is new).
+CKPT="$STAGE6/class28/model_class.safetensors"
+for seed in 26 27 28 31; do
+  extra="${EXTRA_ROOT:-data}/extra$seed"
+  "$BIN/roca-train-centre" --checkpoint "$CKPT" --data "$extra" --out "$STAGE6/heads$seed" \
+    --epochs 10 --augment --workers 2
+  "$BIN/roca-train-yaw" --checkpoint "$STAGE6/heads$seed/model_centre.safetensors" --data "$extra" \
+    --out "$STAGE6/heads$seed" --epochs 10 --augment --workers 2
+  CKPT="$STAGE6/heads$seed/model_yaw.safetensors"
+done
+cp "$CKPT" "$STAGE6/model_demo.safetensors"
 DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE6/model_demo.safetensors" "$STAGE6"
 cp "$STAGE6/class28/class_curve.png" models/roca_demo_class_extra28_curve.png
+for seed in 26 27 28 31; do
+  cp "$STAGE6/heads$seed/centre_curve.png" "models/roca_demo_centre_extra${seed}_curve.png"
+  cp "$STAGE6/heads$seed/yaw_curve.png" "models/roca_demo_yaw_extra${seed}_curve.png"
+done
