@@ -11,8 +11,8 @@
 # (roca-graft-heads), train the class head again and the yaw and centre heads on four more
 # sets, then evaluate it on the held-out scenes and install it as
 # models/roca_demo.safetensors (scripts/install_demo_model.sh).
-# The committed model also had four GPU stages and a CPU stage 3 between stage 2 and the heads
-# (models/README.md).
+# The committed model also had five GPU stages: four between stage 2 and the heads, with a CPU
+# stage 3, and the fifth after stage 6 (models/README.md).
 #
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #

@@ -2,7 +2,7 @@
 
     scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_heads.yaml]   # on the GPU machine
     scripts/gpu_run.sh OUT_DIR --step-seconds 0.22 --no-eval   # a short call that only trains
-    scripts/gpu_run.sh OUT --step-seconds 0.22 --no-eval --render-seed 30 --render-images 16000
+    scripts/gpu_run.sh OUT --step-seconds 0.26 --no-eval --render-seed 30 --render-images 16000
                                                                # train on fresh rooms (seed 30)
     scripts/gpu_run.sh OUT2 --step-seconds 0.25 --no-eval --init-weights WORK/train/model_final.safetensors
                                                                # a second call that goes on from the first
