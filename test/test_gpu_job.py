@@ -291,6 +291,17 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     assert cfg["data"]["extra_train_roots"] == [] and cfg["data"]["root"] == str(work.resolve() / "data")
     assert cfg["train"]["init_weights"] == str(first.resolve())
     assert f"train starts from {first.resolve()}" in log and f"initial weights from {first.resolve()}" in log
+    # The command the job prints when its deadline cuts a schedule short resumes this run from its
+    # last checkpoint (here the schedule was finished, so the trainer has nothing left to do).
+    from roca_core.gpu_job.job import unfinished_schedule
+
+    final = summary["train"]["final_iteration"]
+    hint = unfinished_schedule({"lr_steps": [final + 5], "iterations": final + 10}, final,
+                               out / "train_config.yaml", work)
+    assert hint is not None and hint["lr_steps_not_reached"] == [final + 5]
+    resumed = _run(["bash", "-c", hint["resume"]], {}, 240)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"iterations {final} -> {cfg['train']['max_iter']}" in resumed.stdout + resumed.stderr
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o2"), "--dry-run", "--step-seconds", "0"], {}, 60)
     assert bad.returncode == 2 and "--step-seconds must be > 0" in bad.stderr
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o3"), "--dry-run", "--init-weights",
@@ -300,6 +311,29 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     assert bad.returncode == 2 and "--render-seed must be >= 0" in bad.stderr
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o5"), "--dry-run", "--render-images", "5"], {}, 60)
     assert bad.returncode == 2 and "need 0 < heldout_images < images" in bad.stderr
+
+
+def test_unfinished_schedule_is_reported_with_its_resume_command(tmp_path):
+    """A deadline that stops training before a learning-rate step leaves the model at the full
+    rate: the job says so, in the log and summary.md, with the command that finishes the run."""
+    from roca_core.gpu_job.job import unfinished_schedule
+    from roca_core.gpu_job.report import summary_markdown
+
+    plan = {"iterations": 1606, "lr_steps": [1241, 1460], "seconds": 400.0, "benchmarked_step_s": 0.2,
+            "planned_step_s": 0.26, "preset_iterations": 4400, "schedule_scale": 0.365, "warmup_iters": 36}
+    cfg = tmp_path / "train_config.yaml"
+    (tmp_path / "site").mkdir()
+    hint = unfinished_schedule(plan, 1230, cfg, tmp_path)
+    assert hint["lr_steps_not_reached"] == [1241, 1460]
+    assert f"--config {cfg} --resume" in hint["resume"] and f"PYTHONPATH={tmp_path / 'site'}:" in hint["resume"]
+    assert unfinished_schedule(plan, 1300, cfg, tmp_path)["lr_steps_not_reached"] == [1460]
+    assert unfinished_schedule(plan, 1500, cfg, tmp_path) is None  # every step reached
+    assert unfinished_schedule(plan, 1606, cfg, tmp_path) is None  # finished
+    md = summary_markdown({"profile": "gpu", "train_plan": plan,
+                           "train": {"final_iteration": 1230, "planned_iterations": 1606, "unfinished": hint}})
+    assert "**unfinished**" in md and hint["resume"] in md
+    assert "unfinished" not in summary_markdown({"profile": "gpu", "train_plan": plan,
+                                                 "train": {"final_iteration": 1606, "planned_iterations": 1606}})
 
 
 def test_pure_torch_voxeliser_takes_autocast_dtypes():

@@ -14,8 +14,10 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,21 @@ def _beats(new: dict, old: dict) -> "bool | None":
     if abs(a - b) > 1e-9:
         return a > b
     return (new.get("box_ap50") or 0.0) > (old.get("box_ap50") or 0.0)
+
+
+def unfinished_schedule(plan: dict, final_iteration: int, train_yaml: Path, work: Path) -> "dict | None":
+    """A run the deadline stopped before one of its learning-rate steps has not decayed its rate:
+    -> the steps it missed and the command that finishes the same schedule from the last
+    checkpoint on the same machine (data and checkpoints are in ``work``); None when it did not."""
+    missed = [int(step) for step in plan.get("lr_steps", []) if int(step) > final_iteration]
+    if not missed or final_iteration >= int(plan.get("iterations", 0)):
+        return None
+    site = work / "site"
+    path = f"{site}:{REPO_ROOT}" if site.is_dir() else str(REPO_ROOT)
+    q = shlex.quote
+    command = (f"cd {q(str(REPO_ROOT))} && PYTHONPATH={q(path)} ROCA_HOME={q(str(work / 'roca_home'))} "
+               f"{q(sys.executable)} -m roca_core.cli.train --config {q(str(train_yaml))} --resume")
+    return {"lr_steps_not_reached": missed, "resume": command}
 
 
 def _git_commit() -> str:
@@ -288,6 +305,12 @@ def run_job(req: JobRequest) -> int:
                             "mean_data_time_s": train_summary.get("mean_data_time_s"),
                             "last_losses": train_summary.get("last_losses")
                             or {k: float(v) for k, v in last.items() if k.startswith("loss_") and v}}
+        unfinished = unfinished_schedule(plan, summary["train"]["final_iteration"], train_yaml, work)
+        if unfinished:
+            summary["train"]["unfinished"] = unfinished
+            log(f"WARNING: the deadline stopped training at iteration {summary['train']['final_iteration']}, before "
+                f"its learning-rate step(s) {unfinished['lr_steps_not_reached']}, so the model is at the full rate. "
+                f"Finish the schedule on this machine with: {unfinished['resume']}")
         for name in ("losses.csv", "loss_curves.png", "summary.json"):
             if (train_dir / name).is_file():
                 shutil.copyfile(train_dir / name, out / ("train_" + name if name == "summary.json" else name))
