@@ -79,13 +79,18 @@ for seed in 21 22 23 24 25 26 27 28 31; do
     "$BIN/roca-make-dataset" --out "$extra" --images "$images" --seed "$seed" --workers 2 --split-val 0.0167
   fi
 done
+# centre_then_yaw CKPT SET OUT: the centre head, then the yaw head, 10 augmented epochs each on
+# one more rendered set, from CKPT; OUT/model_yaw.safetensors holds both.
+centre_then_yaw() {
+  local ckpt="$1" set="$2" out="$3"
+  "$BIN/roca-train-centre" --checkpoint "$ckpt" --data "$set" --out "$out" --epochs 10 --augment --workers 2
+  "$BIN/roca-train-yaw" --checkpoint "$out/model_centre.safetensors" --data "$set" --out "$out" \
+    --epochs 10 --augment --workers 2
+}
 CKPT="$HEADS/model_shape.safetensors"
 for seed in 21 22 23 24 25; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
-  "$BIN/roca-train-centre" --checkpoint "$CKPT" --data "$extra" --out "$HEADS/extra$seed" \
-    --epochs 10 --augment --workers 2
-  "$BIN/roca-train-yaw" --checkpoint "$HEADS/extra$seed/model_centre.safetensors" --data "$extra" \
-    --out "$HEADS/extra$seed" --epochs 10 --augment --workers 2
+  centre_then_yaw "$CKPT" "$extra" "$HEADS/extra$seed"
   CKPT="$HEADS/extra$seed/model_yaw.safetensors"
   if [[ "$seed" == 21 ]]; then
     "$BIN/roca-train-shape" --checkpoint "$CKPT" --data "$extra" --out "$HEADS/extra$seed" --epochs 12 --workers 2
@@ -121,11 +126,7 @@ whole_network_stage config/small_stage6.yaml extra22 extra25 "$STAGE6" "$STAGE5/
 # 5 and 6 trained the whole network on 26 and 27, the class head read 28; 31 is new).
 CKPT="$STAGE6/class28/model_class.safetensors"
 for seed in 26 27 28 31; do
-  extra="${EXTRA_ROOT:-data}/extra$seed"
-  "$BIN/roca-train-centre" --checkpoint "$CKPT" --data "$extra" --out "$STAGE6/heads$seed" \
-    --epochs 10 --augment --workers 2
-  "$BIN/roca-train-yaw" --checkpoint "$STAGE6/heads$seed/model_centre.safetensors" --data "$extra" \
-    --out "$STAGE6/heads$seed" --epochs 10 --augment --workers 2
+  centre_then_yaw "$CKPT" "${EXTRA_ROOT:-data}/extra$seed" "$STAGE6/heads$seed"
   CKPT="$STAGE6/heads$seed/model_yaw.safetensors"
 done
 cp "$CKPT" "$STAGE6/model_demo.safetensors"
