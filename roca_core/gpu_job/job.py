@@ -153,7 +153,7 @@ def unfinished_schedule(plan: dict, final_iteration: int, train_yaml: Path, work
     -> the steps it missed and the command that finishes the same schedule from the last
     checkpoint on the same machine (data and checkpoints are in ``work``); None when it did not."""
     missed = [int(step) for step in plan.get("lr_steps", []) if int(step) > final_iteration]
-    if not missed or final_iteration >= int(plan.get("iterations", 0)):
+    if not missed:  # fit_schedule puts every step before the last iteration: a finished run has none left
         return None
     site = work / "site"
     path = f"{site}:{REPO_ROOT}" if site.is_dir() else str(REPO_ROOT)
