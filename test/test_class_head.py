@@ -28,11 +28,25 @@ def test_rescore_mixes_the_detector_score_and_the_head_probability():
     # the head: sure of class 1 for the first box, of class 2 for the second, of background for the third
     logits = torch.tensor([[0.0, 8.0, 0.0], [0.0, 0.0, 8.0], [8.0, 0.0, 0.0]])
     p = logits.softmax(dim=1)[torch.arange(3), labels]
-    torch.testing.assert_close(rescore(scores, labels, logits, 0.0), scores)
-    torch.testing.assert_close(rescore(scores, labels, logits, 1.0), p)
-    half = rescore(scores, labels, logits, 0.5)
-    torch.testing.assert_close(half, (scores * p).sqrt())
-    assert half[1] > scores[1] and half[2] < 0.02  # a confirmed detection rises, a rejected one falls
+    for mean in ("arithmetic", "geometric"):
+        torch.testing.assert_close(rescore(scores, labels, logits, 0.0, mean), scores)
+        torch.testing.assert_close(rescore(scores, labels, logits, 1.0, mean), p)
+    half = rescore(scores, labels, logits, 0.5)  # arithmetic by default
+    torch.testing.assert_close(half, 0.5 * (scores + p))
+    torch.testing.assert_close(rescore(scores, labels, logits, 0.5, "geometric"), (scores * p).sqrt())
+    assert half[1] > scores[1] and half[2] < 0.31  # a confirmed detection rises, a rejected one falls
+
+
+def test_arithmetic_mean_keeps_a_confirmed_detection_above_the_threshold_where_the_geometric_drops_it():
+    # a sure detector (0.7) and an unsure head (0.35 for the label, its most likely class):
+    # the geometric mean falls under the alignment metric's 0.5, the arithmetic one stays above
+    scores = torch.tensor([0.7])
+    labels = torch.tensor([1])
+    logits = torch.log(torch.tensor([[0.33, 0.35, 0.32]]))
+    assert rescore(scores, labels, logits, 0.5, "geometric").item() == pytest.approx(0.4950, abs=1e-4)
+    assert rescore(scores, labels, logits, 0.5, "arithmetic").item() == pytest.approx(0.525)
+    with pytest.raises(ValueError, match="arithmetic"):
+        rescore(scores, labels, logits, 0.5, "harmonic")
 
 
 def _class_data(n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -118,11 +132,12 @@ def test_model_trains_the_class_head_jointly_and_rescores_detections_in_eval():
     for a, w in zip(with_head, without):
         assert a["scores"].shape == w["scores"].shape and a["scores"].numel() > 0
         assert (a["scores"][1:] <= a["scores"][:-1]).all()  # ranked by the new score
-        # the same detections (box and label), each scored sqrt(detector score * p(label))
+        # the same detections (box and label), each scored (1 - mix) * detector score + mix * p(label)
         key = lambda r: sorted(zip(r["boxes"].round(decimals=3).tolist(), r["labels"].tolist()))  # noqa: E731
         assert key(a) == key(w)
         assert not torch.allclose(a["scores"].sort().values, w["scores"].sort().values)
-        assert ((a["scores"] <= w["scores"].max() ** (1 - mix) + 1e-6)).all()
+        assert (a["scores"] <= (1 - mix) * w["scores"].max() + mix + 1e-6).all()
+        assert (a["scores"] >= (1 - mix) * w["scores"].min() - 1e-6).all()
     # ground-truth boxes are not re-scored: they stay at 1
     boxes, labels = [t["boxes"] for t in targets], [t["labels"] for t in targets]
     model.use_class_head = True
@@ -134,6 +149,8 @@ def test_config_rejects_a_bad_class_head():
     from roca_core.config_io import ConfigError
     with pytest.raises(ConfigError, match="class_width"):
         replace(tiny_model_config(), class_width=-1)
+    with pytest.raises(ConfigError, match="class_mix_mean"):
+        replace(tiny_model_config(), class_mix_mean="harmonic")
     with pytest.raises(ConfigError, match="class_crop"):
         replace(tiny_model_config(), class_width=4, class_crop=4)
     with pytest.raises(ConfigError, match="class_mix"):

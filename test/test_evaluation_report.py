@@ -259,7 +259,13 @@ def test_evaluator_scores_a_wrong_predictor_below_100():
     assert pe["num_gt"] == 3 and pe["num_with_prediction"] == 3
     assert pe["within_translation"] == pytest.approx(200 / 3) and pe["within_rotation"] == 100.0
     assert pe["within_all"] == pytest.approx(200 / 3)
-    assert "Pose errors of the closest same-class prediction (3 of 3" in format_markdown(report)
+    md = format_markdown(report)
+    assert "Pose errors of the closest same-class prediction (3 of 3" in md
+    per_class = report["pose_errors_per_class"]  # the table's error shows in its own column
+    assert per_class["table"]["within_translation"] == 0.0 and per_class["chair"]["within_translation"] == 100.0
+    assert per_class["table"]["median_translation_m"] == pytest.approx(0.3, abs=1e-5)
+    rows = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| translation median (m)")}
+    assert rows["| translation median (m)"].endswith("| 0.000 | 0.300 | 0.000 |")  # chair, table, all
 
 
 def test_evaluate_frames_refuses_an_empty_dataset():
@@ -281,9 +287,13 @@ def test_markdown_and_json_report_shape(tmp_path):
     for row in ("alignment (per frame)", "retrieval-aware (per frame)", "alignment (per scene)",
                 "retrieval-aware (per scene)", "box AP50", "mask AP50", "# GT objects"):
         assert any(line.startswith(f"| {row} |") for line in lines), row
-    # Every table row has as many cells as the header.
-    table = [line for line in lines if line.startswith("|")]
-    assert len({line.count("|") for line in table}) == 1
+    # Every row of each table has as many cells as its header.
+    start = lines.index(header)
+    end = lines.index("", start)
+    assert len({line.count("|") for line in lines[start:end]}) == 1
+    pose = lines.index(next(line for line in lines if line.startswith("| pose errors of the closest")))
+    pose_end = lines.index("", pose) if "" in lines[pose:] else len(lines)
+    assert pose_end - pose == 2 + 9 and len({line.count("|") for line in lines[pose:pose_end]}) == 1
     assert "Depth: abs rel 0.000" in md
 
     out = write_json(report, tmp_path / "sub" / "eval.json")

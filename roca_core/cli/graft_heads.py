@@ -29,7 +29,7 @@ HEAD_FIELDS: dict[str, tuple[str, ...]] = {
     "yaw_head": ("yaw_bins", "yaw_crop", "yaw_width"),
     "centre_head": ("centre_width", "centre_crop"),
     "up_head": ("up_width",),
-    "class_head": ("class_width", "class_crop", "class_mix"),
+    "class_head": ("class_width", "class_crop", "class_mix", "class_mix_mean"),
     "shape_head": ("shape_width", "shape_crop"),
     "retrieval_head": (),  # same shapes as the network's own (checked when it is put in)
 }

@@ -20,7 +20,7 @@ from roca_core.evaluation.alignment_metric import (AlignmentThresholds, GtObject
 from roca_core.evaluation.depth_metric import DepthErrorAccumulator
 from roca_core.evaluation.detection_metric import DetectionAPAccumulator
 from roca_core.evaluation.model_tap import ModelTap, gt_box_hook, retrieved_objects
-from roca_core.evaluation.pose_errors import pose_error_summary
+from roca_core.evaluation.pose_errors import pose_error_summary, pose_errors_by_class
 from roca_core.evaluation.report import build_report
 from roca_core.evaluation.retrieval_metric import (RetrievalAccumulator, RetrievedObject,
                                                    SameClassRanker)
@@ -216,7 +216,9 @@ def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] |
                         num_images=total, num_detections=num_dets,
                         seconds_per_image=infer_seconds / total,
                         score_threshold=th.score,
-                        pose_errors=pose_error_summary(preds, gts, th).to_dict(), **extra)
+                        pose_errors=pose_error_summary(preds, gts, th).to_dict(),
+                        pose_errors_per_class={c: e.to_dict() for c, e in pose_errors_by_class(preds, gts, th).items()},
+                        **extra)
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 The Scan2CAD accuracy is all-or-nothing per object, so a low score does not say whether
 translation, rotation or scale is the problem. For every ground-truth object this takes the
 prediction of its frame and class (score above the threshold) closest in translation and
-reports the three errors separately: medians and the share within each threshold alone.
+reports the three errors separately: medians and the share within each threshold alone, over
+all classes and per class (:func:`pose_errors_by_class`). The share of rotations off by more than
+``FLIP_DEG`` tells a front/back confusion (an object turned round) from a poor estimate.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import numpy as np
 
 from roca_core.evaluation.alignment_metric import (AlignmentThresholds, GtObject, PredObject,
                                                    rotation_error_deg, scale_ratio_error)
+
+FLIP_DEG = 160.0  # a rotation error beyond this is an object turned round, not a poor estimate
 
 
 @dataclass
@@ -30,6 +34,7 @@ class PoseErrorSummary:
     within_rotation: "float | None"
     within_scale: "float | None"
     within_all: "float | None"
+    flipped: "float | None" = None  # percent whose rotation error exceeds FLIP_DEG
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +59,7 @@ def pose_error_summary(preds: Sequence[PredObject], gts: Sequence[GtObject],
         s_err.append(scale_ratio_error(best.s, g.s))
     n = len(t_err)
     if n == 0:
-        return PoseErrorSummary(len(gts), 0, None, None, None, None, None, None, None)
+        return PoseErrorSummary(len(gts), 0, None, None, None, None, None, None, None, None)
     t, r, s = np.array(t_err), np.array(r_err), np.array(s_err)
     ok_t, ok_r, ok_s = t <= th.translation_m, r <= th.rotation_deg, s <= th.scale_ratio
     pct = lambda m: float(100.0 * m.mean())  # noqa: E731
@@ -62,4 +67,14 @@ def pose_error_summary(preds: Sequence[PredObject], gts: Sequence[GtObject],
         num_gt=len(gts), num_with_prediction=n, median_translation_m=float(np.median(t)),
         median_rotation_deg=float(np.median(r)), median_scale_error=float(np.median(s)),
         within_translation=pct(ok_t), within_rotation=pct(ok_r), within_scale=pct(ok_s),
-        within_all=pct(ok_t & ok_r & ok_s))
+        within_all=pct(ok_t & ok_r & ok_s), flipped=pct(r > FLIP_DEG))
+
+
+def pose_errors_by_class(preds: Sequence[PredObject], gts: Sequence[GtObject],
+                         thresholds: "AlignmentThresholds | None" = None) -> dict[str, PoseErrorSummary]:
+    """:func:`pose_error_summary` of each class that has ground-truth objects, by class name."""
+    by_class: dict[str, list[GtObject]] = defaultdict(list)
+    for g in gts:
+        by_class[g.class_name].append(g)
+    return {c: pose_error_summary([p for p in preds if p.class_name == c], objs, thresholds)
+            for c, objs in sorted(by_class.items())}

@@ -98,6 +98,9 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
                       f"({_fmt(pe['within_rotation'])} %), scale error median "
                       f"{_fmt(100 * pe['median_scale_error'])} % ({_fmt(pe['within_scale'])} %); "
                       f"all three {_fmt(pe['within_all'])} %"]
+        per_class = report.get("pose_errors_per_class") or {}
+        if per_class:
+            lines += ["", *pose_error_table(per_class, pe, classes)]
     retrieval = report.get("retrieval")
     line = format_retrieval_line(retrieval) if retrieval else None
     if line:
@@ -108,6 +111,33 @@ def format_markdown(report: Mapping[str, Any], title: str = "ROCA evaluation") -
                       f"MAE {_fmt(depth['mae_m'], 3)} m, delta<1.25 {_fmt(depth['delta_1_25'])} % "
                       f"over {depth['num_pixels']} pixels"]
     return "\n".join(lines) + "\n"
+
+
+POSE_ERROR_ROWS = (  # (row label, key, scale, digits)
+    ("objects with a same-class prediction", "num_with_prediction", 1, 0),
+    ("translation median (m)", "median_translation_m", 1, 3),
+    ("translation within threshold (%)", "within_translation", 1, 1),
+    ("rotation median (deg)", "median_rotation_deg", 1, 1),
+    ("rotation within threshold (%)", "within_rotation", 1, 1),
+    ("rotation turned round, > 160 deg (%)", "flipped", 1, 1),
+    ("scale error median (%)", "median_scale_error", 100, 1),
+    ("scale within threshold (%)", "within_scale", 1, 1),
+    ("all three within (%)", "within_all", 1, 1),
+)
+
+
+def pose_error_table(per_class: Mapping[str, Mapping[str, Any]], overall: Mapping[str, Any],
+                     classes: Sequence[str]) -> list[str]:
+    """Markdown lines: the closest same-class prediction's errors per class (columns) and over
+    all objects, so a weak class shows which part of its poses fails."""
+    lines = ["| pose errors of the closest same-class prediction | " + " | ".join(classes) + " | all |",
+             "|---|" + ":-:|" * (len(classes) + 1)]
+    for label, key, scale, digits in POSE_ERROR_ROWS:
+        def cell(entry: "Mapping[str, Any] | None") -> str:
+            value = None if entry is None else entry.get(key)
+            return _fmt(None if value is None else float(value) * scale, digits)
+        lines.append("| " + " | ".join([label, *[cell(per_class.get(c)) for c in classes], cell(overall)]) + " |")
+    return lines
 
 
 def summary_metrics(report: Mapping[str, Any]) -> dict[str, "float | None"]:

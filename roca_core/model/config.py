@@ -126,10 +126,14 @@ class ModelConfig:
     # Class head (roca_core/model/class_head.py; not in the paper): a small CNN on a
     # ``class_crop`` x ``class_crop`` crop of each detection's box plus the box's geometry
     # classifies it (background or a class); the detection's score becomes
-    # ``score ** (1 - class_mix) * p(label) ** class_mix``. 0: no class head.
+    # ``(1 - class_mix) * score + class_mix * p(label)`` (class_mix_mean "arithmetic"), or
+    # ``score ** (1 - class_mix) * p(label) ** class_mix`` ("geometric", the rule of the
+    # checkpoints before 2026-11-27, which lowers right detections under the 0.5 threshold).
+    # 0: no class head.
     class_width: int = 0
     class_crop: int = 32
     class_mix: float = 0.5
+    class_mix_mean: str = "arithmetic"
     # Shape head (roca_core/model/shape_head.py; not in the paper): a small CNN on a
     # ``shape_crop`` x ``shape_crop`` crop of each detection's box embeds it next to the CAD
     # encoder's embeddings; retrieval then searches with it instead of the NOC embedding.
@@ -184,6 +188,8 @@ class ModelConfig:
         if self.class_width < 0 or (self.class_width and self.class_crop < 8) or not 0.0 <= self.class_mix <= 1.0:
             raise ConfigError(f"model.class_width={self.class_width} (0 or >= 1), class_crop={self.class_crop} "
                               f"(>= 8), class_mix={self.class_mix} (0 to 1)")
+        if self.class_mix_mean not in ("arithmetic", "geometric"):
+            raise ConfigError(f"model.class_mix_mean={self.class_mix_mean!r} (arithmetic or geometric)")
         if self.shape_width < 0 or (self.shape_width and self.shape_crop < 8):
             raise ConfigError(f"model.shape_width={self.shape_width} (0 or >= 1), shape_crop={self.shape_crop} (>= 8)")
         self.mirror_heads = validate_mirror_heads(self.mirror_heads)

@@ -348,7 +348,7 @@ class RocaModel(nn.Module):
             return dets
         logits = self._class_logits(imgs, Ks, [d["boxes"] for d in dets], "class" in self.cfg.mirror_heads)
         scores = rescore(torch.cat([d["scores"] for d in dets]), torch.cat([d["labels"] for d in dets]),
-                         logits, self.cfg.class_mix)
+                         logits, self.cfg.class_mix, self.cfg.class_mix_mean)
         out = []
         for d, s in zip(dets, scores.split([d["boxes"].shape[0] for d in dets])):
             order = s.argsort(descending=True)
