@@ -85,6 +85,10 @@ def test_the_head_learns_classes_that_only_the_box_geometry_separates():
     assert after["accuracy"] > 0.9 > 0.6 > before["accuracy"], (before, after)
     assert after["recall"] > 0.85 and after["precision"] > 0.85, after
     assert hist[-1]["loss"] < hist[0]["loss"] and len(hist) == 12
+    # the held-out numbers re-score as the model will (model.class_mix_mean reaches rescore)
+    assert class_errors(head, val, (96, 128), 0.5, "geometric")["recall"] <= after["recall"]
+    with pytest.raises(ValueError, match="class score mean"):
+        class_errors(head, val, (96, 128), 0.5, "harmonic")
 
 
 def test_detection_recall_counts_objects_once_and_leaves_ground_truth_boxes_out():

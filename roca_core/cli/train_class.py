@@ -86,9 +86,10 @@ def main(argv: "list[str] | None" = None) -> int:
         f"loss {row['loss']:.3f}, held-out recall at 0.5 {row.get('heldout_recall_before', 0):.3f} -> "
         f"{row.get('heldout_recall', 0):.3f}, precision {row.get('heldout_precision_before', 0):.3f} -> "
         f"{row.get('heldout_precision', 0):.3f} ({row['seconds']:.0f} s)"))
-    history = train_class_head(model.class_head, data["train"], data["val"], stage, cfg.image_size, log)
+    history = train_class_head(model.class_head, data["train"], data["val"], stage, cfg.image_size, log,
+                               cfg.class_mix_mean)
     log.close()
-    final = class_errors(model.class_head, data["val"], cfg.image_size, stage.mix)
+    final = class_errors(model.class_head, data["val"], cfg.image_size, stage.mix, cfg.class_mix_mean)
     path = save_stage(out, "class", model, cfg, extra, stage, ckpt, history, final, {"train_samples": n_train},
                       loss_label="cross-entropy",
                       series=[("heldout_accuracy", "head accuracy on the detections", "-"),

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from roca_core.model.centre_head import GEOMETRY_FEATURES
+from roca_core.model.config import CLASS_MIX_MEANS
 from roca_core.model.yaw_head import crop_encoder
 
 
@@ -29,9 +30,6 @@ def class_loss(logits: torch.Tensor, labels: torch.Tensor, weight: "torch.Tensor
     nll = F.cross_entropy(logits.float(), labels, reduction="none")
     w = torch.ones_like(nll) if weight is None else weight.float()
     return (nll * w).sum() / w.sum().clamp_min(1e-6)
-
-
-CLASS_MIX_MEANS = ("arithmetic", "geometric")
 
 
 def rescore(scores: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, mix: float,

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 from roca_core.classes import CLASS_NAMES
 from roca_core.config_io import ConfigError, from_dict, load_yaml, to_dict
 
+CLASS_MIX_MEANS = ("arithmetic", "geometric")  # how the class head's probability joins the score
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "tiny")
 NORMS = ("gn", "bn", "frozen_bn")
 VOXELIZE_BACKENDS = ("auto", "pytorch3d", "torch")
@@ -188,8 +190,8 @@ class ModelConfig:
         if self.class_width < 0 or (self.class_width and self.class_crop < 8) or not 0.0 <= self.class_mix <= 1.0:
             raise ConfigError(f"model.class_width={self.class_width} (0 or >= 1), class_crop={self.class_crop} "
                               f"(>= 8), class_mix={self.class_mix} (0 to 1)")
-        if self.class_mix_mean not in ("arithmetic", "geometric"):
-            raise ConfigError(f"model.class_mix_mean={self.class_mix_mean!r} (arithmetic or geometric)")
+        if self.class_mix_mean not in CLASS_MIX_MEANS:
+            raise ConfigError(f"model.class_mix_mean={self.class_mix_mean!r} (one of {', '.join(CLASS_MIX_MEANS)})")
         if self.shape_width < 0 or (self.shape_width and self.shape_crop < 8):
             raise ConfigError(f"model.shape_width={self.shape_width} (0 or >= 1), shape_crop={self.shape_crop} (>= 8)")
         self.mirror_heads = validate_mirror_heads(self.mirror_heads)

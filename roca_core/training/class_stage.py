@@ -163,15 +163,16 @@ def head_logits(head: ClassHead, data: dict[str, torch.Tensor], image_hw: tuple[
 
 
 def class_errors(head: ClassHead, data: dict[str, torch.Tensor], image_hw: tuple[int, int],
-                 mix: float) -> dict[str, float]:
+                 mix: float, mean: str = "arithmetic") -> dict[str, float]:
     """Held-out: the head's accuracy on the detections, and recall / precision at score 0.5
-    with the detector's scores and with the re-scored ones."""
+    with the detector's scores and with the ones re-scored as the model will (``mix``,
+    ``mean``: ``model.class_mix`` and ``model.class_mix_mean``)."""
     det = data["det_label"] > 0
     if not bool(det.any()):
         return {"detections": 0}
     logits = head_logits(head, data, image_hw)
     before = detection_recall(data["det_score"], data)
-    after = detection_recall(rescore(data["det_score"][det], data["det_label"][det], logits[det], mix),
+    after = detection_recall(rescore(data["det_score"][det], data["det_label"][det], logits[det], mix, mean),
                              {k: (v[det] if k != "num_gt" else v) for k, v in data.items()})
     acc = float((logits[det].argmax(dim=1) == data["target"][det]).float().mean())
     return {"accuracy": acc, "recall_before": before["recall"], "precision_before": before["precision"],
@@ -180,9 +181,10 @@ def class_errors(head: ClassHead, data: dict[str, torch.Tensor], image_hw: tuple
 
 def train_class_head(head: ClassHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",
                      cfg: ClassStageConfig, image_hw: tuple[int, int],
-                     log: "Callable[[dict[str, Any]], None] | None" = None) -> list[dict[str, Any]]:
+                     log: "Callable[[dict[str, Any]], None] | None" = None,
+                     mean: str = "arithmetic") -> list[dict[str, Any]]:
     """AdamW with cosine decay on the cross-entropy; -> one dict per epoch (loss, held-out
-    numbers, seconds)."""
+    numbers re-scored with ``mean`` (``model.class_mix_mean``), seconds)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
@@ -206,7 +208,7 @@ def train_class_head(head: ClassHead, train: dict[str, torch.Tensor], val: "dict
             opt.step()
             total += loss.item() * idx.numel()
         sched.step()
-        heldout = None if val is None else lambda: class_errors(head, val, image_hw, cfg.mix)
+        heldout = None if val is None else lambda: class_errors(head, val, image_hw, cfg.mix, mean)
         append_row(history, epoch_row(epoch, total / max(1, n), t0, heldout), log)
     head.eval()
     return history
