@@ -6,7 +6,7 @@ import pytest
 
 from roca_core.classes import Symmetry
 from roca_core.evaluation.alignment_metric import AlignmentThresholds, GtObject, PredObject
-from roca_core.evaluation.pose_errors import pose_error_summary, pose_errors_by_class
+from roca_core.evaluation.pose_errors import pose_error_summaries, pose_error_summary
 
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0])
 
@@ -54,9 +54,9 @@ def test_per_class_errors_and_the_share_turned_round():
     preds = [pred([0, 0, 2], cls="bed", q=_yaw(175)),   # a bed turned round: its head at the foot
              pred([2, 0, 3], cls="bed", q=_yaw(90)),    # one a quarter turn off
              pred([0, 0, 4], q=_yaw(5))]                # the chair nearly right
-    by_class = pose_errors_by_class(preds, gts)
+    by_class = pose_error_summaries(preds, gts)[1]
     assert list(by_class) == ["bed", "chair"]
     assert by_class["bed"].flipped == 50.0 and by_class["bed"].within_rotation == 0.0
     assert by_class["chair"].flipped == 0.0 and by_class["chair"].within_all == 100.0
     assert pose_error_summary(preds, gts).flipped == pytest.approx(100 / 3)
-    assert pose_errors_by_class([], gts)["bed"].flipped is None  # no prediction: undefined, not 0
+    assert pose_error_summaries([], gts)[1]["bed"].flipped is None  # no prediction: undefined, not 0

@@ -20,7 +20,7 @@ from roca_core.evaluation.alignment_metric import (AlignmentThresholds, GtObject
 from roca_core.evaluation.depth_metric import DepthErrorAccumulator
 from roca_core.evaluation.detection_metric import DetectionAPAccumulator
 from roca_core.evaluation.model_tap import ModelTap, gt_box_hook, retrieved_objects
-from roca_core.evaluation.pose_errors import pose_error_summary, pose_errors_by_class
+from roca_core.evaluation.pose_errors import pose_error_summaries
 from roca_core.evaluation.report import build_report
 from roca_core.evaluation.retrieval_metric import (RetrievalAccumulator, RetrievedObject,
                                                    SameClassRanker)
@@ -209,6 +209,7 @@ def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] |
     if gt_boxes:  # boxes are the ground truth: box AP would be 100 % by construction
         detection.box_ap50, detection.per_class_box = float("nan"), {}
     extra: dict[str, Any] = {"gt_boxes": bool(gt_boxes)}
+    overall, per_class = pose_error_summaries(preds, gts, th)
     if have_retrieval:
         extra["retrieval"] = retrieval_acc.result()
     return build_report(frame_res, scene_res, detection,
@@ -216,9 +217,8 @@ def evaluate_frames(infer: Infer, dataset: Any, *, class_names: "Sequence[str] |
                         num_images=total, num_detections=num_dets,
                         seconds_per_image=infer_seconds / total,
                         score_threshold=th.score,
-                        pose_errors=pose_error_summary(preds, gts, th).to_dict(),
-                        pose_errors_per_class={c: e.to_dict() for c, e in pose_errors_by_class(preds, gts, th).items()},
-                        **extra)
+                        pose_errors=overall.to_dict(),
+                        pose_errors_per_class={c: e.to_dict() for c, e in per_class.items()}, **extra)
 
 
 # ---------------------------------------------------------------------------------------

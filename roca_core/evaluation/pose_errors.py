@@ -4,7 +4,7 @@ The Scan2CAD accuracy is all-or-nothing per object, so a low score does not say 
 translation, rotation or scale is the problem. For every ground-truth object this takes the
 prediction of its frame and class (score above the threshold) closest in translation and
 reports the three errors separately: medians and the share within each threshold alone, over
-all classes and per class (:func:`pose_errors_by_class`). The share of rotations off by more than
+all classes and per class (:func:`pose_error_summaries`). The share of rotations off by more than
 ``FLIP_DEG`` tells a front/back confusion (an object turned round) from a poor estimate.
 """
 from __future__ import annotations
@@ -40,41 +40,56 @@ class PoseErrorSummary:
         return asdict(self)
 
 
-def pose_error_summary(preds: Sequence[PredObject], gts: Sequence[GtObject],
-                       thresholds: "AlignmentThresholds | None" = None) -> PoseErrorSummary:
-    th = thresholds or AlignmentThresholds()
+def _closest_errors(preds: Sequence[PredObject], gts: Sequence[GtObject],
+                    th: AlignmentThresholds) -> list["tuple[float, float, float] | None"]:
+    """Per ground-truth object: (translation m, rotation deg, scale) errors of the closest
+    same-class prediction of its frame above the score threshold, or None without one."""
     by_key: dict[tuple[str, Hashable, str], list[PredObject]] = defaultdict(list)
     for p in preds:
         if p.score > th.score:
             by_key[(p.scene_id, p.frame_id, p.class_name)].append(p)
-    t_err, r_err, s_err = [], [], []
+    out: list["tuple[float, float, float] | None"] = []
     for g in gts:
         cands = by_key.get((g.scene_id, g.frame_id, g.class_name))
         if not cands:
+            out.append(None)
             continue
         dists = [float(np.linalg.norm(np.asarray(p.t) - g.t)) for p in cands]
         best = cands[int(np.argmin(dists))]
-        t_err.append(min(dists))
-        r_err.append(rotation_error_deg(best.q, g.q, g.sym))
-        s_err.append(scale_ratio_error(best.s, g.s))
-    n = len(t_err)
-    if n == 0:
-        return PoseErrorSummary(len(gts), 0, None, None, None, None, None, None, None, None)
-    t, r, s = np.array(t_err), np.array(r_err), np.array(s_err)
+        out.append((min(dists), rotation_error_deg(best.q, g.q, g.sym), scale_ratio_error(best.s, g.s)))
+    return out
+
+
+def _summarise(errors: Sequence["tuple[float, float, float] | None"], th: AlignmentThresholds) -> PoseErrorSummary:
+    found = [e for e in errors if e is not None]
+    if not found:
+        return PoseErrorSummary(len(errors), 0, None, None, None, None, None, None, None, None)
+    t, r, s = (np.array(col) for col in zip(*found))
     ok_t, ok_r, ok_s = t <= th.translation_m, r <= th.rotation_deg, s <= th.scale_ratio
     pct = lambda m: float(100.0 * m.mean())  # noqa: E731
     return PoseErrorSummary(
-        num_gt=len(gts), num_with_prediction=n, median_translation_m=float(np.median(t)),
+        num_gt=len(errors), num_with_prediction=len(found), median_translation_m=float(np.median(t)),
         median_rotation_deg=float(np.median(r)), median_scale_error=float(np.median(s)),
         within_translation=pct(ok_t), within_rotation=pct(ok_r), within_scale=pct(ok_s),
         within_all=pct(ok_t & ok_r & ok_s), flipped=pct(r > FLIP_DEG))
 
 
-def pose_errors_by_class(preds: Sequence[PredObject], gts: Sequence[GtObject],
-                         thresholds: "AlignmentThresholds | None" = None) -> dict[str, PoseErrorSummary]:
-    """:func:`pose_error_summary` of each class that has ground-truth objects, by class name."""
-    by_class: dict[str, list[GtObject]] = defaultdict(list)
-    for g in gts:
-        by_class[g.class_name].append(g)
-    return {c: pose_error_summary([p for p in preds if p.class_name == c], objs, thresholds)
-            for c, objs in sorted(by_class.items())}
+def pose_error_summaries(preds: Sequence[PredObject], gts: Sequence[GtObject],
+                         thresholds: "AlignmentThresholds | None" = None
+                         ) -> tuple[PoseErrorSummary, dict[str, PoseErrorSummary]]:
+    """-> (the summary over all ground-truth objects, that of each class that has some, by
+    class name), from one search for each object's closest prediction."""
+    th = thresholds or AlignmentThresholds()
+    errors = _closest_errors(preds, gts, th)
+    by_class: dict[str, list] = defaultdict(list)
+    for g, e in zip(gts, errors):
+        by_class[g.class_name].append(e)
+    return _summarise(errors, th), {c: _summarise(e, th) for c, e in sorted(by_class.items())}
+
+
+def pose_error_summary(preds: Sequence[PredObject], gts: Sequence[GtObject],
+                       thresholds: "AlignmentThresholds | None" = None) -> PoseErrorSummary:
+    """The summary over all ground-truth objects."""
+    th = thresholds or AlignmentThresholds()
+    return _summarise(_closest_errors(preds, gts, th), th)
+

@@ -133,10 +133,9 @@ def pose_error_table(per_class: Mapping[str, Mapping[str, Any]], overall: Mappin
     lines = ["| pose errors of the closest same-class prediction | " + " | ".join(classes) + " | all |",
              "|---|" + ":-:|" * (len(classes) + 1)]
     for label, key, scale, digits in POSE_ERROR_ROWS:
-        def cell(entry: "Mapping[str, Any] | None") -> str:
-            value = None if entry is None else entry.get(key)
-            return _fmt(None if value is None else float(value) * scale, digits)
-        lines.append("| " + " | ".join([label, *[cell(per_class.get(c)) for c in classes], cell(overall)]) + " |")
+        values = [(per_class.get(c) or {}).get(key) for c in classes] + [overall.get(key)]
+        cells = [_fmt(None if v is None else float(v) * scale, digits) for v in values]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
     return lines
 
 
