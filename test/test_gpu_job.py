@@ -109,6 +109,11 @@ def test_job_config_profiles_and_validation(tmp_path):
     bad.write_text("gpu: {render: {imagez: 3}}\n")
     with pytest.raises(ConfigError, match="imagez"):
         load_job_config("gpu", bad)
+    # the heads trained alone go back onto the trained network; only graftable heads are accepted
+    assert "yaw_head" in gpu.train.graft_heads and "retrieval_head" in gpu.train.graft_heads
+    bad.write_text("gpu: {train: {graft_heads: [yaw_head, noc_head]}}\n")
+    with pytest.raises(ConfigError, match="graft_heads.*noc_head"):
+        load_job_config("gpu", bad)
 
 
 def test_train_amp_is_validated():
@@ -232,18 +237,31 @@ def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home
     md = (out / "summary.md").read_text()
     assert "## Benchmark" in md and "## Training" in md and "## Held-out evaluation" in md
 
-    # The model, in parts no larger than the profile's part_mb, joins back to the trained file.
+    # The shipped model is the trained network with the demo model's heads put back, in parts no
+    # larger than the profile's part_mb that join back to that file.
     from roca_core.checkpoint import load_checkpoint
     from roca_core.gpu_job.file_split import join_file
 
+    assert summary["graft"]["modules"] == ["yaw_head", "centre_head", "up_head", "class_head", "shape_head",
+                                           "retrieval_head"]
+    assert summary["model"] == summary["graft"]["model"] == "model_grafted.safetensors"
+    assert "heads put back from" in md
     manifest = out / summary["model_manifest"]
     parts = json.loads(manifest.read_text())["parts"]
     assert len(parts) >= 2 and all(p["size"] <= 4 * 2 ** 20 for p in parts)
     joined = join_file(manifest, tmp_path / "joined.safetensors")
-    trained_file = work / "train" / trained["model"]
-    assert joined.read_bytes() == trained_file.read_bytes()
+    assert joined.read_bytes() == (work / "train" / summary["model"]).read_bytes()
     model, model_cfg, _ = load_checkpoint(joined)
     assert model_cfg.image_height == 96
+    raw, _, _ = load_checkpoint(work / "train" / trained["model"])
+    demo, _, _ = load_checkpoint(REPO / "models" / "roca_demo.safetensors")
+    for name in ("yaw_head", "centre_head", "class_head", "retrieval_head"):
+        got, want = getattr(model, name).state_dict(), getattr(demo, name).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+    # ... and the network itself is the trained one, not the demo model's
+    got, want = model.backbone.state_dict(), raw.backbone.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert any(not torch.equal(got[k], demo.backbone.state_dict()[k]) for k in got)
 
     # Only small files come back: no data, nothing over 16 MB.
     files = [p for p in out.rglob("*") if p.is_file()]
@@ -283,6 +301,7 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     cfg = yaml.safe_load((out / "train_config.yaml").read_text())
     assert summary["train"]["final_iteration"] >= 1 and cfg["train"]["max_iter"] <= 3
     assert (work / "train" / summary["train"]["model"]).is_file() and summary["model_manifest"]
+    assert summary["graft"]["heads_from"] == str(first.resolve())  # the heads of the model it continued
     assert "--step-seconds 2 --no-eval --init-weights" in summary["repro"]
     assert "--render-seed 3 --render-images 24 " in summary["repro"]
     info = json.loads((work / "data" / "dataset_info.json").read_text())
@@ -297,11 +316,14 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
 
     final = summary["train"]["final_iteration"]
     hint = unfinished_schedule({"lr_steps": [final + 5], "iterations": final + 10}, final,
-                               out / "train_config.yaml", work)
+                               out / "train_config.yaml", work, (str(first.resolve()), ["yaw_head", "class_head"]))
     assert hint is not None and hint["lr_steps_not_reached"] == [final + 5]
+    grafted = work / "train" / "model_grafted.safetensors"
+    grafted.unlink()  # the job's graft; the command makes it again after finishing the schedule
     resumed = _run(["bash", "-c", hint["resume"]], {}, 240)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert f"iterations {final} -> {cfg['train']['max_iter']}" in resumed.stdout + resumed.stderr
+    assert "yaw_head, class_head from" in resumed.stdout and grafted.is_file()
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o2"), "--dry-run", "--step-seconds", "0"], {}, 60)
     assert bad.returncode == 2 and "--step-seconds must be > 0" in bad.stderr
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o3"), "--dry-run", "--init-weights",
@@ -326,6 +348,12 @@ def test_unfinished_schedule_is_reported_with_its_resume_command(tmp_path):
     hint = unfinished_schedule(plan, 1230, cfg, tmp_path)
     assert hint["lr_steps_not_reached"] == [1241, 1460]
     assert f"--config {cfg} --resume" in hint["resume"] and f"PYTHONPATH={tmp_path / 'site'}:" in hint["resume"]
+    assert "graft_heads" not in hint["resume"]
+    grafting = unfinished_schedule(plan, 1230, cfg, tmp_path, ("/m/demo.safetensors", ["yaw_head", "up_head"]))
+    assert grafting["resume"].startswith(hint["resume"] + " && ")
+    assert grafting["resume"].endswith(f"-m roca_core.cli.graft_heads --network {tmp_path / 'train' / 'model_final.safetensors'}"
+                                       f" --heads /m/demo.safetensors --out {tmp_path / 'train' / 'model_grafted.safetensors'}"
+                                       " --modules yaw_head,up_head")
     assert unfinished_schedule(plan, 1300, cfg, tmp_path)["lr_steps_not_reached"] == [1460]
     assert unfinished_schedule(plan, 1500, cfg, tmp_path) is None  # every step reached
     assert unfinished_schedule(plan, 1606, cfg, tmp_path) is None  # finished

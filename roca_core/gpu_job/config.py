@@ -80,6 +80,10 @@ class TrainJob:
     max_iterations: int = 0
     # Checkpoints written during the run (a stop at the deadline also writes one).
     checkpoints: int = 4
+    # Heads put back from the initial weights after training (``roca-graft-heads``): the heads
+    # trained alone on CPU (roca-train-yaw, -centre, ...) lose accuracy when the whole network
+    # trains on, so the job ships the trained network with them. Empty: none.
+    graft_heads: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +139,11 @@ class GpuJobConfig:
         if self.train.base_lr < 0 or self.train.ims_per_batch < 0:
             raise ConfigError(f"train: base_lr and ims_per_batch must be >= 0 (0: the preset's), got "
                               f"{self.train.base_lr}, {self.train.ims_per_batch}")
+        from roca_core.cli.graft_heads import HEAD_FIELDS
+
+        unknown = sorted(set(self.train.graft_heads) - set(HEAD_FIELDS))
+        if unknown:
+            raise ConfigError(f"train.graft_heads: not a graftable head: {unknown}; known: {', '.join(HEAD_FIELDS)}")
         if self.train.step_time_margin < 1.0 or self.train.min_iterations < 1:
             raise ConfigError("train.step_time_margin must be >= 1 and train.min_iterations >= 1")
         if self.part_mb <= 0 or self.part_mb > 16:

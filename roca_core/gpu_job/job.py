@@ -4,7 +4,9 @@ Timeline (gpu profile, 9 minutes): environment check; the render of the training
 rooms on all cores but two while the benchmark runs on the GPU from those two; the
 preset's schedule fitted to the minutes left; training with bf16 autocast until the plan is
 done or the deadline (SIGINT: checkpoint, then exit), while the committed demo model is
-evaluated on the held-out rooms beside it; the new model's evaluation on the same rooms; the model split into parts; ``summary.md``/``summary.json``.
+evaluated on the held-out rooms beside it; the heads trained alone put back from the initial
+weights (``train.graft_heads``); the new model's evaluation on the same rooms; the model split
+into parts; ``summary.md``/``summary.json``.
 Everything the job writes to OUT_DIR is small (data and checkpoints stay in the work folder).
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -148,18 +150,26 @@ def _beats(new: dict, old: dict) -> "bool | None":
     return (new.get("box_ap50") or 0.0) > (old.get("box_ap50") or 0.0)
 
 
-def unfinished_schedule(plan: dict, final_iteration: int, train_yaml: Path, work: Path) -> "dict | None":
+def unfinished_schedule(plan: dict, final_iteration: int, train_yaml: Path, work: Path,
+                        graft: "tuple[str, list[str]] | None" = None) -> "dict | None":
     """A run the deadline stopped before one of its learning-rate steps has not decayed its rate:
     -> the steps it missed and the command that finishes the same schedule from the last
-    checkpoint on the same machine (data and checkpoints are in ``work``); None when it did not."""
+    checkpoint on the same machine (data and checkpoints are in ``work``), followed, when
+    ``graft`` = (heads checkpoint, modules) is given, by the graft the job would have made;
+    None when it did not."""
     missed = [int(step) for step in plan.get("lr_steps", []) if int(step) > final_iteration]
     if not missed:  # fit_schedule puts every step before the last iteration: a finished run has none left
         return None
     site = work / "site"
     path = f"{site}:{REPO_ROOT}" if site.is_dir() else str(REPO_ROOT)
     q = shlex.quote
-    command = (f"cd {q(str(REPO_ROOT))} && PYTHONPATH={q(path)} ROCA_HOME={q(str(work / 'roca_home'))} "
-               f"{q(sys.executable)} -m roca_core.cli.train --config {q(str(train_yaml))} --resume")
+    python = f"PYTHONPATH={q(path)} ROCA_HOME={q(str(work / 'roca_home'))} {q(sys.executable)}"
+    command = f"cd {q(str(REPO_ROOT))} && {python} -m roca_core.cli.train --config {q(str(train_yaml))} --resume"
+    if graft is not None:
+        train_dir = work / "train"
+        command += (f" && {python} -m roca_core.cli.graft_heads --network {q(str(train_dir / 'model_final.safetensors'))}"
+                    f" --heads {q(graft[0])} --out {q(str(train_dir / 'model_grafted.safetensors'))}"
+                    f" --modules {','.join(graft[1])}")
     return {"lr_steps_not_reached": missed, "resume": command}
 
 
@@ -305,7 +315,9 @@ def run_job(req: JobRequest) -> int:
                             "mean_data_time_s": train_summary.get("mean_data_time_s"),
                             "last_losses": train_summary.get("last_losses")
                             or {k: float(v) for k, v in last.items() if k.startswith("loss_") and v}}
-        unfinished = unfinished_schedule(plan, summary["train"]["final_iteration"], train_yaml, work)
+        graft = (str(resolve_repo_path(exp.train.init_weights)), job.train.graft_heads) \
+            if job.train.graft_heads and exp.train.init_weights else None
+        unfinished = unfinished_schedule(plan, summary["train"]["final_iteration"], train_yaml, work, graft)
         if unfinished:
             summary["train"]["unfinished"] = unfinished
             log(f"WARNING: the deadline stopped training at iteration {summary['train']['final_iteration']}, before "
@@ -320,6 +332,13 @@ def run_job(req: JobRequest) -> int:
         if train_rc not in (0, 130):
             fail(f"training exited with {train_rc}")
         phase_done("train")
+
+        # The heads trained alone go back onto the trained network; that is the model shipped.
+        if job.train.graft_heads:
+            model = _graft_heads(model, exp.train.init_weights, job.train.graft_heads, summary, log, fail,
+                                 child_env)
+            phase_done("graft")
+        summary["model"] = model.name
 
         # Evaluate the new model on the held-out rooms the demo model was evaluated on.
         summary["eval"] = {}
@@ -352,6 +371,26 @@ def run_job(req: JobRequest) -> int:
             if child.running():
                 child.proc.kill()
     return _finish(req, log, summary, out)
+
+
+def _graft_heads(model: Path, init_weights: "str | None", modules: list[str], summary: dict, log: JobLog,
+                 fail: Callable[[str], None], env: dict[str, str]) -> Path:
+    """``roca-graft-heads`` of ``modules`` from the initial weights onto the trained ``model``:
+    -> the grafted checkpoint, or ``model`` itself when training started from random weights
+    or the graft failed (then the job reports the failure and ships the trained network)."""
+    if not init_weights:
+        log("graft skipped: training started from random weights, there are no heads to put back")
+        return model
+    heads = resolve_repo_path(init_weights)
+    grafted = model.with_name("model_grafted.safetensors")
+    child = Child("graft", ["-m", "roca_core.cli.graft_heads", "--network", str(model), "--heads", str(heads),
+                            "--out", str(grafted), "--modules", ",".join(modules)], log, None, env)
+    if child.wait(120.0) != 0 or not grafted.is_file():
+        fail(f"graft of {', '.join(modules)} from {heads} (see the graft| lines of job.log); the trained "
+             "network is shipped without them")
+        return model
+    summary["graft"] = {"modules": list(modules), "heads_from": str(heads), "model": grafted.name}
+    return grafted
 
 
 def _eval_child(name: str, checkpoint: Path, data: Path, out: Path, job: GpuJobConfig, log: JobLog,

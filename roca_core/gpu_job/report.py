@@ -106,6 +106,10 @@ def summary_markdown(s: dict[str, Any]) -> str:
             u = t["unfinished"]
             lines += [f"- **unfinished**: stopped before the learning-rate step(s) {u['lr_steps_not_reached']}; "
                       f"finish on the same machine with `{u['resume']}`"]
+        if s.get("graft"):
+            g = s["graft"]
+            lines += [f"- heads put back from `{g['heads_from']}`: {', '.join(g['modules'])} -> {g['model']} "
+                      "(the model evaluated and shipped)"]
         lines += [""]
     ev = s.get("eval") or {}
     if ev:
