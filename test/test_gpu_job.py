@@ -109,11 +109,29 @@ def test_job_config_profiles_and_validation(tmp_path):
     bad.write_text("gpu: {render: {imagez: 3}}\n")
     with pytest.raises(ConfigError, match="imagez"):
         load_job_config("gpu", bad)
+    # the GPU run renders fresh rooms for each new model (seed derived from the initial weights)
+    assert gpu.render.seed == dry.render.seed == -1
+    bad.write_text("gpu: {render: {seed: -2}}\n")
+    with pytest.raises(ConfigError, match="render.seed"):
+        load_job_config("gpu", bad)
     # the heads trained alone go back onto the trained network; only graftable heads are accepted
     assert "yaw_head" in gpu.train.graft_heads and "retrieval_head" in gpu.train.graft_heads
     bad.write_text("gpu: {train: {graft_heads: [yaw_head, noc_head]}}\n")
     with pytest.raises(ConfigError, match="graft_heads.*noc_head"):
         load_job_config("gpu", bad)
+
+
+def test_fresh_render_seed_follows_the_initial_weights(tmp_path):
+    from roca_core.gpu_job.config import FRESH_SEED_BASE, fresh_render_seed
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.write_bytes(b"weights of one model")
+    b.write_bytes(b"weights of the next model")
+    seed_a = fresh_render_seed(a)
+    assert seed_a == fresh_render_seed(str(a))  # reproducible
+    assert seed_a != fresh_render_seed(b)  # a new model trains on new rooms
+    assert FRESH_SEED_BASE <= min(seed_a, fresh_render_seed(b)) < FRESH_SEED_BASE + 1_000_000
+    assert fresh_render_seed(None) == FRESH_SEED_BASE  # random start
 
 
 def test_train_amp_is_validated():
@@ -209,9 +227,15 @@ def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home
     assert pred["input"] == "480x640" and "held-out image" in pred["note"]
     assert "| forward | paper | 96x128 | none | 1 |" in (out / "bench.md").read_text()
 
-    # Data: the render in the work folder, its last room held out.
+    # Data: the render in the work folder, its last room held out, rooms of a seed derived from
+    # the initial weights (the demo model), named in the log and the reproduction line.
+    from roca_core.gpu_job.config import fresh_render_seed
+
     info = json.loads((work / "data" / "dataset_info.json").read_text())
     assert info["splits"]["train"]["images"] == 20 and info["splits"]["val"]["images"] == 10
+    seed = fresh_render_seed(REPO / "models" / "roca_demo.safetensors")
+    assert info["seed"] == seed and f"render seed {seed}, derived from the initial weights" in log
+    assert f"--render-seed {seed} " in summary["repro"]
 
     # Training: the preset's recipe, fitted and run with bf16 autocast.
     cfg = yaml.safe_load((out / "train_config.yaml").read_text())

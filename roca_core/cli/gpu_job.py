@@ -2,9 +2,9 @@
 
     scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_heads.yaml]   # on the GPU machine
     scripts/gpu_run.sh OUT_DIR --step-seconds 0.22 --no-eval   # a short call that only trains
-    scripts/gpu_run.sh OUT --step-seconds 0.26 --no-eval --render-seed 30 --render-images 16000
-                                                               # train on fresh rooms (seed 30)
-    scripts/gpu_run.sh OUT2 --step-seconds 0.25 --no-eval --init-weights WORK/train/model_final.safetensors
+    scripts/gpu_run.sh OUT --step-seconds 0.26 --no-eval --render-seed 0 --render-images 8000
+                                                               # train on data/synthetic's rooms
+    scripts/gpu_run.sh OUT2 --step-seconds 0.25 --no-eval --init-weights WORK/train/model_grafted.safetensors
                                                                # a second call that goes on from the first
     python -m roca_core.cli.gpu_job OUT_DIR --dry-run                        # CPU check, tiny sizes
 
@@ -44,9 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint training continues from (default: the preset's train.init_weights, the "
                         "committed demo model); a second call passes the first call's model to go on from it")
     p.add_argument("--render-seed", type=int, default=None,
-                   help="seed of the rendered rooms (default: the profile's render.seed, 0: the rooms of "
-                        "data/synthetic); another seed trains on rooms no earlier stage saw, and its held-out "
-                        "rooms are then not the model card's")
+                   help="seed of the rendered rooms (default: the profile's render.seed; -1 there derives "
+                        "one from the initial weights, rooms no earlier stage saw); 0: the rooms of "
+                        "data/synthetic, whose held-out rooms are the model card's")
     p.add_argument("--render-images", type=int, default=None,
                    help="images rendered (default: the profile's render.images), the held-out rooms included")
     p.add_argument("--work", default=None,

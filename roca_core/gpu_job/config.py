@@ -24,6 +24,8 @@ class RenderJob:
     # Images of the held-out rooms (rounded to whole rooms); the demo model never saw them
     # either, so both models are scored on the same unseen rooms.
     heldout_images: int = 400
+    # Seed of the rooms; -1 derives one from the initial weights (:func:`fresh_render_seed`), so
+    # each GPU session that continues a new model trains on rooms no earlier stage rendered.
     seed: int = 0
     # Renderer processes; they run on the cores the benchmark does not use.
     workers: int = 14
@@ -128,6 +130,8 @@ class GpuJobConfig:
         if r.images < 2 or not 0 < r.heldout_images < r.images:
             raise ConfigError(f"render: need 0 < heldout_images < images, got {r.heldout_images} "
                               f"of {r.images}")
+        if r.seed < -1:
+            raise ConfigError(f"render.seed must be >= 0, or -1 (derived from the initial weights), got {r.seed}")
         if r.workers < 1 or self.bench.cores < 1:
             raise ConfigError("render.workers and bench.cores must be >= 1")
         bad = sorted(set(self.bench.amps + self.bench.train_amps + self.bench.predictor_amps)
@@ -158,6 +162,25 @@ def load_job_config(profile: str, path: "str | Path" = JOB_CONFIG) -> GpuJobConf
     if profile not in data:
         raise ConfigError(f"{path}: no profile {profile!r}; it has {sorted(data)}")
     return from_dict(GpuJobConfig, data[profile], f"{path}:{profile}").validate()
+
+
+FRESH_SEED_BASE = 1000  # derived seeds stay clear of the small ones the local data sets use
+
+
+def fresh_render_seed(init_weights: "str | Path | None") -> int:
+    """A render seed that changes whenever the initial weights do (``render.seed: -1``): from the
+    checkpoint file's SHA-256, in [1000, 1001000); 1000 when training starts from random weights.
+    Reproducible: the same checkpoint gives the same rooms, and the job's log and reproduction
+    line name the seed."""
+    if not init_weights:
+        return FRESH_SEED_BASE
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(resolve_repo_path(str(init_weights)), "rb") as fh:
+        for chunk in iter(lambda: fh.read(2 ** 20), b""):
+            digest.update(chunk)
+    return FRESH_SEED_BASE + int(digest.hexdigest()[:12], 16) % 1_000_000
 
 
 def resolve_repo_path(path: str) -> Path:

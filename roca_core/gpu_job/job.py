@@ -28,7 +28,7 @@ import yaml
 
 from roca_core.config_io import to_dict
 from roca_core.gpu_job.children import Child, JobLog
-from roca_core.gpu_job.config import GpuJobConfig, resolve_repo_path
+from roca_core.gpu_job.config import GpuJobConfig, fresh_render_seed, resolve_repo_path
 from roca_core.gpu_job.environment import (JobEnvironmentError, check_environment, describe,
                                            voxeliser_backend)
 from roca_core.gpu_job.file_split import MANIFEST_SUFFIX, split_file
@@ -218,6 +218,10 @@ def run_job(req: JobRequest) -> int:
         if req.init_weights is not None:
             exp.train.init_weights = str(req.init_weights)
         log(f"train starts from {exp.train.init_weights or 'random weights'}")
+        if job.render.seed < 0:  # fresh rooms for this model (render.seed: -1)
+            job.render.seed = fresh_render_seed(exp.train.init_weights)
+            req.render_seed = job.render.seed
+            log(f"render seed {job.render.seed}, derived from the initial weights")
         log(f"render: {job.render.images} images of the rooms of seed {job.render.seed} "
             f"(about {job.render.heldout_images} held out)")
         summary["train_voxeliser"] = voxeliser_backend(exp.model.voxelize_backend)
