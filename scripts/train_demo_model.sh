@@ -9,7 +9,8 @@
 # on two more sets (stage 5, config/small_stage5.yaml) and on two others (stage 6,
 # config/small_stage6.yaml), putting the heads trained alone back onto it after each
 # (roca-graft-heads), train the class head again and the yaw and centre heads on four more
-# sets, then evaluate it on the held-out scenes and install it as
+# sets, continue the whole network once more on two sets (stage 7, config/small_stage7.yaml)
+# with the heads put back, then evaluate it on the held-out scenes and install it as
 # models/roca_demo.safetensors (scripts/install_demo_model.sh).
 # The committed model also had five GPU stages: four between stage 2 and the heads, with a CPU
 # stage 3, and the fifth after stage 6 (models/README.md).
@@ -17,9 +18,9 @@
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
 # DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2),
-# HEADS (default out/small_heads), STAGE5 and STAGE6 (default out/small_stage5, out/small_stage6)
-# can be overridden,
-# EXTRA_ROOT (default data) holds the nine extra data sets; a finished stage 1 and rendered
+# HEADS (default out/small_heads), STAGE5, STAGE6 and STAGE7 (default out/small_stage5,
+# out/small_stage6, out/small_stage7) can be overridden,
+# EXTRA_ROOT (default data) holds the ten extra data sets; a finished stage 1 and rendered
 # data sets are reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +32,7 @@ OUT="${OUT:-out/small_stage2}"
 HEADS="${HEADS:-out/small_heads}"
 STAGE5="${STAGE5:-out/small_stage5}"
 STAGE6="${STAGE6:-out/small_stage6}"
+STAGE7="${STAGE7:-out/small_stage7}"
 BIN=.venv/bin
 
 if [[ ! -f "$DATA/annotations_train.json" ]]; then
@@ -67,11 +69,11 @@ fi
 # $DATA (their held-out error stops falling after ~10 epochs), so five more data sets with other
 # seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
 # them further (26 and 27, 9000 each, are for stage 5 below; 28 for the last class stage;
-# all three and 31 for the last yaw and centre stages). The centre and yaw heads continue
+# all three and 31 for the last yaw and centre stages; 31 and 32 for stage 7). The centre and yaw heads continue
 # on each in turn; after the first, the shape head (which reads the centre head's sizes)
 # follows and the class head continues on the network's detections of half its images; each
 # stage's val split only reports.
-for seed in 21 22 23 24 25 26 27 28 31; do
+for seed in 21 22 23 24 25 26 27 28 31 32; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   images=18000
   if [[ "$seed" -ge 25 ]]; then images=9000; fi
@@ -129,8 +131,10 @@ for seed in 26 27 28 31; do
   centre_then_yaw "$CKPT" "${EXTRA_ROOT:-data}/extra$seed" "$STAGE6/heads$seed"
   CKPT="$STAGE6/heads$seed/model_yaw.safetensors"
 done
-cp "$CKPT" "$STAGE6/model_demo.safetensors"
-DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE6/model_demo.safetensors" "$STAGE6"
+# Stage 7: the whole network once more, on 31 (only the yaw and centre heads read it) and 32
+# (new), the heads of the last stages put back.
+whole_network_stage config/small_stage7.yaml extra31 extra32 "$STAGE7" "$CKPT"
+DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE7/model_grafted.safetensors" "$STAGE7"
 cp "$STAGE6/class28/class_curve.png" models/roca_demo_class_extra28_curve.png
 for seed in 26 27 28 31; do
   cp "$STAGE6/heads$seed/centre_curve.png" "models/roca_demo_centre_extra${seed}_curve.png"

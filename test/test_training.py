@@ -70,7 +70,7 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     presets = {p.stem: load_experiment_config(p) for p in sorted((REPO / "config").glob("*.yaml"))
                if "train" in load_yaml(p) and "model" in load_yaml(p)}
     assert {"small", "small_stage2", "small_stage3", "small_heads", "small_stage5", "small_stage6",
-            "paper"} <= set(presets)
+            "small_stage7", "paper"} <= set(presets)
     # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
     # centre, up and class heads to that same network
     s3, heads = presets["small_stage3"].model, presets["small_heads"].model
@@ -87,6 +87,11 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     assert s6.model == heads and replace(s6.train, out_dir=s5.train.out_dir) == s5.train
     seen5 = {s5.data.root, *s5.data.extra_train_roots}
     assert s6.data.extra_train_roots and not {s6.data.root, *s6.data.extra_train_roots} & seen5
+    # stage 7 once more, on two sets neither stage 5 nor stage 6 trained the whole network on
+    s7 = presets["small_stage7"]
+    assert s7.model == heads and replace(s7.train, out_dir=s5.train.out_dir) == s5.train
+    seen6 = seen5 | {s6.data.root, *s6.data.extra_train_roots}
+    assert s7.data.extra_train_roots and not {s7.data.root, *s7.data.extra_train_roots} & seen6
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
