@@ -38,6 +38,7 @@ from roca_core.paths import REPO_ROOT
 
 OUT_LIMIT_BYTES = 16 * 2 ** 20
 TRAIN_STARTUP_S = 15.0  # imports, dataset index, class counts, loader workers
+GRAFTED_MODEL = "model_grafted.safetensors"  # the trained network with the heads put back: what the job ships
 
 
 @dataclasses.dataclass
@@ -168,7 +169,7 @@ def unfinished_schedule(plan: dict, final_iteration: int, train_yaml: Path, work
     if graft is not None:
         train_dir = work / "train"
         command += (f" && {python} -m roca_core.cli.graft_heads --network {q(str(train_dir / 'model_final.safetensors'))}"
-                    f" --heads {q(graft[0])} --out {q(str(train_dir / 'model_grafted.safetensors'))}"
+                    f" --heads {q(graft[0])} --out {q(str(train_dir / GRAFTED_MODEL))}"
                     f" --modules {','.join(graft[1])}")
     return {"lr_steps_not_reached": missed, "resume": command}
 
@@ -218,6 +219,11 @@ def run_job(req: JobRequest) -> int:
         if req.init_weights is not None:
             exp.train.init_weights = str(req.init_weights)
         log(f"train starts from {exp.train.init_weights or 'random weights'}")
+        # (initial weights, heads) to put back after training; None: no graft
+        graft = (str(resolve_repo_path(exp.train.init_weights)), job.train.graft_heads) \
+            if job.train.graft_heads and exp.train.init_weights else None
+        if job.train.graft_heads and graft is None:
+            log("graft skipped: training starts from random weights, there are no heads to put back")
         if job.render.seed < 0:  # fresh rooms for this model (render.seed: -1)
             job.render.seed = fresh_render_seed(exp.train.init_weights)
             req.render_seed = job.render.seed
@@ -319,8 +325,6 @@ def run_job(req: JobRequest) -> int:
                             "mean_data_time_s": train_summary.get("mean_data_time_s"),
                             "last_losses": train_summary.get("last_losses")
                             or {k: float(v) for k, v in last.items() if k.startswith("loss_") and v}}
-        graft = (str(resolve_repo_path(exp.train.init_weights)), job.train.graft_heads) \
-            if job.train.graft_heads and exp.train.init_weights else None
         unfinished = unfinished_schedule(plan, summary["train"]["final_iteration"], train_yaml, work, graft)
         if unfinished:
             summary["train"]["unfinished"] = unfinished
@@ -338,9 +342,8 @@ def run_job(req: JobRequest) -> int:
         phase_done("train")
 
         # The heads trained alone go back onto the trained network; that is the model shipped.
-        if job.train.graft_heads:
-            model = _graft_heads(model, exp.train.init_weights, job.train.graft_heads, summary, log, fail,
-                                 child_env)
+        if graft is not None:
+            model = _graft_heads(model, graft, summary, log, fail, child_env)
             phase_done("graft")
         summary["model"] = model.name
 
@@ -377,16 +380,13 @@ def run_job(req: JobRequest) -> int:
     return _finish(req, log, summary, out)
 
 
-def _graft_heads(model: Path, init_weights: "str | None", modules: list[str], summary: dict, log: JobLog,
+def _graft_heads(model: Path, graft: "tuple[str, list[str]]", summary: dict, log: JobLog,
                  fail: Callable[[str], None], env: dict[str, str]) -> Path:
-    """``roca-graft-heads`` of ``modules`` from the initial weights onto the trained ``model``:
-    -> the grafted checkpoint, or ``model`` itself when training started from random weights
-    or the graft failed (then the job reports the failure and ships the trained network)."""
-    if not init_weights:
-        log("graft skipped: training started from random weights, there are no heads to put back")
-        return model
-    heads = resolve_repo_path(init_weights)
-    grafted = model.with_name("model_grafted.safetensors")
+    """``roca-graft-heads`` of the modules ``graft[1]`` from the initial weights ``graft[0]``
+    onto the trained ``model``: -> the grafted checkpoint, or ``model`` itself when the graft
+    failed (then the job reports the failure and ships the trained network)."""
+    heads, modules = graft
+    grafted = model.with_name(GRAFTED_MODEL)
     child = Child("graft", ["-m", "roca_core.cli.graft_heads", "--network", str(model), "--heads", str(heads),
                             "--out", str(grafted), "--modules", ",".join(modules)], log, None, env)
     if child.wait(120.0) != 0 or not grafted.is_file():
