@@ -1,8 +1,9 @@
-"""What the head-stage CLIs (roca-train-yaw, roca-train-centre, roca-train-up, roca-train-class)
-share: the base checkpoint, the crop cache of both splits, the per-epoch progress line and the
-files a stage leaves (checkpoint, history, curves)."""
+"""What the head-stage CLIs (roca-train-yaw, -centre, -up, -class, -shape, -retrieval) share:
+their common options, the base checkpoint, the crop cache of both splits, the per-epoch progress
+line and the files a stage leaves (checkpoint, history, curves)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import asdict
@@ -10,6 +11,32 @@ from pathlib import Path
 from typing import Any, Callable
 
 from roca_core.config_io import ConfigError
+
+
+def head_stage_parser(prog: str, doc: str, defaults: Any, checkpoint_help: str, *, crop_and_width: bool = True,
+                      data_help: str = "data set root (train split trains, val split reports)",
+                      workers_help: str = "processes that cut the crops") -> argparse.ArgumentParser:
+    """The options every head stage takes, with ``defaults`` (the stage's config dataclass)
+    giving the epochs, batch, learning rate, workers and seed; ``crop_and_width`` adds the crop
+    side and the first conv block's width (the heads that read an image crop). The CLI adds
+    its own options after these."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
+    p.add_argument("--data", default="data/synthetic", help=data_help)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    if crop_and_width:
+        p.add_argument("--crop", type=int, default=defaults.crop, help="crop side in pixels")
+        p.add_argument("--width", type=int, default=defaults.width, help="channels of the first conv block")
+    p.add_argument("--batch", type=int, default=defaults.batch)
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--workers", type=int, default=defaults.workers, help=workers_help)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    p.add_argument("--max-train-images", type=int, default=0, help="use at most this many training images (0: all)")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bar")
+    return p
 
 
 def load_base(prog: str, checkpoint: str, threads: int, seed: int) -> "tuple[Any, Any, dict] | None":

@@ -19,26 +19,14 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from roca_core.cli.head_stage import head_stage_parser
     from roca_core.training.class_stage import ClassStageConfig
 
     d = ClassStageConfig()
-    p = argparse.ArgumentParser(prog="roca-train-class", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--checkpoint", required=True, help="trained network (.safetensors) to add the class head to")
-    p.add_argument("--data", default="data/synthetic", help="data set root (train split trains, val split reports)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--crop", type=int, default=d.crop, help="crop side in pixels")
-    p.add_argument("--width", type=int, default=d.width, help="channels of the first conv block")
+    p = head_stage_parser("roca-train-class", __doc__, d, "trained network (.safetensors) to add the class head to",
+                          workers_help="processes that run the detector")
     p.add_argument("--mix", type=float, default=d.mix,
                    help="weight of the head's probability in the new score (0: the detector's score, 1: the head's)")
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--workers", type=int, default=d.workers, help="processes that run the detector")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--max-train-images", type=int, default=0, help="use at most this many training images (0: all)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bar")
     return p
 
 

@@ -20,25 +20,16 @@ from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from roca_core.cli.head_stage import head_stage_parser
     from roca_core.training.retrieval_stage import RetrievalStageConfig
 
     d = RetrievalStageConfig()
-    p = argparse.ArgumentParser(prog="roca-train-retrieval", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--checkpoint", required=True, help="trained network (.safetensors) whose NOC encoder to train")
-    p.add_argument("--data", default="data/synthetic",
-                   help="data set root with its CAD database (train split trains, val split reports)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p = head_stage_parser("roca-train-retrieval", __doc__, d,
+                          "trained network (.safetensors) whose NOC encoder to train", crop_and_width=False,
+                          data_help="data set root with its CAD database (train split trains, val split reports)",
+                          workers_help="processes that cut the NOC samples")
     p.add_argument("--noise", type=float, default=d.noise,
                    help="standard deviation of the jitter added to the training NOCs (NOC units)")
-    p.add_argument("--workers", type=int, default=d.workers, help="processes that cut the NOC samples")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--max-train-images", type=int, default=0, help="use at most this many training images (0: all)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--no-progress", action="store_true", help="one line per epoch, no bar")
     return p
 
 
