@@ -10,17 +10,18 @@
 # config/small_stage6.yaml), putting the heads trained alone back onto it after each
 # (roca-graft-heads), train the class head again and the yaw and centre heads on four more
 # sets, continue the whole network once more on two sets (stage 7, config/small_stage7.yaml)
-# with the heads put back, then evaluate it on the held-out scenes and install it as
-# models/roca_demo.safetensors (scripts/install_demo_model.sh).
+# and then on three new ones (stage 8, config/small_stage8.yaml), each time with the heads put
+# back, then evaluate it on the held-out scenes and install it as models/roca_demo.safetensors
+# (scripts/install_demo_model.sh).
 # The committed model also had five GPU stages: four between stage 2 and the heads, with a CPU
 # stage 3, and the fifth after stage 6 (models/README.md).
 #
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
 # DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2),
-# HEADS (default out/small_heads), STAGE5, STAGE6 and STAGE7 (default out/small_stage5,
-# out/small_stage6, out/small_stage7) can be overridden,
-# EXTRA_ROOT (default data) holds the ten extra data sets; a finished stage 1 and rendered
+# HEADS (default out/small_heads), STAGE5 to STAGE8 (default out/small_stage5 to
+# out/small_stage8) can be overridden,
+# EXTRA_ROOT (default data) holds the thirteen extra data sets; a finished stage 1 and rendered
 # data sets are reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,6 +34,7 @@ HEADS="${HEADS:-out/small_heads}"
 STAGE5="${STAGE5:-out/small_stage5}"
 STAGE6="${STAGE6:-out/small_stage6}"
 STAGE7="${STAGE7:-out/small_stage7}"
+STAGE8="${STAGE8:-out/small_stage8}"
 BIN=.venv/bin
 
 if [[ ! -f "$DATA/annotations_train.json" ]]; then
@@ -69,11 +71,11 @@ fi
 # $DATA (their held-out error stops falling after ~10 epochs), so five more data sets with other
 # seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
 # them further (26 and 27, 9000 each, are for stage 5 below; 28 for the last class stage;
-# all three and 31 for the last yaw and centre stages; 31 and 32 for stage 7). The centre and yaw heads continue
+# all three and 31 for the last yaw and centre stages; 31 and 32 for stage 7; 33-35 for stage 8). The centre and yaw heads continue
 # on each in turn; after the first, the shape head (which reads the centre head's sizes)
 # follows and the class head continues on the network's detections of half its images; each
 # stage's val split only reports.
-for seed in 21 22 23 24 25 26 27 28 31 32; do
+for seed in 21 22 23 24 25 26 27 28 31 32 33 34 35; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   images=18000
   if [[ "$seed" -ge 25 ]]; then images=9000; fi
@@ -104,13 +106,15 @@ done
 # The NOC encoder on the ground-truth NOCs (retrieval from NOCs; the shape head retrieves at
 # run time, this makes the NOC route's embedding learn).
 "$BIN/roca-train-retrieval" --checkpoint "$CKPT" --data "$DATA" --out "$HEADS" --epochs 6 --workers 2
-# whole_network_stage CONFIG SET EXTRA_SET OUT INIT: the whole network (detector, depth, NOCs)
-# from INIT on two rendered sets, then the heads trained alone and the retrieval head put back
+# whole_network_stage CONFIG OUT INIT SET EXTRA_SET...: the whole network (detector, depth,
+# NOCs) from INIT on rendered sets, then the heads trained alone and the retrieval head put back
 # from INIT (joint SGD makes them worse): OUT/model_grafted.safetensors.
 whole_network_stage() {
-  local config="$1" set="$2" extra_set="$3" out="$4" init="$5"
+  local config="$1" out="$2" init="$3" set="$4" extra_set extra_dirs=()
+  shift 4
+  for extra_set in "$@"; do extra_dirs+=("${EXTRA_ROOT:-data}/$extra_set"); done
   "$BIN/roca-train" --config "$config" --data "${EXTRA_ROOT:-data}/$set" \
-    --extra-data "${EXTRA_ROOT:-data}/$extra_set" --out "$out" --overwrite \
+    --extra-data "${extra_dirs[@]}" --out "$out" --overwrite \
     --init-weights "$init" --summary-json "$out/summary.json"
   "$BIN/roca-graft-heads" --network "$out/model_final.safetensors" --heads "$init" \
     --out "$out/model_grafted.safetensors" \
@@ -118,8 +122,8 @@ whole_network_stage() {
 }
 # Stage 5 on two sets the network has never seen; stage 6 the same once more on two sets the
 # whole network has not trained on (only the heads that read the image alone saw them).
-whole_network_stage config/small_stage5.yaml extra26 extra27 "$STAGE5" "$HEADS/model_retrieval.safetensors"
-whole_network_stage config/small_stage6.yaml extra22 extra25 "$STAGE6" "$STAGE5/model_grafted.safetensors"
+whole_network_stage config/small_stage5.yaml "$STAGE5" "$HEADS/model_retrieval.safetensors" extra26 extra27
+whole_network_stage config/small_stage6.yaml "$STAGE6" "$STAGE5/model_grafted.safetensors" extra22 extra25
 # The class head again, on the final detector's detections of a set no stage trains on (so they
 # look like detections on new scenes).
 "$BIN/roca-train-class" --checkpoint "$STAGE6/model_grafted.safetensors" --data "${EXTRA_ROOT:-data}/extra28" \
@@ -133,8 +137,10 @@ for seed in 26 27 28 31; do
 done
 # Stage 7: the whole network once more, on 31 (only the yaw and centre heads read it) and 32
 # (new), the heads of the last stages put back.
-whole_network_stage config/small_stage7.yaml extra31 extra32 "$STAGE7" "$CKPT"
-DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE7/model_grafted.safetensors" "$STAGE7"
+whole_network_stage config/small_stage7.yaml "$STAGE7" "$CKPT" extra31 extra32
+# Stage 8: one pass over three new sets (33-35), the heads of stage 7 put back.
+whole_network_stage config/small_stage8.yaml "$STAGE8" "$STAGE7/model_grafted.safetensors" extra33 extra34 extra35
+DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE8/model_grafted.safetensors" "$STAGE8"
 cp "$STAGE6/class28/class_curve.png" models/roca_demo_class_extra28_curve.png
 for seed in 26 27 28 31; do
   cp "$STAGE6/heads$seed/centre_curve.png" "models/roca_demo_centre_extra${seed}_curve.png"

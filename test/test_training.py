@@ -70,7 +70,7 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     presets = {p.stem: load_experiment_config(p) for p in sorted((REPO / "config").glob("*.yaml"))
                if "train" in load_yaml(p) and "model" in load_yaml(p)}
     assert {"small", "small_stage2", "small_stage3", "small_heads", "small_stage5", "small_stage6",
-            "small_stage7", "paper"} <= set(presets)
+            "small_stage7", "small_stage8", "paper"} <= set(presets)
     # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
     # centre, up and class heads to that same network
     s3, heads = presets["small_stage3"].model, presets["small_heads"].model
@@ -92,6 +92,17 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     assert s7.model == heads and replace(s7.train, out_dir=s5.train.out_dir) == s5.train
     seen6 = seen5 | {s6.data.root, *s6.data.extra_train_roots}
     assert s7.data.extra_train_roots and not {s7.data.root, *s7.data.extra_train_roots} & seen6
+    # stage 8: the same recipe for one pass over three new sets (1.5 times the iterations, the
+    # learning-rate steps at the same fractions of the run)
+    s8 = presets["small_stage8"]
+    assert s8.model == heads and len(s8.data.extra_train_roots) == 2
+    assert s8.train.max_iter == s5.train.max_iter * 3 // 2
+    assert [s / s8.train.max_iter for s in s8.train.lr_steps] == pytest.approx(
+        [s / s5.train.max_iter for s in s5.train.lr_steps], abs=0.01)
+    assert replace(s8.train, out_dir=s5.train.out_dir, max_iter=s5.train.max_iter,
+                   lr_steps=s5.train.lr_steps) == s5.train
+    seen7 = seen6 | {s7.data.root, *s7.data.extra_train_roots}
+    assert not {s8.data.root, *s8.data.extra_train_roots} & seen7
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
