@@ -71,7 +71,8 @@ fi
 # $DATA (their held-out error stops falling after ~10 epochs), so five more data sets with other
 # seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
 # them further (26 and 27, 9000 each, are for stage 5 below; 28 for the last class stage;
-# all three and 31 for the last yaw and centre stages; 31 and 32 for stage 7; 33-35 for stage 8). The centre and yaw heads continue
+# all three and 31 for the last yaw and centre stages; 31 and 32 for stage 7; 33-35 for
+# stage 8). The centre and yaw heads continue
 # on each in turn; after the first, the shape head (which reads the centre head's sizes)
 # follows and the class head continues on the network's detections of half its images; each
 # stage's val split only reports.
