@@ -93,6 +93,33 @@ def test_split_and_join_round_trip(tmp_path):
     assert join_file(whole).read_bytes() == blob
 
 
+def test_batch_pick_and_learning_rate_scaling():
+    """The job trains at the benchmarked batch of most images per second, lr x sqrt(ratio)."""
+    from roca_core.gpu_job.job import _train_step_s
+    from roca_core.gpu_job.schedule_fit import pick_batch, with_batch
+
+    def row(batch, ms, amp="bf16", preset="train"):
+        return {"section": "train_step", "preset": preset, "amp": amp, "batch": batch, "ms": ms,
+                "images_per_s": 1000.0 * batch / ms}
+
+    rows = [row(16, 160.0), row(32, 250.0), row(64, 600.0), row(16, 100.0, amp="none"),
+            row(64, 100.0, preset="paper"), {"section": "train_step", "preset": "train", "amp": "bf16",
+                                             "batch": 128, "error": "CUDA out of memory"}]
+    assert pick_batch(rows, "bf16") == (32, 0.25)  # 128 img/s beats 100 (16) and 107 (64)
+    assert pick_batch(rows, "fp16") is None and pick_batch([], "bf16") is None
+    # a tie goes to the smaller batch
+    assert pick_batch([row(16, 100.0), row(32, 200.0)], "bf16") == (16, 0.1)
+    exp = with_batch(_experiment(), 16)  # the test preset: 4 images per step
+    assert exp.train.ims_per_batch == 16 and exp.train.base_lr == pytest.approx(_experiment().train.base_lr * 2)
+    with pytest.raises(ValueError, match="batch"):
+        with_batch(_experiment(), 0)
+    # the planned step time: the row of that batch, else another batch's scaled in proportion
+    assert _train_step_s(rows, "bf16", 32) == 0.25
+    assert _train_step_s(rows, "none", 16) == 0.1
+    assert _train_step_s([row(16, 160.0)], "bf16", 48) == pytest.approx(0.48)
+    assert _train_step_s([], "bf16", 16) is None
+
+
 def test_job_config_profiles_and_validation(tmp_path):
     from roca_core.config_io import ConfigError
     from roca_core.gpu_job.config import load_job_config
@@ -116,6 +143,10 @@ def test_job_config_profiles_and_validation(tmp_path):
         load_job_config("gpu", bad)
     # the heads trained alone go back onto the trained network; only graftable heads are accepted
     assert "yaw_head" in gpu.train.graft_heads and "retrieval_head" in gpu.train.graft_heads
+    assert gpu.train.ims_per_batch in gpu.train.batch_candidates
+    bad.write_text("gpu: {train: {batch_candidates: [16, 0]}}\n")
+    with pytest.raises(ConfigError, match="batch_candidates"):
+        load_job_config("gpu", bad)
     bad.write_text("gpu: {train: {graft_heads: [yaw_head, noc_head]}}\n")
     with pytest.raises(ConfigError, match="graft_heads.*noc_head"):
         load_job_config("gpu", bad)
@@ -221,8 +252,10 @@ def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home
         assert r["input"] == "96x128" and set(r["stages_ms"]) == {
             "backbone_rpn", "roi_heads", "depth", "alignment", "retrieval"}
         assert sum(r["stages_ms"].values()) > 0 and 0 <= r["dets_per_image"] <= 5
-    (step,) = [r for r in rows if r["section"] == "train_step"]
-    assert step["preset"] == "train" and step["amp"] == "bf16" and math.isfinite(step["loss"])
+    # the training step at the profile's batch and at each other candidate
+    steps = {r["batch"]: r for r in rows if r["section"] == "train_step"}
+    assert set(steps) == {2, 3}
+    assert all(r["preset"] == "train" and r["amp"] == "bf16" and math.isfinite(r["loss"]) for r in steps.values())
     (pred,) = [r for r in rows if r["section"] == "predict"]
     assert pred["input"] == "480x640" and "held-out image" in pred["note"]
     assert "| forward | paper | 96x128 | none | 1 |" in (out / "bench.md").read_text()
@@ -241,7 +274,12 @@ def test_gpu_run_dry_run_renders_benchmarks_trains_evaluates(tmp_path, roca_home
     cfg = yaml.safe_load((out / "train_config.yaml").read_text())
     preset = yaml.safe_load((REPO / "config" / "small.yaml").read_text())
     assert cfg["train"]["amp"] == "bf16" and 2 <= cfg["train"]["max_iter"] <= 3
-    assert cfg["train"]["base_lr"] == preset["train"]["base_lr"]
+    # ... at the benchmarked batch of most images/s, the learning rate scaled by its square root
+    best = max(steps, key=lambda b: (steps[b]["images_per_s"], -b))
+    assert summary["train_batch"]["chosen_by"] == "benchmark"
+    assert cfg["train"]["ims_per_batch"] == summary["train_batch"]["batch"] == best
+    assert cfg["train"]["base_lr"] == pytest.approx(preset["train"]["base_lr"] * math.sqrt(best / 2))
+    assert f"--batch {best} " in summary["repro"] and f"train batch {best} at lr" in log
     assert cfg["model"]["image_height"] == 96 and cfg["data"]["root"] == str(work / "data")
     trained = summary["train"]
     assert 1 <= trained["final_iteration"] <= cfg["train"]["max_iter"]
@@ -310,7 +348,7 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     shutil.copy(REPO / "models" / "roca_demo.safetensors", first)
     # ... on rooms of another seed, with a preset that names local data sets the GPU machine lacks
     res = _run(["bash", "scripts/gpu_run.sh", str(out), "--dry-run", "--work", str(work),
-                "--step-seconds", "2.0", "--no-eval", "--init-weights", str(first),
+                "--step-seconds", "2.0", "--batch", "3", "--no-eval", "--init-weights", str(first),
                 "--preset", "config/small_stage6.yaml", "--render-seed", "3", "--render-images", "24"],
                {"ROCA_HOME": os.environ["ROCA_HOME"]}, 300)
     log = (out / "job.log").read_text()
@@ -326,7 +364,11 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     assert summary["train"]["final_iteration"] >= 1 and cfg["train"]["max_iter"] <= 3
     assert (work / "train" / summary["train"]["model"]).is_file() and summary["model_manifest"]
     assert summary["graft"]["heads_from"] == str(first.resolve())  # the heads of the model it continued
-    assert "--step-seconds 2 --no-eval --init-weights" in summary["repro"]
+    assert "--step-seconds 2 --batch 3 --no-eval --init-weights" in summary["repro"]
+    # --batch: 3 images per step instead of the profile's 2, the learning rate x sqrt(3 / 2)
+    preset_lr = yaml.safe_load((REPO / "config" / "small_stage6.yaml").read_text())["train"]["base_lr"]
+    assert summary["train_batch"]["chosen_by"] == "--batch" and cfg["train"]["ims_per_batch"] == 3
+    assert cfg["train"]["base_lr"] == pytest.approx(preset_lr * 1.5 ** 0.5)
     assert "--render-seed 3 --render-images 24 " in summary["repro"]
     info = json.loads((work / "data" / "dataset_info.json").read_text())
     assert info["seed"] == 3 and info["num_images"] == 24
@@ -350,6 +392,8 @@ def test_gpu_run_train_only_call_skips_benchmark_and_evaluation(tmp_path, roca_h
     assert "yaw_head, class_head from" in resumed.stdout and grafted.is_file()
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o2"), "--dry-run", "--step-seconds", "0"], {}, 60)
     assert bad.returncode == 2 and "--step-seconds must be > 0" in bad.stderr
+    bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o6"), "--dry-run", "--batch", "0"], {}, 60)
+    assert bad.returncode == 2 and "--batch must be >= 1" in bad.stderr
     bad = _run(["bash", "scripts/gpu_run.sh", str(tmp_path / "o3"), "--dry-run", "--init-weights",
                 str(tmp_path / "missing.safetensors")], {}, 60)
     assert bad.returncode == 2 and "--init-weights: checkpoint not found" in bad.stderr

@@ -2,6 +2,7 @@
 
     scripts/gpu_run.sh OUT_DIR [--minutes M] [--preset config/small_heads.yaml]   # on the GPU machine
     scripts/gpu_run.sh OUT_DIR --step-seconds 0.22 --no-eval   # a short call that only trains
+    scripts/gpu_run.sh OUT_DIR --step-seconds 0.4 --batch 32 --no-eval   # ... at the batch a first call chose
     scripts/gpu_run.sh OUT --step-seconds 0.26 --no-eval --render-seed 0 --render-images 8000
                                                                # train on data/synthetic's rooms
     scripts/gpu_run.sh OUT2 --step-seconds 0.25 --no-eval --init-weights WORK/train/model_grafted.safetensors
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-seconds", type=float, default=None,
                    help="seconds per training step measured on an earlier run: skip the benchmark "
                         "and plan the schedule with this (a short call that only trains)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="images per training step (default: the benchmarked train.batch_candidates "
+                        "entry of most images/s, or train.ims_per_batch); the learning rate scales "
+                        "by sqrt(batch / train.ims_per_batch)")
     p.add_argument("--no-eval", action="store_true",
                    help="skip roca-eval (evaluate the model elsewhere); its reserve goes to training")
     p.add_argument("--init-weights", default=None,
@@ -79,6 +84,8 @@ def main(argv: "list[str] | None" = None) -> int:
         job.validate()
         if minutes <= 0:
             raise ConfigError(f"--minutes must be > 0, got {minutes}")
+        if args.batch is not None and args.batch < 1:
+            raise ConfigError(f"--batch must be >= 1, got {args.batch}")
         if args.step_seconds is not None and not args.step_seconds > 0:
             raise ConfigError(f"--step-seconds must be > 0, got {args.step_seconds}")
         preset = Path(args.preset).resolve() if args.preset else resolve_repo_path(job.train.preset)
@@ -94,7 +101,7 @@ def main(argv: "list[str] | None" = None) -> int:
     req = JobRequest(out_dir=Path(args.out_dir).resolve(), work_dir=work.resolve(), job=job,
                      profile=profile, minutes=minutes, preset=preset, t0=t0,
                      step_seconds=args.step_seconds, evaluate=not args.no_eval, init_weights=init,
-                     render_seed=args.render_seed, render_images=args.render_images)
+                     render_seed=args.render_seed, render_images=args.render_images, batch=args.batch)
     return run_job(req)
 
 

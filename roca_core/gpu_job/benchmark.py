@@ -260,14 +260,18 @@ def run_benchmarks(job: Any, train_exp: Any, device: torch.device, log: Callable
                 add(row, section="forward", preset=preset, amp=amp, batch=batch)
     for preset in b.train_presets:
         if preset == "train":
+            # every amp at the preset's batch; the job's amp alone at its other candidate batches
             cfg, batch, name = train_exp.model, train_exp.train.ims_per_batch, "train"
+            runs = [(batch, amp) for amp in b.train_amps] + [
+                (int(c), job.train.amp) for c in dict.fromkeys(job.train.batch_candidates) if int(c) != batch]
         else:
             exp = load_experiment_config(resolve_repo_path(f"config/{preset}.yaml"))
             cfg, batch, name = model_with_overrides(exp.model, job.model_overrides), exp.train.ims_per_batch, preset
-        for amp in b.train_amps:
-            row = _guarded(lambda: train_step_bench(cfg, device, amp, batch, b.train_iters, b.train_warmup),
-                           f"train step {name} {amp} x{batch}", log)
-            add(row, section="train_step", preset=name, amp=amp, batch=batch)
+            runs = [(batch, amp) for amp in b.train_amps]
+        for run_batch, amp in runs:
+            row = _guarded(lambda: train_step_bench(cfg, device, amp, run_batch, b.train_iters, b.train_warmup),
+                           f"train step {name} {amp} x{run_batch}", log)
+            add(row, section="train_step", preset=name, amp=amp, batch=run_batch)
     if b.predictor_amps:
         ckpt = resolve_repo_path(b.predictor_checkpoint)
         if data_root is not None and wait_for_data_s > 0:

@@ -74,6 +74,11 @@ class TrainJob:
     ims_per_batch: int = 0
     # Learning rate for that batch; 0 keeps the preset's.
     base_lr: float = 0.0
+    # Batches the benchmark also times the training step at: the job trains with the one of
+    # most images per second (``schedule_fit.pick_batch``), at base_lr x sqrt(batch /
+    # ims_per_batch). A small model leaves a large GPU launch-bound at a few images per step.
+    # Empty: ims_per_batch alone.
+    batch_candidates: list[int] = field(default_factory=list)
     num_workers: int = 12
     # Planned seconds per step = benchmarked step x margin (real data, logging, loader).
     step_time_margin: float = 1.3
@@ -143,6 +148,8 @@ class GpuJobConfig:
         if self.train.base_lr < 0 or self.train.ims_per_batch < 0:
             raise ConfigError(f"train: base_lr and ims_per_batch must be >= 0 (0: the preset's), got "
                               f"{self.train.base_lr}, {self.train.ims_per_batch}")
+        if any(int(b) < 1 for b in self.train.batch_candidates):
+            raise ConfigError(f"train.batch_candidates must be >= 1, got {self.train.batch_candidates}")
         from roca_core.cli.graft_heads import HEAD_FIELDS
 
         unknown = sorted(set(self.train.graft_heads) - set(HEAD_FIELDS))

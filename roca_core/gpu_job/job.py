@@ -33,7 +33,7 @@ from roca_core.gpu_job.environment import (JobEnvironmentError, check_environmen
                                            voxeliser_backend)
 from roca_core.gpu_job.file_split import MANIFEST_SUFFIX, split_file
 from roca_core.gpu_job.report import summary_markdown
-from roca_core.gpu_job.schedule_fit import base_experiment, fit_schedule
+from roca_core.gpu_job.schedule_fit import base_experiment, fit_schedule, pick_batch, with_batch
 from roca_core.paths import REPO_ROOT
 
 OUT_LIMIT_BYTES = 16 * 2 ** 20
@@ -64,6 +64,9 @@ class JobRequest:
     # ``job.render`` already holds them).
     render_seed: "int | None" = None
     render_images: "int | None" = None
+    # Images per training step (--batch; the job sets the benchmark's pick here for the
+    # reproduction line). None: the profile's train.batch_candidates or ims_per_batch decide.
+    batch: "int | None" = None
 
 
 def _write_yaml(path: Path, data: dict) -> Path:
@@ -118,11 +121,15 @@ def _last_csv_row(path: Path) -> "dict[str, str] | None":
     return rows[-1] if rows else None
 
 
-def _train_step_s(rows: list[dict], amp: str) -> "float | None":
-    """Benchmarked seconds per step of the trained preset, with its amp when measured."""
+def _train_step_s(rows: list[dict], amp: str, batch: int) -> "float | None":
+    """Benchmarked seconds per step of the trained preset at ``batch``, with its amp when
+    measured; from another batch's row scaled in proportion when that batch was not timed (an
+    overestimate where the GPU is launch-bound, so the schedule still fits)."""
     steps = [r for r in rows if r.get("section") == "train_step" and r.get("preset") == "train" and r.get("ms")]
-    steps.sort(key=lambda r: r.get("amp") != amp)
-    return steps[0]["ms"] / 1000.0 if steps else None
+    steps.sort(key=lambda r: (r.get("batch") != batch, r.get("amp") != amp))
+    if not steps:
+        return None
+    return steps[0]["ms"] / 1000.0 * (batch / steps[0]["batch"] if steps[0].get("batch") else 1.0)
 
 
 def _eval_headline(report: dict) -> dict[str, Any]:
@@ -262,6 +269,24 @@ def run_job(req: JobRequest) -> int:
         summary["bench_rows"] = rows
         phase_done("benchmark")
 
+        # Images per step: --batch, else the benchmarked candidate of most images per second.
+        preset_batch, preset_lr = exp.train.ims_per_batch, exp.train.base_lr
+        picked = pick_batch(rows, job.train.amp) if req.batch is None and job.train.batch_candidates else None
+        if picked is not None:
+            req.batch = picked[0]
+        if req.batch is not None and req.batch != preset_batch:
+            exp = with_batch(exp, req.batch)
+        summary["train_batch"] = {
+            "batch": exp.train.ims_per_batch, "base_lr": exp.train.base_lr,
+            "chosen_by": "--batch" if picked is None and req.batch is not None
+            else "benchmark" if picked is not None else "profile",
+            "candidates": {str(r["batch"]): r["images_per_s"] for r in rows
+                           if r.get("section") == "train_step" and r.get("preset") == "train"
+                           and r.get("amp") == job.train.amp and r.get("ms")}}
+        log(f"train batch {exp.train.ims_per_batch} at lr {exp.train.base_lr:.4g} "
+            f"({summary['train_batch']['chosen_by']}; the profile's {preset_batch} at {preset_lr:g}; "
+            f"benchmarked images/s by batch: {summary['train_batch']['candidates'] or 'none'})")
+
         render_left = deadline - time.time() - reserve_s - 30.0
         rc = render.wait(render_left, heartbeat=lambda: f"{_count_images(data)} of {job.render.images} images",
                          every_s=15.0)
@@ -285,7 +310,7 @@ def run_job(req: JobRequest) -> int:
         # Train: the preset's schedule fitted to the time left.
         stop_at = deadline - reserve_s
         seconds = min(60.0 * req.minutes, stop_at - time.time() - TRAIN_STARTUP_S)
-        step_s = req.step_seconds or _train_step_s(rows, job.train.amp)
+        step_s = req.step_seconds or _train_step_s(rows, job.train.amp, exp.train.ims_per_batch)
         if seconds < 5.0:
             fail(f"no time left to train ({seconds:.0f} s)")
             return _finish(req, log, summary, out)
@@ -412,6 +437,7 @@ def _finish(req: JobRequest, log: JobLog, summary: dict, out: Path) -> int:
     summary["total_s"] = round(time.time() - req.t0, 1)
     summary["repro"] = (f"bash scripts/gpu_run.sh OUT {'--dry-run ' if req.profile == 'dry_run' else ''}"
                         f"{f'--step-seconds {req.step_seconds:g} ' if req.step_seconds else ''}"
+                        f"{f'--batch {req.batch} ' if req.batch is not None else ''}"
                         f"{'' if req.evaluate else '--no-eval '}"
                         f"{f'--init-weights {req.init_weights} ' if req.init_weights else ''}"
                         f"{f'--render-seed {req.render_seed} ' if req.render_seed is not None else ''}"

@@ -93,7 +93,13 @@ def summary_markdown(s: dict[str, Any]) -> str:
                   f"{r['cad_models_used']} CAD models); the val split (the last rooms) is held out.", ""]
     if "train_plan" in s:
         p, t = s["train_plan"], s.get("train", {})
-        lines += ["## Training", "",
+        lines += ["## Training", ""]
+        if s.get("train_batch"):
+            b = s["train_batch"]
+            timed = ", ".join(f"{k}: {_fmt(v)}" for k, v in b.get("candidates", {}).items()) or "none"
+            lines += [f"- batch: {b['batch']} images per step at lr {b['base_lr']:.4g} (chosen by "
+                      f"{b['chosen_by']}; benchmarked images/s by batch: {timed})"]
+        lines += [
                   f"- plan: {p['iterations']} iterations in {p['seconds']} s (benchmarked step "
                   f"{p['benchmarked_step_s']} s x margin = {p['planned_step_s']} s), the preset's "
                   f"{p['preset_iterations']}-iteration schedule x {p['schedule_scale']}: warm-up "

@@ -67,3 +67,28 @@ def fit_schedule(exp: Any, seconds: float, step_s: float, tj: Any) -> tuple[Any,
             "warmup_iters": warmup, "lr_steps": list(steps), "checkpoint_period": period,
             "images_seen": iters * t.ims_per_batch}
     return exp, plan
+
+
+def pick_batch(rows: list[dict[str, Any]], amp: str) -> "tuple[int, float] | None":
+    """(images per step, seconds per step) of the trained preset's benchmarked training step
+    with the most images per second at ``amp`` (the smaller batch on a tie); None when no
+    such row was measured."""
+    steps = [r for r in rows if r.get("section") == "train_step" and r.get("preset") == "train"
+             and r.get("amp") == amp and r.get("ms")]
+    if not steps:
+        return None
+    best = max(steps, key=lambda r: (r["images_per_s"], -r["batch"]))
+    return int(best["batch"]), best["ms"] / 1000.0
+
+
+def with_batch(exp: Any, batch: int) -> Any:
+    """The experiment at ``batch`` images per step, its learning rate scaled by the square root
+    of the batch ratio (linear scaling is much for a warm start; the recipe's 4 -> 16 step
+    doubled it)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    t = exp.train
+    lr = t.base_lr * math.sqrt(batch / t.ims_per_batch)
+    exp.train = dataclasses.replace(t, ims_per_batch=batch, base_lr=lr)
+    exp.train.validate()
+    return exp
