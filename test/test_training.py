@@ -70,14 +70,15 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     presets = {p.stem: load_experiment_config(p) for p in sorted((REPO / "config").glob("*.yaml"))
                if "train" in load_yaml(p) and "model" in load_yaml(p)}
     assert {"small", "small_stage2", "small_stage3", "small_heads", "small_stage5", "small_stage6",
-            "small_stage7", "small_stage8", "paper"} <= set(presets)
+            "small_stage7", "small_stage8", "small_stage9", "paper"} <= set(presets)
     # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
     # centre, up and class heads to that same network
     s3, heads = presets["small_stage3"].model, presets["small_heads"].model
     assert s3.yaw_bins == heads.yaw_bins > 0 and s3.centre_width == s3.up_width == s3.class_width == s3.shape_width == 0
     assert heads.centre_width > 0 and heads.up_width > 0 and heads.class_width > 0 and heads.shape_width > 0
+    # (class_mix: the class head's share of the score; stage 3 has no class head)
     assert replace(heads, centre_width=0, up_width=0, class_width=0, shape_width=0,
-                   loss_weights=s3.loss_weights) == s3
+                   loss_weights=s3.loss_weights, class_mix=s3.class_mix) == s3
     assert presets["small_stage3"].train.lr_multipliers["yaw_head"] < 0.01 and s3.loss_weights.yaw == 0
     # stage 5 continues the heads' network as it is, on rendered sets it has not trained on
     s5 = presets["small_stage5"]
@@ -103,6 +104,11 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
                    lr_steps=s5.train.lr_steps) == s5.train
     seen7 = seen6 | {s7.data.root, *s7.data.extra_train_roots}
     assert not {s8.data.root, *s8.data.extra_train_roots} & seen7
+    # stage 9: stage 8 again, on three sets no earlier stage trained the whole network on
+    s9 = presets["small_stage9"]
+    assert s9.model == heads and replace(s9.train, out_dir=s8.train.out_dir) == s8.train
+    seen8 = seen7 | {s8.data.root, *s8.data.extra_train_roots}
+    assert len(s9.data.extra_train_roots) == 2 and not {s9.data.root, *s9.data.extra_train_roots} & seen8
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
