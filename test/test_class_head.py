@@ -177,8 +177,8 @@ def test_roca_train_class_cli_trains_a_head_that_eval_uses(tiny_render, tmp_path
     text = capsys.readouterr().out
     assert "running the detector" in text and "held-out: objects with a right-class detection" in text
     model, cfg2, extra = load_checkpoint(out / "model_class.safetensors")
-    assert (cfg2.class_width, cfg2.class_crop, cfg2.class_mix) == (4, 16, 0.5) and model.class_head is not None
-    assert replace(cfg2, class_width=0, class_crop=cfg.class_crop) == cfg  # nothing else changed
+    assert (cfg2.class_width, cfg2.class_crop, cfg2.class_mix) == (4, 16, 0.25) and model.class_head is not None
+    assert replace(cfg2, class_width=0, class_crop=cfg.class_crop, class_mix=cfg.class_mix) == cfg  # nothing else changed
     hist = json.loads((out / "class_history.json").read_text())
     assert len(hist["history"]) == 2 and 0 <= hist["heldout"]["recall"] <= 1
     assert extra["class_stage"]["heldout"]["detections"] == hist["heldout"]["detections"] > 0
