@@ -131,10 +131,11 @@ class ModelConfig:
     # ``(1 - class_mix) * score + class_mix * p(label)`` (class_mix_mean "arithmetic"), or
     # ``score ** (1 - class_mix) * p(label) ** class_mix`` ("geometric", the rule of the
     # checkpoints before 2026-11-27, which lowers right detections under the 0.5 threshold).
-    # 0: no class head.
+    # class_mix 0.25 was chosen on two tuning sets for the stage-9 demo model (0.5 before;
+    # models/README.md, "Stage 9"). 0 class_width: no class head.
     class_width: int = 0
     class_crop: int = 32
-    class_mix: float = 0.5
+    class_mix: float = 0.25
     class_mix_mean: str = "arithmetic"
     # Shape head (roca_core/model/shape_head.py; not in the paper): a small CNN on a
     # ``shape_crop`` x ``shape_crop`` crop of each detection's box embeds it next to the CAD

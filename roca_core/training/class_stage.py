@@ -22,6 +22,7 @@ from torchvision.ops import box_iou
 
 from roca_core.model.centre_head import box_geometry, mirror_geometry
 from roca_core.model.class_head import ClassHead, class_loss, rescore
+from roca_core.model.config import ModelConfig
 from roca_core.model.yaw_head import yaw_crops
 from roca_core.training.crop_augment import mirror, random_flips
 from roca_core.training.crop_cache import keyed_cache, map_image_chunks
@@ -40,7 +41,7 @@ POSITIVE_IOU = 0.5
 class ClassStageConfig:
     crop: int = 32
     width: int = 16
-    mix: float = 0.25  # model.class_mix of the result (the shipped presets' value)
+    mix: float = ModelConfig.class_mix  # model.class_mix of the result
     epochs: int = 8
     batch: int = 256
     lr: float = 1e-3
