@@ -132,7 +132,7 @@ class ModelConfig:
     # ``score ** (1 - class_mix) * p(label) ** class_mix`` ("geometric", the rule of the
     # checkpoints before 2026-11-27, which lowers right detections under the 0.5 threshold).
     # class_mix 0.25 was chosen on two tuning sets for the stage-9 demo model (0.5 before;
-    # models/README.md, "Stage 9"). 0 class_width: no class head.
+    # models/README.md, "Stage 9"). class_width 0: no class head.
     class_width: int = 0
     class_crop: int = 32
     class_mix: float = 0.25
