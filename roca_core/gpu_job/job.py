@@ -33,7 +33,8 @@ from roca_core.gpu_job.environment import (JobEnvironmentError, check_environmen
                                            voxeliser_backend)
 from roca_core.gpu_job.file_split import MANIFEST_SUFFIX, split_file
 from roca_core.gpu_job.report import summary_markdown
-from roca_core.gpu_job.schedule_fit import base_experiment, fit_schedule, pick_batch, with_batch
+from roca_core.gpu_job.schedule_fit import (base_experiment, fit_schedule, pick_batch, train_step_rows,
+                                            with_batch)
 from roca_core.paths import REPO_ROOT
 
 OUT_LIMIT_BYTES = 16 * 2 ** 20
@@ -125,11 +126,10 @@ def _train_step_s(rows: list[dict], amp: str, batch: int) -> "float | None":
     """Benchmarked seconds per step of the trained preset at ``batch``, with its amp when
     measured; from another batch's row scaled in proportion when that batch was not timed (an
     overestimate where the GPU is launch-bound, so the schedule still fits)."""
-    steps = [r for r in rows if r.get("section") == "train_step" and r.get("preset") == "train" and r.get("ms")]
-    steps.sort(key=lambda r: (r.get("batch") != batch, r.get("amp") != amp))
+    steps = sorted(train_step_rows(rows), key=lambda r: (r["batch"] != batch, r.get("amp") != amp))
     if not steps:
         return None
-    return steps[0]["ms"] / 1000.0 * (batch / steps[0]["batch"] if steps[0].get("batch") else 1.0)
+    return steps[0]["ms"] / 1000.0 * batch / steps[0]["batch"]
 
 
 def _eval_headline(report: dict) -> dict[str, Any]:
@@ -278,11 +278,8 @@ def run_job(req: JobRequest) -> int:
             exp = with_batch(exp, req.batch)
         summary["train_batch"] = {
             "batch": exp.train.ims_per_batch, "base_lr": exp.train.base_lr,
-            "chosen_by": "--batch" if picked is None and req.batch is not None
-            else "benchmark" if picked is not None else "profile",
-            "candidates": {str(r["batch"]): r["images_per_s"] for r in rows
-                           if r.get("section") == "train_step" and r.get("preset") == "train"
-                           and r.get("amp") == job.train.amp and r.get("ms")}}
+            "chosen_by": "benchmark" if picked else "--batch" if req.batch is not None else "profile",
+            "candidates": {str(r["batch"]): r["images_per_s"] for r in train_step_rows(rows, job.train.amp)}}
         log(f"train batch {exp.train.ims_per_batch} at lr {exp.train.base_lr:.4g} "
             f"({summary['train_batch']['chosen_by']}; the profile's {preset_batch} at {preset_lr:g}; "
             f"benchmarked images/s by batch: {summary['train_batch']['candidates'] or 'none'})")

@@ -69,12 +69,17 @@ def fit_schedule(exp: Any, seconds: float, step_s: float, tj: Any) -> tuple[Any,
     return exp, plan
 
 
+def train_step_rows(rows: list[dict[str, Any]], amp: "str | None" = None) -> list[dict[str, Any]]:
+    """The benchmark's measured training-step rows of the trained preset (at ``amp`` if given)."""
+    return [r for r in rows if r.get("section") == "train_step" and r.get("preset") == "train"
+            and r.get("ms") and (amp is None or r.get("amp") == amp)]
+
+
 def pick_batch(rows: list[dict[str, Any]], amp: str) -> "tuple[int, float] | None":
     """(images per step, seconds per step) of the trained preset's benchmarked training step
     with the most images per second at ``amp`` (the smaller batch on a tie); None when no
     such row was measured."""
-    steps = [r for r in rows if r.get("section") == "train_step" and r.get("preset") == "train"
-             and r.get("amp") == amp and r.get("ms")]
+    steps = train_step_rows(rows, amp)
     if not steps:
         return None
     best = max(steps, key=lambda r: (r["images_per_s"], -r["batch"]))
