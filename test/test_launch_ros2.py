@@ -30,7 +30,7 @@ pytest.importorskip("roca_msgs.msg")
 
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from launch_emulation import LaunchError, command_line, find_executable, find_launch_file, launch_nodes  # noqa: E402
+from launch_emulation import command_line, find_executable, find_launch_file, launch_nodes  # noqa: E402
 from ros_helpers import (  # noqa: E402
     REPO, START_TIMEOUT_S, VENV_BIN, Client, NodeProcess, node_env, private_domain_id, save_random_checkpoint,
 )

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-import roca_msgs.msg as msgs  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from roca_msgs.srv import ReloadCadDatabase  # noqa: E402
 

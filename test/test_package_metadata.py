@@ -69,6 +69,24 @@ def test_setup_py_versions_match_package_xml():
     assert metadata.version("roca_ros") == root.findtext("version")
 
 
+def _copy_sources(repo: Path, dest: Path) -> None:
+    """Copy what a user's clone holds (the files git tracks, and new ones it does not ignore),
+    not a developer's data sets and training runs (tens of GB under data/ and out/), nor the
+    demo model (colcon does not need it)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True)
+    if listed.returncode != 0:  # not a git checkout: everything but the usual build and output folders
+        shutil.copytree(repo, dest, ignore=shutil.ignore_patterns(
+            ".venv", "build", "install", "log", ".git", "*.egg-info", "__pycache__", "demo_out", "models", "data", "out"))
+        return
+    for rel in filter(None, listed.stdout.decode().split("\0")):
+        src = repo / rel
+        if rel.startswith("models/") or not src.is_file():  # deleted but still tracked
+            continue
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / rel)
+
+
 @pytest.mark.slow
 def test_readme_colcon_command_builds_both_packages(tmp_path):
     """The README's colcon command, run in a fresh workspace, installs roca_msgs and roca_ros."""
@@ -79,8 +97,7 @@ def test_readme_colcon_command_builds_both_packages(tmp_path):
     command = next(line.strip() for line in readme.splitlines() if line.strip().startswith("colcon build"))
     ws = tmp_path / "ws"
     (ws / "src").mkdir(parents=True)
-    shutil.copytree(REPO, ws / "src" / "roca", ignore=shutil.ignore_patterns(
-        ".venv", "build", "install", "log", ".git", "*.egg-info", "__pycache__", "demo_out", "models"))
+    _copy_sources(REPO, ws / "src" / "roca")
     env = dict(os.environ, AMENT_PREFIX_PATH=str(VENV_BIN.parent), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
     out = subprocess.run(command + " --event-handlers console_direct-", shell=True, cwd=ws, env=env,
                          capture_output=True, text=True, timeout=600)

@@ -47,7 +47,7 @@ from roca_core.data.config import RenderConfig, validate_render_config
 from roca_core.data.renderer import DrawItem, RenderOutput, SceneRenderer
 from roca_core.data.scene_sampler import CameraPose, SceneLayout, sample_camera, sample_layout
 from roca_core.data.sensor_depth import simulate_sensor_depth
-from roca_core.geometry.rotations import matrix_to_quat_np, rotation_about_y_np
+from roca_core.geometry.rotations import matrix_to_quat_np
 
 DEPTH_SCALE = 1000.0  # depth PNG units per metre
 SENSOR_DEPTH_DIR = "sensor_depth"  # rendering/<scene>/<this>/<frame>.png, beside depth/

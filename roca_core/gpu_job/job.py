@@ -31,7 +31,7 @@ from roca_core.gpu_job.children import Child, JobLog
 from roca_core.gpu_job.config import GpuJobConfig, fresh_render_seed, resolve_repo_path
 from roca_core.gpu_job.environment import (JobEnvironmentError, check_environment, describe,
                                            voxeliser_backend)
-from roca_core.gpu_job.file_split import MANIFEST_SUFFIX, split_file
+from roca_core.gpu_job.file_split import split_file
 from roca_core.gpu_job.report import summary_markdown
 from roca_core.gpu_job.schedule_fit import (base_experiment, fit_schedule, pick_batch, train_step_rows,
                                             with_batch)

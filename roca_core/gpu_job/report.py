@@ -107,7 +107,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
                   f"- done: iteration {t.get('final_iteration')} of {t.get('planned_iterations')} in "
                   f"{t.get('seconds')} s (exit code {t.get('exit_code')}); {_fmt(t.get('mean_step_time_s'), 4)} "
                   f"s/step + {_fmt(t.get('mean_data_time_s'), 4)} s data wait; model {t.get('model')}",
-                  f"- last losses: " + ", ".join(f"{k} {v:.3f}" for k, v in (t.get("last_losses") or {}).items())]
+                  "- last losses: " + ", ".join(f"{k} {v:.3f}" for k, v in (t.get("last_losses") or {}).items())]
         if t.get("unfinished"):
             u = t["unfinished"]
             lines += [f"- **unfinished**: stopped before the learning-rate step(s) {u['lr_steps_not_reached']}; "

@@ -8,7 +8,6 @@ and further joint training with roca-train.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,20 +16,14 @@ import torch
 from roca_core.model.centre_head import (CentreHead, box_geometry, centre_loss, centre_targets, decode_centre,
                                          decode_size, mirror_geometry)
 from roca_core.training.crop_augment import mirror, random_flips, relight
-from roca_core.training.head_epochs import append_row, epoch_row, with_head
+from roca_core.training.head_epochs import HeadStageConfig, train_epochs, with_head
 
 
 @dataclass
-class CentreStageConfig:
+class CentreStageConfig(HeadStageConfig):
     crop: int = 32
     width: int = 16
     epochs: int = 30
-    batch: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    workers: int = 2  # processes that cut the crops
-    max_train_images: int = 0  # 0: all
     # Each side of a training box moves by up to this share of the box's size (uniform), so
     # the head learns to read detected boxes, which are never exact (0: the true boxes only).
     box_jitter: float = 0.05
@@ -72,45 +65,27 @@ def train_centre_head(head: CentreHead, train: dict[str, torch.Tensor], val: "di
                       class_weight: "torch.Tensor | None" = None) -> list[dict[str, Any]]:
     """AdamW with cosine decay on the centre loss; -> one dict per epoch (loss, held-out
     errors, seconds)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    n = train["cls"].shape[0]
     boxes, K = train["boxes"], train["K"]
     size = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)  # (N, 4): w, h, w, h
     cw = class_weight if class_weight is not None else torch.ones(head.num_classes)
-    history: list[dict[str, Any]] = []
-    t0 = time.time()
-    head.train()
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for j in range(0, n, cfg.batch):
-            idx = perm[j:j + cfg.batch]
-            cls = train["cls"][idx]
-            b = boxes[idx]
-            if cfg.box_jitter > 0:
-                noise = torch.rand(b.shape, generator=gen) * 2 - 1
-                b = b + noise * cfg.box_jitter * size[idx]
-                b = torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], dim=1)
-            x, geo = train["x"][idx].float() / 255, box_geometry(b, K[idx], image_hw)
-            target = centre_targets(train["t"][idx], b, K[idx], train["s"][idx])
-            if cfg.augment:
-                flip = random_flips(idx.numel(), gen)
-                x, geo = relight(mirror(x, flip), gen), torch.where(flip[:, None], mirror_geometry(geo), geo)
-                target[:, 1] = torch.where(flip, -target[:, 1], target[:, 1])  # offset u in the box
-            pred = head(x, geo, cls)
-            loss = centre_loss(pred, target, cw[cls])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        sched.step()
-        heldout = None if val is None else lambda: centre_errors(head, val, image_hw)
-        append_row(history, epoch_row(epoch, total / max(1, n), t0, heldout), log)
-    head.eval()
-    return history
 
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        cls = train["cls"][idx]
+        b = boxes[idx]
+        if cfg.box_jitter > 0:
+            noise = torch.rand(b.shape, generator=gen) * 2 - 1
+            b = b + noise * cfg.box_jitter * size[idx]
+            b = torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2] + 1)], dim=1)
+        x, geo = train["x"][idx].float() / 255, box_geometry(b, K[idx], image_hw)
+        target = centre_targets(train["t"][idx], b, K[idx], train["s"][idx])
+        if cfg.augment:
+            flip = random_flips(idx.numel(), gen)
+            x, geo = relight(mirror(x, flip), gen), torch.where(flip[:, None], mirror_geometry(geo), geo)
+            target[:, 1] = torch.where(flip, -target[:, 1], target[:, 1])  # offset u in the box
+        return centre_loss(head(x, geo, cls), target, cw[cls])
+
+    heldout = None if val is None else lambda: centre_errors(head, val, image_hw)
+    return train_epochs(head, head.parameters(), cfg, int(train["cls"].shape[0]), batch_loss, heldout, log)
 
 def with_centre_head(model: torch.nn.Module, cfg: Any, stage: CentreStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh centre head of the stage's size, its config). An existing

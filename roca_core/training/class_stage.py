@@ -12,7 +12,6 @@ one CPU thread.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from roca_core.model.config import ModelConfig
 from roca_core.model.yaw_head import yaw_crops
 from roca_core.training.crop_augment import mirror, random_flips
 from roca_core.training.crop_cache import keyed_cache, map_image_chunks
-from roca_core.training.head_epochs import append_row, epoch_row, with_head
+from roca_core.training.head_epochs import HeadStageConfig, train_epochs, with_head
 
 CLASS_CROPS_VERSION = 1
 # per sample: x (N, 3, S, S) uint8 crop; boxes (N, 4), K (N, 3, 3) at the network input;
@@ -38,17 +37,12 @@ POSITIVE_IOU = 0.5
 
 
 @dataclass
-class ClassStageConfig:
+class ClassStageConfig(HeadStageConfig):
     crop: int = 32
     width: int = 16
     mix: float = ModelConfig.class_mix  # model.class_mix of the result
     epochs: int = 8
     batch: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    workers: int = 2  # processes that run the detector and cut the crops
-    max_train_images: int = 0  # 0: all
 
 
 def _empty(crop: int) -> dict[str, torch.Tensor]:
@@ -186,34 +180,15 @@ def train_class_head(head: ClassHead, train: dict[str, torch.Tensor], val: "dict
                      mean: str = "arithmetic") -> list[dict[str, Any]]:
     """AdamW with cosine decay on the cross-entropy; -> one dict per epoch (loss, held-out
     numbers re-scored with ``mean`` (``model.class_mix_mean``), seconds)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    n = train["target"].shape[0]
-    history: list[dict[str, Any]] = []
-    t0 = time.time()
-    head.train()
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for j in range(0, n, cfg.batch):
-            idx = perm[j:j + cfg.batch]
-            x = train["x"][idx].float() / 255
-            geo = box_geometry(train["boxes"][idx], train["K"][idx], image_hw)
-            flip = random_flips(idx.numel(), gen)  # the classes look the same mirrored
-            x, geo = mirror(x, flip), torch.where(flip[:, None], mirror_geometry(geo), geo)
-            logits = head(x, geo)
-            loss = class_loss(logits, train["target"][idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        sched.step()
-        heldout = None if val is None else lambda: class_errors(head, val, image_hw, cfg.mix, mean)
-        append_row(history, epoch_row(epoch, total / max(1, n), t0, heldout), log)
-    head.eval()
-    return history
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = train["x"][idx].float() / 255
+        geo = box_geometry(train["boxes"][idx], train["K"][idx], image_hw)
+        flip = random_flips(idx.numel(), gen)  # the classes look the same mirrored
+        x, geo = mirror(x, flip), torch.where(flip[:, None], mirror_geometry(geo), geo)
+        return class_loss(head(x, geo), train["target"][idx])
 
+    heldout = None if val is None else lambda: class_errors(head, val, image_hw, cfg.mix, mean)
+    return train_epochs(head, head.parameters(), cfg, int(train["target"].shape[0]), batch_loss, heldout, log)
 
 def with_class_head(model: torch.nn.Module, cfg: Any, stage: ClassStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh class head of the stage's size, its config). An existing

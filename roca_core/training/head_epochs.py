@@ -1,14 +1,18 @@
-"""What the head-only training stages (yaw, centre, up, class, shape) share: the row each
-writes to its history at the end of an epoch, and how each puts its head on the network.
+"""What the head-only training stages (yaw, centre, up, class, shape, retrieval) share: the
+epoch loop, the row each writes to its history at the end of an epoch, and how each puts its
+head on the network.
 
-They share it so their histories stay alike (the same keys, rounding and order) and so every
-``with_*_head`` keeps or replaces a head by the same rule.
+They share it so every stage optimises by the same recipe (AdamW, cosine decay, a seeded new
+order each epoch), their histories stay alike (the same keys, rounding and order) and every
+``with_*_head`` keeps or replaces a head by the same rule. A stage only says what one batch's
+loss is.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -23,6 +27,53 @@ def epoch_row(epoch: int, mean_loss: float, t0: float, heldout: "Callable[[], di
     if heldout is not None:
         row.update({f"heldout_{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in heldout().items()})
     return row
+
+
+@dataclass
+class HeadStageConfig:
+    """The settings every head stage has: ``train_epochs``'s recipe and how its samples are
+    made. Each stage's config adds its own (crop side, widths, augmentation) and its defaults."""
+    epochs: int = 10
+    batch: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    workers: int = 2  # processes that make the samples (cut crops, run the detector)
+    max_train_images: int = 0  # 0: all
+
+
+def train_epochs(module: torch.nn.Module, params: Iterable[torch.nn.Parameter], cfg: HeadStageConfig,
+                 samples: "torch.Tensor | int", batch_loss: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+                 heldout: "Callable[[], dict[str, Any]] | None" = None,
+                 log: "Callable[[dict[str, Any]], None] | None" = None, loss_digits: int = 4) -> list[dict[str, Any]]:
+    """AdamW on ``params`` (``cfg.lr``, ``cfg.weight_decay``) with cosine decay over
+    ``cfg.epochs``; -> one ``epoch_row`` per epoch.
+
+    ``samples``: the indices to train on (R,), or their count. Each epoch visits them in a new
+    order drawn from a generator seeded with ``cfg.seed``, in batches of ``cfg.batch``;
+    ``batch_loss(idx, gen)`` -> that batch's mean loss (``gen`` for its augmentation).
+    ``module`` is in training mode during the epochs, in eval mode after them."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sel = torch.arange(samples) if isinstance(samples, int) else samples  # (R,)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
+    history: list[dict[str, Any]] = []
+    t0 = time.time()
+    module.train()
+    for epoch in range(cfg.epochs):
+        perm = sel[torch.randperm(sel.numel(), generator=gen)]
+        total = 0.0
+        for j in range(0, perm.numel(), cfg.batch):
+            idx = perm[j:j + cfg.batch]
+            loss = batch_loss(idx, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * idx.numel()
+        sched.step()
+        append_row(history, epoch_row(epoch, total / max(1, sel.numel()), t0, heldout, loss_digits), log)
+    module.eval()
+    return history
 
 
 def append_row(history: list[dict[str, Any]], row: dict[str, Any],

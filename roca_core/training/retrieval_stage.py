@@ -20,7 +20,6 @@ head (it lives next to the same CAD embeddings).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,7 +30,7 @@ from roca_core.geometry.voxelize import voxelize_points
 from roca_core.model.retrieval_head import GRID, RetrievalHead
 from roca_core.model.shape_head import shape_logits, shape_loss
 from roca_core.training.crop_cache import keyed_cache, map_image_chunks
-from roca_core.training.head_epochs import append_row, epoch_row
+from roca_core.training.head_epochs import HeadStageConfig, train_epochs
 from roca_core.training.shape_stage import CadTargets, ranked_accuracy
 
 NOCS_VERSION = 1  # cached NOC samples of another version are cut again
@@ -43,14 +42,8 @@ KEYS = ("p", "w", "cls", "cad")
 
 
 @dataclass
-class RetrievalStageConfig:
+class RetrievalStageConfig(HeadStageConfig):
     epochs: int = 6
-    batch: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    workers: int = 2  # processes that cut the NOC samples
-    max_train_images: int = 0  # 0: all
     # standard deviation of the Gaussian jitter added to every training NOC (NOC units, the
     # CAD's box is 1 wide)
     noise: float = 0.02
@@ -152,30 +145,13 @@ def train_noc_encoder(head: RetrievalHead, train: dict[str, torch.Tensor], val: 
     """AdamW on ``shape_loss`` over the class's CAD models with cosine decay, the NOC encoder
     only (its softmax temperature is learnt here and not kept); -> one dict per epoch (loss,
     held-out top-1 and top-5, seconds)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
     enc = head.noc_encoder
     log_temperature = torch.nn.Parameter(torch.zeros(()))
-    opt = torch.optim.AdamW([*enc.parameters(), log_temperature], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    sel = usable(train)
-    history: list[dict[str, Any]] = []
-    t0 = time.time()
-    enc.train()
-    for epoch in range(cfg.epochs):
-        perm = sel[torch.randperm(sel.numel(), generator=gen)]
-        total, count = 0.0, 0
-        for j in range(0, perm.numel(), cfg.batch):
-            idx = perm[j:j + cfg.batch]
-            cls = train["cls"][idx]
-            z = enc(noc_grids(train, idx, head.backend, cfg.noise, gen))
-            loss = shape_loss(shape_logits(z, cads.embedding, cads.allowed(cls), log_temperature), train["cad"][idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-            count += idx.numel()
-        sched.step()
-        heldout = None if val is None else lambda: noc_retrieval_accuracy(head, val, cads)
-        append_row(history, epoch_row(epoch, total / max(1, count), t0, heldout), log)
-    enc.eval()
-    return history
+
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        z = enc(noc_grids(train, idx, head.backend, cfg.noise, gen))
+        return shape_loss(shape_logits(z, cads.embedding, cads.allowed(train["cls"][idx]), log_temperature),
+                          train["cad"][idx])
+
+    heldout = None if val is None else lambda: noc_retrieval_accuracy(head, val, cads)
+    return train_epochs(enc, [*enc.parameters(), log_temperature], cfg, usable(train), batch_loss, heldout, log)

@@ -14,7 +14,6 @@ precision the held-out predictions lack.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -23,20 +22,14 @@ import torch
 
 from roca_core.model.shape_head import ShapeHead, shape_logits, shape_loss
 from roca_core.training.crop_augment import mirror, random_flips, relight, shift_zoom
-from roca_core.training.head_epochs import append_row, epoch_row, with_head
+from roca_core.training.head_epochs import HeadStageConfig, train_epochs, with_head
 
 
 @dataclass
-class ShapeStageConfig:
+class ShapeStageConfig(HeadStageConfig):
     crop: int = 32
     width: int = 16
     epochs: int = 15
-    batch: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    workers: int = 2  # processes that cut the crops
-    max_train_images: int = 0  # 0: all
     # Mirror, shift, zoom and relight the training crops (``crop_augment``): a mirrored object
     # is still its CAD model (the library's models are left-right symmetric in shape).
     augment: bool = True
@@ -153,36 +146,17 @@ def train_shape_head(head: ShapeHead, train: dict[str, torch.Tensor], val: "dict
     """AdamW on ``shape_loss`` with cosine decay; -> one dict per epoch (loss, held-out top-1
     and top-5, seconds). ``train``/``val``: crop cache splits with ``cad`` (index into
     ``cads``) and ``size`` ((R, 3), ``predicted_sizes``) columns."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    sel = torch.where(train["cad"] >= 0)[0]
-    history: list[dict[str, Any]] = []
-    t0 = time.time()
-    head.train()
-    for epoch in range(cfg.epochs):
-        perm = sel[torch.randperm(sel.numel(), generator=gen)]
-        total, count = 0.0, 0
-        for j in range(0, perm.numel(), cfg.batch):
-            idx = perm[j:j + cfg.batch]
-            cls = train["cls"][idx]
-            x = train["x"][idx].float() / 255
-            if cfg.augment:
-                x = relight(shift_zoom(mirror(x, random_flips(x.shape[0], gen)), gen), gen)
-            size = train["size"][idx] * torch.exp(cfg.size_jitter * torch.randn(idx.numel(), 3, generator=gen))
-            logits = shape_logits(head(x, cls, size), cads.embedding, cads.allowed(cls), head.log_temperature)
-            loss = shape_loss(logits, train["cad"][idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-            count += idx.numel()
-        sched.step()
-        heldout = None if val is None else lambda: retrieval_accuracy(head, val, cads)
-        append_row(history, epoch_row(epoch, total / max(1, count), t0, heldout), log)
-    head.eval()
-    return history
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        cls = train["cls"][idx]
+        x = train["x"][idx].float() / 255
+        if cfg.augment:
+            x = relight(shift_zoom(mirror(x, random_flips(x.shape[0], gen)), gen), gen)
+        size = train["size"][idx] * torch.exp(cfg.size_jitter * torch.randn(idx.numel(), 3, generator=gen))
+        logits = shape_logits(head(x, cls, size), cads.embedding, cads.allowed(cls), head.log_temperature)
+        return shape_loss(logits, train["cad"][idx])
 
+    heldout = None if val is None else lambda: retrieval_accuracy(head, val, cads)
+    return train_epochs(head, head.parameters(), cfg, torch.where(train["cad"] >= 0)[0], batch_loss, heldout, log)
 
 def with_shape_head(model: torch.nn.Module, cfg: Any, stage: ShapeStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh shape head of the stage's size, its config). An existing

@@ -8,26 +8,20 @@ takes seconds on one CPU thread. The result is the same network with its up head
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from roca_core.model.up_head import UpHead, angle_deg, up_loss
-from roca_core.training.head_epochs import append_row, epoch_row, with_head
+from roca_core.training.head_epochs import HeadStageConfig, train_epochs, with_head
 
 
 @dataclass
-class UpStageConfig:
+class UpStageConfig(HeadStageConfig):
     width: int = 16
     epochs: int = 30
     batch: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    workers: int = 2  # processes that cut the crops and thumbnails
-    max_train_images: int = 0  # 0: all
 
 
 @torch.no_grad()
@@ -49,34 +43,18 @@ def train_up_head(head: UpHead, train: dict[str, torch.Tensor], val: "dict[str, 
                   cfg: UpStageConfig, log: "Callable[[dict[str, Any]], None] | None" = None) -> list[dict[str, Any]]:
     """AdamW with cosine decay on the up loss; -> one dict per epoch (loss, held-out errors,
     seconds). Thumbnails are mirrored left-right half of the time (the up vector's x with them)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    n = train["up"].shape[0]
     mirror = torch.tensor([-1.0, 1.0, 1.0])
-    history: list[dict[str, Any]] = []
-    t0 = time.time()
-    head.train()
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for j in range(0, n, cfg.batch):
-            idx = perm[j:j + cfg.batch]
-            x, up = train["thumbs"][idx].float() / 255, train["up"][idx]
-            flip = torch.rand(idx.numel(), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            up = torch.where(flip[:, None], up * mirror, up)
-            loss = up_loss(head(x), up)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-        sched.step()
-        heldout = None if val is None else lambda: up_errors(head, val)
-        append_row(history, epoch_row(epoch, total / max(1, n), t0, heldout, loss_digits=5), log)
-    head.eval()
-    return history
 
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x, up = train["thumbs"][idx].float() / 255, train["up"][idx]
+        flip = torch.rand(idx.numel(), generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        up = torch.where(flip[:, None], up * mirror, up)
+        return up_loss(head(x), up)
+
+    heldout = None if val is None else lambda: up_errors(head, val)
+    return train_epochs(head, head.parameters(), cfg, int(train["up"].shape[0]), batch_loss, heldout, log,
+                        loss_digits=5)
 
 def with_up_head(model: torch.nn.Module, cfg: Any, stage: UpStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh up head of the stage's width, its config). An existing head

@@ -11,7 +11,6 @@ training with roca-train.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,21 +18,15 @@ import torch
 
 from roca_core.model.yaw_head import YawHead, decode_allocentric, mirror_bins, yaw_loss
 from roca_core.training.crop_augment import mirror, random_flips, relight, shift_zoom
-from roca_core.training.head_epochs import append_row, epoch_row, with_head
+from roca_core.training.head_epochs import HeadStageConfig, train_epochs, with_head
 
 
 @dataclass
-class YawStageConfig:
+class YawStageConfig(HeadStageConfig):
     bins: int = 8
     crop: int = 32
     width: int = 16
     epochs: int = 40
-    batch: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    workers: int = 2  # processes that cut the crops
-    max_train_images: int = 0  # 0: all
     # Augment the training crops (``augment_crops``): mirror, shift and zoom, brightness and
     # contrast. Without it the head overfits the 15k crops after about 20 epochs.
     augment: bool = False
@@ -93,37 +86,19 @@ def chance_levels(data: dict[str, torch.Tensor]) -> dict[str, float]:
 def train_yaw_head(head: YawHead, train: dict[str, torch.Tensor], val: "dict[str, torch.Tensor] | None",
                    cfg: YawStageConfig, log: "Callable[[dict[str, Any]], None] | None" = None,
                    class_weight: "torch.Tensor | None" = None) -> list[dict[str, Any]]:
-    """Adam on the yaw loss; -> one dict per epoch (loss, held-out accuracy, seconds)."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs))
-    sel = torch.where(train["valid"])[0]
+    """AdamW with cosine decay on the yaw loss (``head_epochs.train_epochs``); -> one dict per
+    epoch (loss, held-out accuracy, seconds)."""
     cw = class_weight if class_weight is not None else torch.ones(head.num_classes)
-    history: list[dict[str, Any]] = []
-    t0 = time.time()
-    head.train()
-    for epoch in range(cfg.epochs):
-        perm = sel[torch.randperm(sel.numel(), generator=gen)]
-        total, count = 0.0, 0
-        for j in range(0, perm.numel(), cfg.batch):
-            idx = perm[j:j + cfg.batch]
-            cls = train["cls"][idx]
-            x, allowed = train["x"][idx].float() / 255, train["allowed"][idx]
-            if cfg.augment:
-                x, allowed = augment_crops(x, allowed, gen)
-            logits = head(x, cls)
-            loss = yaw_loss(logits, allowed, train["valid"][idx], cw[cls])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * idx.numel()
-            count += idx.numel()
-        sched.step()
-        heldout = None if val is None else lambda: yaw_accuracy(head, val)
-        append_row(history, epoch_row(epoch, total / max(1, count), t0, heldout), log)
-    head.eval()
-    return history
 
+    def batch_loss(idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        cls = train["cls"][idx]
+        x, allowed = train["x"][idx].float() / 255, train["allowed"][idx]
+        if cfg.augment:
+            x, allowed = augment_crops(x, allowed, gen)
+        return yaw_loss(head(x, cls), allowed, train["valid"][idx], cw[cls])
+
+    heldout = None if val is None else lambda: yaw_accuracy(head, val)
+    return train_epochs(head, head.parameters(), cfg, torch.where(train["valid"])[0], batch_loss, heldout, log)
 
 def with_yaw_head(model: torch.nn.Module, cfg: Any, stage: YawStageConfig) -> tuple[torch.nn.Module, Any]:
     """-> (the network with a fresh yaw head of the stage's size, its config). An existing
