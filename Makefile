@@ -27,10 +27,10 @@ bench: setup
 bench-camera: setup
 	$(PY) bench/bench_node_camera.py --threads 2
 
-# Reproduce models/roca_demo.safetensors from scratch (about 14.5 h on 2 idle CPU cores: 3 min
+# Reproduce models/roca_demo.safetensors from scratch (about 16 h on 2 idle CPU cores: 3 min
 # data, ~40 + ~15 min for the two training stages, ~125 min for the five image-only heads,
-# ~107 min to render sixteen more data sets and ~170 min for the heads on them, ~10 min for the
-# NOC encoder, ~60 min for each of stages 5, 6 and 7, ~90 min for each of stages 8 and 9, ~5 min
+# ~114 min to render nineteen more data sets and ~170 min for the heads on them, ~10 min for the
+# NOC encoder, ~60 min for each of stages 5, 6 and 7, ~90 min for each of stages 8, 9 and 10, ~5 min
 # for the last class stage, ~20 min for the last yaw and centre stages, ~30 min evaluation;
 # without the GPU stages); see models/README.md.
 demo-model: setup

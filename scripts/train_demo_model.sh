@@ -10,8 +10,9 @@
 # config/small_stage6.yaml), putting the heads trained alone back onto it after each
 # (roca-graft-heads), train the class head again and the yaw and centre heads on four more
 # sets, continue the whole network once more on two sets (stage 7, config/small_stage7.yaml)
-# and then on three new ones (stage 8, config/small_stage8.yaml) and three more (stage 9,
-# config/small_stage9.yaml), each time with the heads put back, then evaluate it on the
+# and then on three new ones (stage 8, config/small_stage8.yaml), three more (stage 9,
+# config/small_stage9.yaml) and three others (stage 10, config/small_stage10.yaml), each time
+# with the heads put back, then evaluate it on the
 # held-out scenes and install it as models/roca_demo.safetensors (scripts/install_demo_model.sh).
 # The committed model also had five GPU stages: four between stage 2 and the heads, with a CPU
 # stage 3, and the fifth after stage 6 (models/README.md).
@@ -19,9 +20,9 @@
 #   bash scripts/train_demo_model.sh        (or: make demo-model)
 #
 # DATA (default data/synthetic), STAGE1 (default out/small), OUT (default out/small_stage2),
-# HEADS (default out/small_heads), STAGE5 to STAGE9 (default out/small_stage5 to
-# out/small_stage9) can be overridden,
-# EXTRA_ROOT (default data) holds the sixteen extra data sets; a finished stage 1 and rendered
+# HEADS (default out/small_heads), STAGE5 to STAGE10 (default out/small_stage5 to
+# out/small_stage10) can be overridden,
+# EXTRA_ROOT (default data) holds the nineteen extra data sets; a finished stage 1 and rendered
 # data sets are reused.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +37,7 @@ STAGE6="${STAGE6:-out/small_stage6}"
 STAGE7="${STAGE7:-out/small_stage7}"
 STAGE8="${STAGE8:-out/small_stage8}"
 STAGE9="${STAGE9:-out/small_stage9}"
+STAGE10="${STAGE10:-out/small_stage10}"
 BIN=.venv/bin
 
 if [[ ! -f "$DATA/annotations_train.json" ]]; then
@@ -73,11 +75,11 @@ fi
 # seeds (18,000 images each for 21-24, 9000 for 25; ~15 and ~6 min each to render) teach
 # them further (26 and 27, 9000 each, are for stage 5 below; 28 for the last class stage;
 # all three and 31 for the last yaw and centre stages; 31 and 32 for stage 7; 33-35 for
-# stage 8; 37-39 for stage 9). The centre and yaw heads continue
+# stage 8; 37-39 for stage 9; 40-42 for stage 10). The centre and yaw heads continue
 # on each in turn; after the first, the shape head (which reads the centre head's sizes)
 # follows and the class head continues on the network's detections of half its images; each
 # stage's val split only reports.
-for seed in 21 22 23 24 25 26 27 28 31 32 33 34 35 37 38 39; do
+for seed in 21 22 23 24 25 26 27 28 31 32 33 34 35 37 38 39 40 41 42; do
   extra="${EXTRA_ROOT:-data}/extra$seed"
   images=18000
   if [[ "$seed" -ge 25 ]]; then images=9000; fi
@@ -144,7 +146,9 @@ whole_network_stage config/small_stage7.yaml "$STAGE7" "$CKPT" extra31 extra32
 whole_network_stage config/small_stage8.yaml "$STAGE8" "$STAGE7/model_grafted.safetensors" extra33 extra34 extra35
 # Stage 9: the same once more on three new sets (37-39), the heads of stage 8 put back.
 whole_network_stage config/small_stage9.yaml "$STAGE9" "$STAGE8/model_grafted.safetensors" extra37 extra38 extra39
-DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE9/model_grafted.safetensors" "$STAGE9"
+# Stage 10: once more on three new sets (40-42), the heads of stage 9 put back.
+whole_network_stage config/small_stage10.yaml "$STAGE10" "$STAGE9/model_grafted.safetensors" extra40 extra41 extra42
+DATA="$DATA" bash scripts/install_demo_model.sh "$STAGE10/model_grafted.safetensors" "$STAGE10"
 cp "$STAGE6/class28/class_curve.png" models/roca_demo_class_extra28_curve.png
 for seed in 26 27 28 31; do
   cp "$STAGE6/heads$seed/centre_curve.png" "models/roca_demo_centre_extra${seed}_curve.png"

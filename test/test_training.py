@@ -70,7 +70,7 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     presets = {p.stem: load_experiment_config(p) for p in sorted((REPO / "config").glob("*.yaml"))
                if "train" in load_yaml(p) and "model" in load_yaml(p)}
     assert {"small", "small_stage2", "small_stage3", "small_heads", "small_stage5", "small_stage6",
-            "small_stage7", "small_stage8", "small_stage9", "paper"} <= set(presets)
+            "small_stage7", "small_stage8", "small_stage9", "small_stage10", "paper"} <= set(presets)
     # stage 3 trains the yaw network on (its yaw head frozen); the heads' preset adds the
     # centre, up and class heads to that same network
     s3, heads = presets["small_stage3"].model, presets["small_heads"].model
@@ -109,6 +109,11 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
     assert s9.model == heads and replace(s9.train, out_dir=s8.train.out_dir) == s8.train
     seen8 = seen7 | {s8.data.root, *s8.data.extra_train_roots}
     assert len(s9.data.extra_train_roots) == 2 and not {s9.data.root, *s9.data.extra_train_roots} & seen8
+    # stage 10: the same once more, on three sets none of stages 5 to 9 trained on
+    s10 = presets["small_stage10"]
+    assert s10.model == heads and replace(s10.train, out_dir=s8.train.out_dir) == s8.train
+    seen9 = seen8 | {s9.data.root, *s9.data.extra_train_roots}
+    assert len(s10.data.extra_train_roots) == 2 and not {s10.data.root, *s10.data.extra_train_roots} & seen9
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
