@@ -12,8 +12,8 @@
 # sets, continue the whole network once more on two sets (stage 7, config/small_stage7.yaml)
 # and then on three new ones (stage 8, config/small_stage8.yaml), three more (stage 9,
 # config/small_stage9.yaml) and three others (stage 10, config/small_stage10.yaml), each time
-# with the heads put back, then evaluate it on the
-# held-out scenes and install it as models/roca_demo.safetensors (scripts/install_demo_model.sh).
+# with the heads put back, then evaluate it on the held-out scenes and install it as
+# models/roca_demo.safetensors (scripts/install_demo_model.sh).
 # The committed model also had five GPU stages: four between stage 2 and the heads, with a CPU
 # stage 3, and the fifth after stage 6 (models/README.md).
 #

@@ -104,16 +104,15 @@ def test_every_shipped_training_preset_loads_and_the_demo_chain_fits_together():
                    lr_steps=s5.train.lr_steps) == s5.train
     seen7 = seen6 | {s7.data.root, *s7.data.extra_train_roots}
     assert not {s8.data.root, *s8.data.extra_train_roots} & seen7
-    # stage 9: stage 8 again, on three sets no earlier stage trained the whole network on
-    s9 = presets["small_stage9"]
-    assert s9.model == heads and replace(s9.train, out_dir=s8.train.out_dir) == s8.train
-    seen8 = seen7 | {s8.data.root, *s8.data.extra_train_roots}
-    assert len(s9.data.extra_train_roots) == 2 and not {s9.data.root, *s9.data.extra_train_roots} & seen8
-    # stage 10: the same once more, on three sets none of stages 5 to 9 trained on
-    s10 = presets["small_stage10"]
-    assert s10.model == heads and replace(s10.train, out_dir=s8.train.out_dir) == s8.train
-    seen9 = seen8 | {s9.data.root, *s9.data.extra_train_roots}
-    assert len(s10.data.extra_train_roots) == 2 and not {s10.data.root, *s10.data.extra_train_roots} & seen9
+    # stages 9 and 10: stage 8 again, each on three sets no earlier stage trained the whole
+    # network on
+    seen = seen7 | {s8.data.root, *s8.data.extra_train_roots}
+    for name in ("small_stage9", "small_stage10"):
+        stage = presets[name]
+        assert stage.model == heads and replace(stage.train, out_dir=s8.train.out_dir) == s8.train, name
+        roots = {stage.data.root, *stage.data.extra_train_roots}
+        assert len(stage.data.extra_train_roots) == 2 and not roots & seen, name
+        seen |= roots
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
